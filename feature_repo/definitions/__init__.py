@@ -1,0 +1,1 @@
+"""Feast object definitions, one file per kind (entities, sources, views, services)."""

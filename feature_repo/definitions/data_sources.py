@@ -1,0 +1,36 @@
+"""Data sources: Parquet tables built by the DuckDB SQL in ``feature_repo/pipelines``.
+
+Paths come from ``DATA_DIR`` (see ``pipeline.config``); they are recorded in the registry
+at ``feast apply`` time.
+"""
+
+from feast import FileSource, RequestSource
+from feast.data_format import ParquetFormat
+from feast.field import Field
+from feast.types import UnixTimestamp
+
+from pipeline.config import Settings
+
+_SOURCES = Settings.from_env().sources
+
+
+def _parquet_source(name: str) -> FileSource:
+    return FileSource(
+        name=f"{name}_source",
+        path=str(_SOURCES / f"{name}.parquet"),
+        timestamp_field="event_timestamp",
+        file_format=ParquetFormat(),
+    )
+
+
+weather_hourly_source = _parquet_source("weather_hourly")
+aircraft_source = _parquet_source("aircraft")
+carrier_daily_source = _parquet_source("carrier_daily")
+origin_daily_source = _parquet_source("origin_daily")
+route_daily_source = _parquet_source("route_daily")
+
+# Known only at request time: the scheduled departure instant (UTC) of the flight.
+flight_request = RequestSource(
+    name="flight_request",
+    schema=[Field(name="scheduled_departure", dtype=UnixTimestamp)],
+)

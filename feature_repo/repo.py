@@ -1,0 +1,24 @@
+"""The only file Feast scans (see .feastignore): it exposes the definitions package.
+
+Importing the objects from one package keeps a single instance of each, whether Feast
+runs from the repository root or from inside feature_repo/.
+"""
+
+from feature_repo.definitions.data_sources import (  # noqa: F401
+    aircraft_source,
+    carrier_daily_source,
+    flight_request,
+    origin_daily_source,
+    route_daily_source,
+    weather_hourly_source,
+)
+from feature_repo.definitions.entities import carrier, dest, origin, tailnum  # noqa: F401
+from feature_repo.definitions.feature_services import late_arrival_v1  # noqa: F401
+from feature_repo.definitions.features import (  # noqa: F401
+    aircraft,
+    carrier_daily,
+    origin_daily,
+    route_daily,
+    weather_hourly,
+)
+from feature_repo.definitions.on_demand import departure_time  # noqa: F401

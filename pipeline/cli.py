@@ -1,0 +1,140 @@
+"""`pipeline`: raw data -> snapshot -> source tables -> Feast registry/online store -> model.
+
+Heavy imports (Feast, XGBoost) happen inside the commands, so ``--help`` is instant.
+Exit codes: 0 success, 2 a step refused its input (message says which file/table/column).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import datetime, timezone
+
+STAGES = ("ingest", "features", "apply", "materialize", "train", "promote")
+
+
+def _parse_time(value: str) -> datetime:
+    parsed = datetime.fromisoformat(value)
+    return parsed.replace(tzinfo=timezone.utc) if parsed.tzinfo is None else parsed
+
+
+def _context():
+    from pipeline.config import Settings
+    from pipeline.usecase import load_use_case
+
+    settings = Settings.from_env()
+    settings.export()
+    return settings, load_use_case()
+
+
+def cmd_run(args) -> int:
+    from pipeline import feast_ops
+    from pipeline.features import build_sources
+    from pipeline.ingest import ingest
+    from pipeline.progress import Progress
+    from training.gate import promote_if_better
+    from training.train import TrainConfig, run_training
+
+    settings, use_case = _context()
+    progress = Progress(total=len(STAGES))
+    summary: dict = {"data_dir": str(settings.data_dir), "raw_dir": str(settings.raw_dir or "built-in")}
+    with progress.stage("ingest"):
+        snapshot = ingest(settings, use_case, progress)
+        summary["snapshot"] = {"id": snapshot.id, "as_of": snapshot.as_of.isoformat(), "tables": snapshot.tables}
+    with progress.stage("features"):
+        summary["sources"] = build_sources(settings, use_case, snapshot, progress)
+    with progress.stage("apply"):
+        feast_ops.apply(settings)
+    with progress.stage("materialize"):
+        feast_ops.materialize(settings, end=snapshot.as_of)
+    with progress.stage("train"):
+        store = feast_ops.feature_store(settings)
+        config = TrainConfig(holdout_start=args.holdout_start)
+        result = run_training(settings, use_case, store, config, say=progress.say)
+        summary["model"] = result
+    with progress.stage("promote"):
+        summary["promotion"] = promote_if_better(settings, result["version"], say=progress.say)
+    summary["stage_seconds"] = progress.timings
+    settings.reports.mkdir(parents=True, exist_ok=True)
+    out = settings.reports / "pipeline_run.json"
+    out.write_text(json.dumps(summary, indent=2, default=str))
+    print(f"pipeline done in {sum(progress.timings.values()):.1f}s; summary in {out}", file=sys.stderr)
+    print(json.dumps({"stage_seconds": progress.timings, "model": result["version"],
+                      "promoted": summary["promotion"]["promoted"]}, indent=2))
+    return 0 if summary["promotion"]["promoted"] else 3
+
+
+def cmd_ingest(args) -> int:
+    from pipeline.ingest import ingest
+    from pipeline.progress import Progress
+
+    settings, use_case = _context()
+    snapshot = ingest(settings, use_case, Progress(1))
+    print(json.dumps({"id": snapshot.id, "path": str(snapshot.path), "as_of": snapshot.as_of.isoformat()}))
+    return 0
+
+
+def cmd_features(args) -> int:
+    from pipeline.features import build_sources
+    from pipeline.ingest import latest_snapshot
+    from pipeline.progress import Progress
+
+    settings, use_case = _context()
+    print(json.dumps(build_sources(settings, use_case, latest_snapshot(settings), Progress(1))))
+    return 0
+
+
+def cmd_apply(args) -> int:
+    from pipeline import feast_ops
+
+    settings, _ = _context()
+    feast_ops.apply(settings)
+    return 0
+
+
+def cmd_materialize(args) -> int:
+    from pipeline import feast_ops
+    from pipeline.ingest import latest_snapshot
+
+    settings, _ = _context()
+    end = _parse_time(args.end) if args.end else latest_snapshot(settings).as_of
+    start = _parse_time(args.start) if args.start else None
+    feast_ops.materialize(settings, end=end, start=start)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pipeline",
+        description="Run the platform's data and training pipeline. State lives under DATA_DIR "
+                    "(default ./data); RAW_DIR points at your own raw Parquet tables.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="every stage: " + " -> ".join(STAGES))
+    run.add_argument("--holdout-start", help="first day of the evaluation window (default: last 20%% of events)")
+    run.set_defaults(func=cmd_run)
+    sub.add_parser("ingest", help="land the raw tables as an immutable snapshot").set_defaults(func=cmd_ingest)
+    sub.add_parser("features", help="build the source tables from the newest snapshot").set_defaults(func=cmd_features)
+    sub.add_parser("apply", help="feast apply on feature_repo/").set_defaults(func=cmd_apply)
+    mat = sub.add_parser("materialize", help="load the online store (incremental unless --start)")
+    mat.add_argument("--start", help="window start (ISO 8601); default: continue from the last run")
+    mat.add_argument("--end", help="window end (ISO 8601); default: the newest snapshot's as-of time")
+    mat.set_defaults(func=cmd_materialize)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from pipeline.errors import PipelineError
+    from training.errors import TrainingError
+
+    try:
+        return args.func(args)
+    except (PipelineError, TrainingError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,60 @@
+"""Feature pipelines: DuckDB SQL from a raw snapshot to the source Parquet tables.
+
+Each :class:`~pipeline.usecase.SourceTable` is one SQL file in ``feature_repo/pipelines``
+run against views ``raw_<table>`` of the snapshot and the tables built before it, with
+``getvariable('as_of')`` bound to the snapshot's as-of instant. All tables are written to a
+staging directory first and moved into ``DATA_DIR/sources`` only when every one succeeded.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import duckdb
+
+from pipeline.config import Settings
+from pipeline.duck import connect, copy_to_parquet, sql_str
+from pipeline.errors import PipelineError
+from pipeline.ingest import Snapshot
+from pipeline.progress import Progress
+from pipeline.usecase import UseCase
+
+
+def source_sql(settings: Settings, sql_file: str, params) -> str:
+    path = settings.feature_repo / "pipelines" / sql_file
+    try:
+        return path.read_text().format_map(dict(params))
+    except KeyError as e:
+        raise PipelineError(f"{path}: placeholder {e} has no value in the use case's params") from e
+
+
+def build_sources(
+    settings: Settings, use_case: UseCase, snapshot: Snapshot, progress: Progress | None = None
+) -> dict[str, int]:
+    """Build every source table; return the row count of each."""
+    con = connect()
+    con.execute(f"SET VARIABLE as_of = CAST({sql_str(snapshot.as_of.isoformat())} AS TIMESTAMPTZ)")
+    for name in snapshot.tables:
+        con.execute(f"CREATE VIEW raw_{name} AS SELECT * FROM read_parquet({sql_str(snapshot.table_path(name))})")
+    settings.sources.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=settings.sources))
+    counts = {}
+    try:
+        for source in use_case.sources:
+            sql = source_sql(settings, source.sql_file, source.params)
+            try:
+                con.execute(f"CREATE TABLE {source.name} AS {sql}")
+                copy_to_parquet(con, f"SELECT * FROM {source.name}", staging / f"{source.name}.parquet")
+            except duckdb.Error as e:
+                raise PipelineError(f"feature pipeline {source.sql_file} (table {source.name}): {e}") from e
+            counts[source.name] = con.execute(f"SELECT count(*) FROM {source.name}").fetchone()[0]
+            if progress:
+                progress.say(f"{source.name}: {counts[source.name]:,} rows")
+        for source in use_case.sources:
+            os.replace(staging / f"{source.name}.parquet", settings.sources / f"{source.name}.parquet")
+        return counts
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

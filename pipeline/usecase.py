@@ -1,0 +1,86 @@
+"""The contract between the platform and one use case.
+
+The platform code (ingest, feature pipelines, training, serving) knows nothing about
+flights: everything specific to a use case is an instance of :class:`UseCase`, defined
+next to its Feast definitions in ``feature_repo/usecase.py``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Callable, Mapping
+
+import pandas as pd
+
+
+@dataclass(frozen=True)
+class RawTable:
+    """One raw input table.
+
+    ``columns`` maps each required column to the DuckDB type family it must have
+    (``VARCHAR``, ``BIGINT``, ``DOUBLE``, ``TIMESTAMP``). ``normalize_sql`` is a DuckDB
+    SELECT over the relation ``raw`` that yields the snapshot rows (timestamps made
+    timezone-aware UTC, derived time columns added).
+    """
+
+    name: str
+    columns: Mapping[str, str]
+    normalize_sql: str = "SELECT * FROM raw"
+
+
+@dataclass(frozen=True)
+class SourceTable:
+    """A table built by DuckDB SQL from raw snapshots (and earlier source tables).
+
+    ``sql_file`` lives in ``feature_repo/pipelines/``; ``params`` fill its ``{name}``
+    placeholders, so one SQL template can build several tables.
+    """
+
+    name: str
+    sql_file: str
+    params: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RequestField:
+    """A field of a prediction request: ``kind`` is ``string``, ``int`` or ``timestamp``."""
+
+    name: str
+    kind: str
+    nullable: bool = False
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class UseCase:
+    name: str
+    raw_tables: tuple[RawTable, ...]
+    load_builtin: Callable[[], dict[str, pd.DataFrame]]
+    #: DuckDB SQL over the ``raw_<table>`` views returning one TIMESTAMPTZ: the instant
+    #: the snapshot describes. Nothing after it is turned into a feature.
+    as_of_sql: str
+    sources: tuple[SourceTable, ...]
+    #: Source table holding one row per labelled event (the training entity rows).
+    events_table: str
+    label: str
+    feature_service: str
+    #: Columns of the events table that Feast needs: join keys and request-time inputs.
+    entity_columns: tuple[str, ...]
+    request_fields: tuple[RequestField, ...]
+    #: The request field whose instant is the entity timestamp ("as of") of a request.
+    request_time_field: str
+    slices: tuple[str, ...]
+    baseline_key: str
+    #: Renders the example request ``make demo`` sends, from the events table.
+    example_request: Callable[[pd.DataFrame], dict]
+    event_timestamp: str = "event_timestamp"
+    id_column: str | None = None
+    #: The key of the list of entities in a /predict body, e.g. {"flights": [...]}.
+    batch_key: str = "instances"
+
+
+def load_use_case(spec: str = "feature_repo.usecase:USE_CASE") -> UseCase:
+    """Import the use case named ``module:attribute``."""
+    module_name, _, attr = spec.partition(":")
+    return getattr(importlib.import_module(module_name), attr)

@@ -1,0 +1,1 @@
+"""Online serving: a Flask app over the same FeatureService and the promoted model."""

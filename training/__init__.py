@@ -1,0 +1,1 @@
+"""Training sets through a FeatureService, training, evaluation, model registry, scoring."""

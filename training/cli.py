@@ -1,0 +1,131 @@
+"""`training`: train, list, show, promote, and batch-score models.
+
+Exit codes: 0 success, 2 refused (message says why), 3 candidate not promoted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def _context():
+    from pipeline.config import Settings
+    from pipeline.usecase import load_use_case
+
+    settings = Settings.from_env()
+    settings.export()
+    return settings, load_use_case()
+
+
+def cmd_train(args) -> int:
+    from pipeline.feast_ops import feature_store
+    from training.train import TrainConfig, run_training
+
+    settings, use_case = _context()
+    config = TrainConfig(holdout_start=args.holdout_start, seed=args.seed, num_boost_round=args.rounds)
+    result = run_training(settings, use_case, feature_store(settings), config,
+                          say=lambda m: print(m, file=sys.stderr))
+    print(json.dumps({"version": result["version"], "model": result["metrics"]["model"],
+                      "baseline": result["metrics"]["baseline"]}, indent=2))
+    return 0
+
+
+def cmd_list(args) -> int:
+    from training.registry import ModelRegistry
+
+    settings, _ = _context()
+    registry = ModelRegistry(settings.models)
+    champion = (registry.champion() or {}).get("version")
+    for version in registry.versions():
+        meta = registry.metadata(version)
+        mark = "*" if version == champion else " "
+        print(f"{mark} {version}  {meta['trained_at'][:19]}  {meta['feature_service']}  "
+              f"AUC {meta['metrics']['model']['auc']:.4f}")
+    return 0
+
+
+def cmd_show(args) -> int:
+    from training.registry import ModelRegistry
+
+    settings, _ = _context()
+    print(json.dumps(ModelRegistry(settings.models).metadata(args.version), indent=2))
+    return 0
+
+
+def cmd_promote(args) -> int:
+    from training.gate import promote_if_better
+    from training.registry import ModelRegistry
+
+    settings, _ = _context()
+    if args.force:
+        print(json.dumps(ModelRegistry(settings.models).promote(args.version)))
+        return 0
+    result = promote_if_better(settings, args.version, say=lambda m: print(m, file=sys.stderr))
+    print(json.dumps(result))
+    return 0 if result["promoted"] else 3
+
+
+def cmd_score(args) -> int:
+    import pandas as pd
+
+    from pipeline.feast_ops import feature_store
+    from training.dataset import load_events
+    from training.registry import ModelRegistry
+    from training.score import score_events
+
+    settings, use_case = _context()
+    events = load_events(settings, use_case)
+    ts = events[use_case.event_timestamp]
+    if args.start:
+        events = events[ts >= pd.Timestamp(args.start, tz="UTC")]
+    if args.end:
+        events = events[events[use_case.event_timestamp] < pd.Timestamp(args.end, tz="UTC")]
+    registry = ModelRegistry(settings.models)
+    model = registry.load(args.version) if args.version else registry.load_champion()
+    scored = score_events(feature_store(settings), use_case, model, events)
+    columns = [use_case.id_column, use_case.event_timestamp, "probability", "model_version"]
+    scored[columns].to_parquet(args.output, index=False)
+    print(f"scored {len(scored):,} rows with model {model.version} -> {args.output}", file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="training", description="Train and manage models (state under DATA_DIR).")
+    sub = parser.add_subparsers(dest="command", required=True)
+    train = sub.add_parser("train", help="train on the FeatureService's point-in-time training set and register")
+    train.add_argument("--holdout-start", help="first day of the evaluation window (default: last 20%% of events)")
+    train.add_argument("--seed", type=int, default=7)
+    train.add_argument("--rounds", type=int, default=300, help="boosting rounds")
+    train.set_defaults(func=cmd_train)
+    sub.add_parser("list", help="registered models (* = champion)").set_defaults(func=cmd_list)
+    show = sub.add_parser("show", help="a model's metadata")
+    show.add_argument("version")
+    show.set_defaults(func=cmd_show)
+    promote = sub.add_parser("promote", help="make a model the champion if it passes the gate")
+    promote.add_argument("version")
+    promote.add_argument("--force", action="store_true", help="skip the gate (the hash is still checked)")
+    promote.set_defaults(func=cmd_promote)
+    score = sub.add_parser("score", help="batch-score labelled events with the champion (or --version)")
+    score.add_argument("--start", help="first event time (ISO date, UTC)")
+    score.add_argument("--end", help="end of the event window, exclusive (ISO date, UTC)")
+    score.add_argument("--version")
+    score.add_argument("--output", required=True, help="Parquet file to write")
+    score.set_defaults(func=cmd_score)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from training.errors import TrainingError
+
+    try:
+        return args.func(args)
+    except TrainingError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Data contracts and gates: they read and judge, never change data."""
