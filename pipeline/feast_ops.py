@@ -7,6 +7,7 @@ module import (``--help`` stays instant).
 from __future__ import annotations
 
 import os
+import sys
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Iterator
@@ -44,6 +45,12 @@ def apply(settings: Settings) -> None:
 
     repo = settings.feature_repo
     config = load_repo_config(repo, repo / "feature_store.yaml")
+    # The definitions read DATA_DIR when imported (source paths are recorded in the
+    # registry); drop cached imports so they are evaluated against this run's DATA_DIR.
+    for name in [m for m in sys.modules if m == "repo" or m.startswith("feature_repo.definitions")]:
+        del sys.modules[name]
+    if str(repo) not in sys.path:  # as the Feast CLI does: repo.py is imported as `repo`
+        sys.path.append(str(repo))
     with _cwd(repo):
         apply_total(config, repo, skip_source_validation=False)
 
@@ -52,12 +59,20 @@ def materialize(settings: Settings, end: datetime, start: datetime | None = None
     """Load feature values into the online store up to ``end``.
 
     With ``start`` it is ``feast materialize start end``; without, it continues from the
-    last materialization of each view (``materialize-incremental``), or from the epoch on
-    a fresh store.
+    last materialization of each view (``materialize-incremental``). It starts from the
+    epoch instead when a view was never materialized, or was materialized past ``end``
+    (a snapshot with an earlier as-of time): incremental would then load nothing and
+    leave values from after ``end`` online.
     """
     store = feature_store(settings)
     views = store.list_feature_views()
-    if start is None and any(v.most_recent_end_time is None for v in views):
+    end = end if end.tzinfo else end.replace(tzinfo=timezone.utc)
+
+    def needs_full(view) -> bool:
+        last = view.most_recent_end_time
+        return last is None or (last if last.tzinfo else last.replace(tzinfo=timezone.utc)) > end
+
+    if start is None and any(needs_full(v) for v in views):
         start = EPOCH
     if start is not None:
         store.materialize(start_date=start, end_date=end)

@@ -132,7 +132,8 @@ def ingest(settings: Settings, use_case: UseCase, progress: Progress | None = No
 
         previous = list_snapshots(settings)
         fingerprints = {name: t["sha256"] for name, t in tables.items()}
-        if previous and _table_fingerprints(previous[-1]) == fingerprints:
+        if (previous and _table_fingerprints(previous[-1]) == fingerprints
+                and Snapshot.load(previous[-1]).as_of == as_of):
             if progress:
                 progress.say(f"unchanged since snapshot {previous[-1].name}: reusing it")
             return Snapshot.load(previous[-1])

@@ -87,6 +87,9 @@ def _state() -> ServingState:
 
 def create_app(test_config: dict | None = None) -> Flask:
     """Build the app. ``test_config`` may set ``DATA_DIR`` and ``MAX_BATCH``."""
+    from pipeline.quiet import quiet_third_party_warnings
+
+    quiet_third_party_warnings()
     test_config = test_config or {}
     env = dict(os.environ)
     if "DATA_DIR" in test_config:

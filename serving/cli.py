@@ -104,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from pipeline.quiet import quiet_third_party_warnings
+
+    quiet_third_party_warnings()
     return args.func(args)
 
 

@@ -65,10 +65,11 @@ class OnlineFeatures:
             for feature in self.features:
                 value = response[feature][i]
                 view = feature.split("__", 1)[0]
-                if value is not None and view in self.ttl:
+                if view in self.ttl:
+                    # Feast reports 0 for a key it did not find (no row, so not stale).
                     ts = response[feature + TS_SUFFIX][i]
                     ttl = self.ttl[view]
-                    if ts > as_of_s or (ttl and ts + ttl < as_of_s):
+                    if ts and (ts > as_of_s or (ttl and ts + ttl < as_of_s)):
                         value = None
                         stale.append(feature)
                 values[feature] = value
