@@ -8,13 +8,14 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 export DATA_DIR HOST PORT
 
-.PHONY: install demo pipeline serve test feast clean help
+.PHONY: install demo pipeline serve test bench feast clean help
 
 help:
 	@echo "make demo       set up, run the whole pipeline, start the server on $(HOST):$(PORT), query it"
 	@echo "make test       set up and run the test suite"
 	@echo "make pipeline   the pipeline without the server (ingest -> features -> apply -> materialize -> train -> promote)"
 	@echo "make serve      only the server (gunicorn), serving the promoted model"
+	@echo "make bench      every benchmark in bench/ (results in bench/results/, table in README)"
 	@echo "make feast ARGS='plan'   the Feast CLI on feature_repo/ with this DATA_DIR"
 	@echo "make clean      remove DATA_DIR ($(DATA_DIR))"
 
@@ -37,6 +38,11 @@ demo: pipeline
 
 test: install
 	$(BIN)/python -m pytest
+
+bench: install
+	@set -e; for script in bench/bench_*.py; do \
+	  [ -e "$$script" ] || continue; echo "== $$script"; $(BIN)/python "$$script"; done
+	$(BIN)/python bench/report.py
 
 feast: install
 	$(BIN)/feast -c feature_repo $(ARGS)

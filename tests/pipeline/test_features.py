@@ -38,6 +38,8 @@ def sources(tmp_path, builtin_raw, use_case, settings_for):
     ])
     w = builtin_raw["weather"].iloc[[0, 0, 1]].copy()
     w.iloc[1, w.columns.get_loc("temp")] = 10.0  # a duplicate observation for the same hour
+    # Weather reaches past the last flight, so the snapshot's as-of is that flight's departure.
+    w["time_hour"] = ["2013-06-01T16:00:00Z", "2013-06-01T16:00:00Z", "2013-06-05T20:00:00Z"]
     planes = builtin_raw["planes"].iloc[:2].copy()
     planes.loc[planes.index[0], "tailnum"] = "N1"
     tables = {**builtin_raw, "flights": flights, "weather": w, "planes": planes}
@@ -75,7 +77,8 @@ def test_daily_aggregates_are_past_only_dense_and_windowed(sources):
 def test_weather_deduplicates_deterministically_and_aircraft_is_timeless(sources):
     weather = sources["weather_hourly"]
     assert not weather.duplicated(["origin", "event_timestamp"]).any()
-    assert len(weather) == 2
+    assert len(weather) == 1, "one row per hour, and none after the snapshot's as-of time"
+    assert weather["temp"].tolist() == [10.0], "duplicates resolve by a fixed order (lowest temp first)"
     aircraft = sources["aircraft"]
     assert (aircraft["event_timestamp"] == pd.Timestamp("1970-01-01", tz="UTC")).all()
     assert "N1" in set(aircraft["tailnum"])

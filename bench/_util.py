@@ -1,0 +1,78 @@
+"""Shared helpers for benchmarks: machine facts, isolated runs with peak memory, results JSON.
+
+Every benchmark compares this project with its anchor *in the same run* and reports
+ratios; it writes ``bench/results/<name>.json`` with this shape::
+
+    {"benchmark": name, "description": ..., "machine": {...}, "created_at": ...,
+     "rows":  [{"case": ..., "variant": ..., <metric>: ..., ...}, ...],
+     "goals": [{"goal": ..., "value": ..., "target": ..., "met": bool}, ...]}
+
+``bench/report.py`` renders every results file into the README's benchmark section.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import platform
+import resource
+import time
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Callable
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def machine() -> dict:
+    versions = {}
+    for name in ("feast", "duckdb", "xgboost-cpu", "pandas", "flask", "gunicorn"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return {"cpus": os.cpu_count(), "memory_gib": round(mem_gib, 1), "python": platform.python_version(),
+            "platform": platform.platform(), "versions": versions}
+
+
+def _child(conn, fn: Callable, args: tuple) -> None:
+    start = time.perf_counter()
+    try:
+        value = fn(*args)
+        error = None
+    except BaseException as e:  # reported to the parent, which raises
+        value, error = None, f"{type(e).__name__}: {e}"
+    wall = time.perf_counter() - start
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    conn.send({"wall_s": wall, "peak_mib": peak_mib, "value": value, "error": error})
+    conn.close()
+
+
+def run_isolated(fn: Callable, *args: Any) -> dict:
+    """Run ``fn(*args)`` in a fresh process; return wall time, the process's peak RSS (MiB)
+    and ``fn``'s (picklable, small) return value. ``fn`` must be a module-level function."""
+    ctx = mp.get_context("spawn")
+    parent, child = ctx.Pipe(duplex=False)
+    process = ctx.Process(target=_child, args=(child, fn, args))
+    process.start()
+    child.close()
+    result = parent.recv()
+    process.join()
+    if result["error"]:
+        raise RuntimeError(f"{getattr(fn, '__name__', fn)} failed: {result['error']}")
+    return result
+
+
+def write_result(name: str, description: str, rows: list[dict], goals: list[dict] | None = None,
+                 extra: dict | None = None) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    payload = {"benchmark": name, "description": description, "machine": machine(),
+               "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+               "rows": rows, "goals": goals or [], **(extra or {})}
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(payload, indent=2, default=str))
+    print(f"wrote {path}")
+    return path
