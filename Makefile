@@ -37,6 +37,7 @@ demo: pipeline
 	$(BIN)/serving demo
 
 test: install
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
 bench: install

@@ -11,6 +11,8 @@ import json
 import sys
 from datetime import datetime, timezone
 
+from pipeline.entry import context, run
+
 STAGES = ("ingest", "features", "apply", "materialize", "train", "promote")
 
 
@@ -18,14 +20,6 @@ def _parse_time(value: str) -> datetime:
     parsed = datetime.fromisoformat(value)
     return parsed.replace(tzinfo=timezone.utc) if parsed.tzinfo is None else parsed
 
-
-def _context():
-    from pipeline.config import Settings
-    from pipeline.usecase import load_use_case
-
-    settings = Settings.from_env()
-    settings.export()
-    return settings, load_use_case()
 
 
 def cmd_run(args) -> int:
@@ -36,7 +30,7 @@ def cmd_run(args) -> int:
     from training.gate import promote_if_better
     from training.train import TrainConfig, run_training
 
-    settings, use_case = _context()
+    settings, use_case = context()
     progress = Progress(total=len(STAGES))
     summary: dict = {"data_dir": str(settings.data_dir), "raw_dir": str(settings.raw_dir or "built-in")}
     with progress.stage("ingest"):
@@ -69,7 +63,7 @@ def cmd_ingest(args) -> int:
     from pipeline.ingest import ingest
     from pipeline.progress import Progress
 
-    settings, use_case = _context()
+    settings, use_case = context()
     snapshot = ingest(settings, use_case, Progress(1))
     print(json.dumps({"id": snapshot.id, "path": str(snapshot.path), "as_of": snapshot.as_of.isoformat()}))
     return 0
@@ -80,7 +74,7 @@ def cmd_features(args) -> int:
     from pipeline.ingest import latest_snapshot
     from pipeline.progress import Progress
 
-    settings, use_case = _context()
+    settings, use_case = context()
     print(json.dumps(build_sources(settings, use_case, latest_snapshot(settings), Progress(1))))
     return 0
 
@@ -88,7 +82,7 @@ def cmd_features(args) -> int:
 def cmd_apply(args) -> int:
     from pipeline import feast_ops
 
-    settings, _ = _context()
+    settings, _ = context()
     feast_ops.apply(settings)
     return 0
 
@@ -97,7 +91,7 @@ def cmd_materialize(args) -> int:
     from pipeline import feast_ops
     from pipeline.ingest import latest_snapshot
 
-    settings, _ = _context()
+    settings, _ = context()
     end = _parse_time(args.end) if args.end else latest_snapshot(settings).as_of
     start = _parse_time(args.start) if args.start else None
     feast_ops.materialize(settings, end=end, start=start)
@@ -126,17 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from pipeline.quiet import quiet_third_party_warnings
-
-    quiet_third_party_warnings()
     from pipeline.errors import PipelineError
     from training.errors import TrainingError
 
-    try:
-        return args.func(args)
-    except (PipelineError, TrainingError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return run(args, (PipelineError, TrainingError))
 
 
 if __name__ == "__main__":

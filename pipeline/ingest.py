@@ -119,7 +119,9 @@ def ingest(settings: Settings, use_case: UseCase, progress: Progress | None = No
             try:
                 copy_to_parquet(con, f"WITH raw AS (SELECT * FROM {view}) {table.normalize_sql}", out)
             except duckdb.Error as e:
-                raise PipelineError(f"raw table {table.name!r} from {origins[table.name]}: cannot normalise: {e}") from e
+                raise PipelineError(
+                    f"raw table {table.name!r} from {origins[table.name]}: cannot normalise: {e}"
+                ) from e
             rows = con.execute(f"SELECT count(*) FROM read_parquet({sql_str(out)})").fetchone()[0]
             tables[table.name] = {"rows": rows, "sha256": _sha256(out), "origin": origins[table.name]}
             if progress:

@@ -12,6 +12,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from pipeline.entry import run
+
 CONF = Path(__file__).with_name("gunicorn.conf.py")
 
 
@@ -104,10 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from pipeline.quiet import quiet_third_party_warnings
-
-    quiet_third_party_warnings()
-    return args.func(args)
+    return run(args, ())
 
 
 if __name__ == "__main__":

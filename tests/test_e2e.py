@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -82,8 +81,9 @@ def test_served_probability_equals_offline_for_every_flight_of_a_held_out_day(sl
                     f"{getattr(row, use_case.id_column)} {feature}: served {vector.values[feature]!r}, "
                     f"training row {offline_value!r}")
             assert served["model_version"] == model.version
+            flight_id = getattr(row, use_case.id_column)
             assert abs(served["probability"] - expected["probability"]) <= 1e-9, (
-                f"{getattr(row, use_case.id_column)}: served {served['probability']} vs offline {expected['probability']}")
+                f"{flight_id}: served {served['probability']} vs offline {expected['probability']}")
             checked += 1
     print(f"checked {checked} flights, {present} present feature values")
     assert checked == len(day)

@@ -9,21 +9,14 @@ import argparse
 import json
 import sys
 
-
-def _context():
-    from pipeline.config import Settings
-    from pipeline.usecase import load_use_case
-
-    settings = Settings.from_env()
-    settings.export()
-    return settings, load_use_case()
+from pipeline.entry import context, run
 
 
 def cmd_train(args) -> int:
     from pipeline.feast_ops import feature_store
     from training.train import TrainConfig, run_training
 
-    settings, use_case = _context()
+    settings, use_case = context()
     config = TrainConfig(holdout_start=args.holdout_start, seed=args.seed, num_boost_round=args.rounds)
     result = run_training(settings, use_case, feature_store(settings), config,
                           say=lambda m: print(m, file=sys.stderr))
@@ -35,7 +28,7 @@ def cmd_train(args) -> int:
 def cmd_list(args) -> int:
     from training.registry import ModelRegistry
 
-    settings, _ = _context()
+    settings, _ = context()
     registry = ModelRegistry(settings.models)
     champion = (registry.champion() or {}).get("version")
     for version in registry.versions():
@@ -49,7 +42,7 @@ def cmd_list(args) -> int:
 def cmd_show(args) -> int:
     from training.registry import ModelRegistry
 
-    settings, _ = _context()
+    settings, _ = context()
     print(json.dumps(ModelRegistry(settings.models).metadata(args.version), indent=2))
     return 0
 
@@ -58,7 +51,7 @@ def cmd_promote(args) -> int:
     from training.gate import promote_if_better
     from training.registry import ModelRegistry
 
-    settings, _ = _context()
+    settings, _ = context()
     if args.force:
         print(json.dumps(ModelRegistry(settings.models).promote(args.version)))
         return 0
@@ -75,7 +68,7 @@ def cmd_score(args) -> int:
     from training.registry import ModelRegistry
     from training.score import score_events
 
-    settings, use_case = _context()
+    settings, use_case = context()
     events = load_events(settings, use_case)
     ts = events[use_case.event_timestamp]
     if args.start:
@@ -118,16 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from pipeline.quiet import quiet_third_party_warnings
-
-    quiet_third_party_warnings()
     from training.errors import TrainingError
 
-    try:
-        return args.func(args)
-    except TrainingError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return run(args, (TrainingError,))
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """On-demand features: computed by Feast from request data, identically offline and online."""
 
 import pandas as pd
-from feast.on_demand_feature_view import on_demand_feature_view
 from feast.field import Field
+from feast.on_demand_feature_view import on_demand_feature_view
 from feast.types import Int64
 
 from feature_repo.definitions.data_sources import flight_request
