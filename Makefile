@@ -6,9 +6,12 @@ BIN := $(VENV)/bin
 DATA_DIR ?= $(CURDIR)/data
 HOST ?= 127.0.0.1
 PORT ?= 8000
-export DATA_DIR HOST PORT
+# PROFILE=spark switches every target to Spark + Redis + SQL registry (feature_store.spark.yaml).
+PROFILE ?= embedded
+export DATA_DIR HOST PORT PROFILE
+FS_YAML := feature_repo/$(if $(filter spark,$(PROFILE)),feature_store.spark.yaml,feature_store.yaml)
 
-.PHONY: install demo pipeline serve test bench feast clean help
+.PHONY: install sysdeps demo pipeline serve test bench feast clean help
 
 help:
 	@echo "make demo       set up, run the whole pipeline, start the server on $(HOST):$(PORT), query it"
@@ -16,16 +19,29 @@ help:
 	@echo "make pipeline   the pipeline without the server (ingest -> features -> apply -> materialize -> train -> promote)"
 	@echo "make serve      only the server (gunicorn), serving the promoted model"
 	@echo "make bench      every benchmark in bench/ (results in bench/results/, table in README)"
-	@echo "make feast ARGS='plan'   the Feast CLI on feature_repo/ with this DATA_DIR"
+	@echo "make feast ARGS='plan'   the Feast CLI on feature_repo/ with this DATA_DIR and PROFILE"
+	@echo "PROFILE=spark make ...   any target on the scale-out profile (Spark + Redis + SQL registry)"
 	@echo "make clean      remove DATA_DIR ($(DATA_DIR))"
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,spark]'
 	touch $@
 
 install: $(BIN)/.installed
+
+# System packages the tests and the spark profile use: redis-server and Java (for Spark),
+# from Debian's packages when missing and when we are root (as CI is).
+sysdeps:
+	@missing=""; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v java >/dev/null || missing="$$missing default-jre-headless"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing:$$missing"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  else echo "missing:$$missing (install them, e.g. sudo apt-get install$$missing)"; fi; \
+	fi
 
 pipeline: install
 	$(BIN)/pipeline run
@@ -36,7 +52,7 @@ serve: install
 demo: pipeline
 	$(BIN)/serving demo
 
-test: install
+test: install sysdeps
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
@@ -46,7 +62,7 @@ bench: install
 	$(BIN)/python bench/report.py
 
 feast: install
-	$(BIN)/feast -c feature_repo $(ARGS)
+	$(BIN)/feast -c feature_repo -f $(FS_YAML) $(ARGS)
 
 clean:
 	rm -rf "$(DATA_DIR)"

@@ -7,11 +7,30 @@ configuration, never from the working directory.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+#: Feature store profiles: which feature_store*.yaml the platform uses. ``embedded`` is
+#: DuckDB + SQLite, nothing to start; ``spark`` is Spark offline store and batch engine,
+#: Redis online store and a SQL registry.
+PROFILES = ("embedded", "spark")
+
+#: Defaults the ``spark`` profile's YAML reads through ``${VAR}`` when they are not set.
+SPARK_DEFAULTS = {
+    "SPARK_MASTER": "local[*]",
+    "SPARK_LOCAL_IP": "127.0.0.1",
+    "SPARK_DRIVER_HOST": "127.0.0.1",
+    "REDIS_URL": "127.0.0.1:6379",
+}
+
+
+class ConfigError(ValueError):
+    """A setting in the environment is invalid; the message names the variable."""
 
 
 @dataclass(frozen=True)
@@ -21,6 +40,7 @@ class Settings:
     data_dir: Path
     raw_dir: Path | None = None
     repo_root: Path = REPO_ROOT
+    profile: str = "embedded"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
@@ -30,11 +50,20 @@ class Settings:
             data_dir = REPO_ROOT / data_dir
         raw = env.get("RAW_DIR")
         raw_dir = Path(raw).resolve() if raw else None
-        return cls(data_dir=data_dir.resolve(), raw_dir=raw_dir)
+        profile = env.get("PROFILE") or "embedded"
+        if profile not in PROFILES:
+            raise ConfigError(f"PROFILE={profile!r} is not one of {', '.join(PROFILES)}")
+        return cls(data_dir=data_dir.resolve(), raw_dir=raw_dir, profile=profile)
 
     @property
     def feature_repo(self) -> Path:
         return self.repo_root / "feature_repo"
+
+    @property
+    def feature_store_yaml(self) -> Path:
+        """The profile's Feast configuration (the definitions are shared by all profiles)."""
+        name = "feature_store.yaml" if self.profile == "embedded" else f"feature_store.{self.profile}.yaml"
+        return self.feature_repo / name
 
     @property
     def raw_snapshots(self) -> Path:
@@ -57,7 +86,14 @@ class Settings:
         return self.data_dir / "reports"
 
     def export(self) -> None:
-        """Publish DATA_DIR to the environment: ``feature_store.yaml`` and the Feast
-        definitions read it (Feast expands ``${DATA_DIR}`` in its YAML)."""
+        """Publish DATA_DIR and PROFILE (and the spark profile's defaults) to the
+        environment: the Feast YAML and definitions read them (Feast expands ``${VAR}``)."""
         os.environ["DATA_DIR"] = str(self.data_dir)
+        os.environ["PROFILE"] = self.profile
+        if self.profile == "spark":
+            for name, value in SPARK_DEFAULTS.items():
+                os.environ.setdefault(name, value)
+            os.environ.setdefault("REGISTRY_URL", f"sqlite:///{self.data_dir / 'registry-spark.db'}")
+            # Spark's Python workers must import Feast: by default, this interpreter.
+            os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         self.data_dir.mkdir(parents=True, exist_ok=True)

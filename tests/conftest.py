@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import socket
+import subprocess
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -85,3 +90,50 @@ def slice_run(tmp_path_factory, raw_slice_dir, use_case):
         promotion = promote_if_better(settings, result["version"], say=lambda m: None)
     yield {"settings": settings, "snapshot": snapshot, "result": result, "promotion": promotion,
            "config": config}
+
+
+def require_tool(name: str) -> str:
+    """The path of a system tool the test needs. In CI (CI=true) a missing tool fails the
+    run: the project's own files (Makefile `sysdeps`) must install it. Elsewhere it skips."""
+    path = shutil.which(name)
+    if path:
+        return path
+    message = f"{name} is not installed (`make sysdeps` installs it from Debian's packages)"
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    """A real redis-server on a free loopback port for the whole test session."""
+    binary = require_tool("redis-server")
+    port = free_port()
+    workdir = tmp_path_factory.mktemp("redis")
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", str(workdir)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as conn:
+                conn.sendall(b"PING\r\n")
+                if conn.recv(16).startswith(b"+PONG"):
+                    break
+        except OSError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"redis-server did not start on port {port}")
+        time.sleep(0.1)
+    yield f"127.0.0.1:{port}"
+    process.terminate()
+    process.wait(timeout=10)

@@ -63,6 +63,19 @@ def training_set(store, use_case: UseCase, events: pd.DataFrame) -> pd.DataFrame
             f"Feast returned {len(frame)} rows for {len(entity_df)} entity rows: rows were dropped or duplicated"
         )
     frame = frame.set_index(key).loc[entity_df[key]].reset_index()
+    return _utc_timestamps(frame)
+
+
+def _utc_timestamps(frame: pd.DataFrame) -> pd.DataFrame:
+    """Feast's Spark offline store returns timestamps as naive UTC in nanoseconds; the
+    DuckDB store as aware UTC in microseconds. Make every timestamp column aware UTC in
+    nanoseconds so both profiles give equal frames."""
+    for column in frame.columns:
+        dtype = frame[column].dtype
+        if pd.api.types.is_datetime64_dtype(dtype) and getattr(dtype, "tz", None) is None:
+            frame[column] = frame[column].dt.tz_localize("UTC")
+        if isinstance(frame[column].dtype, pd.DatetimeTZDtype):
+            frame[column] = frame[column].dt.tz_convert("UTC").astype("datetime64[ns, UTC]")
     return frame
 
 

@@ -11,13 +11,21 @@ from feast.types import UnixTimestamp
 
 from pipeline.config import Settings
 
-_SOURCES = Settings.from_env().sources
+_SETTINGS = Settings.from_env()
 
 
-def _parquet_source(name: str) -> FileSource:
+def _parquet_source(name: str):
+    """The one place the source class follows the profile: Feast's Spark offline store
+    needs a SparkSource, the DuckDB store a FileSource, over the same Parquet file."""
+    path = str(_SETTINGS.sources / f"{name}.parquet")
+    if _SETTINGS.profile == "spark":
+        from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import SparkSource
+
+        return SparkSource(name=f"{name}_source", path=path, file_format="parquet",
+                           timestamp_field="event_timestamp")
     return FileSource(
         name=f"{name}_source",
-        path=str(_SOURCES / f"{name}.parquet"),
+        path=path,
         timestamp_field="event_timestamp",
         file_format=ParquetFormat(),
     )
