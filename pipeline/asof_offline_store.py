@@ -63,6 +63,9 @@ from feast.saved_dataset import SavedDatasetStorage
 
 EntitySet = Union[pd.DataFrame, str, Path]
 
+#: Prefix of the per-view event-time columns a job adds when ``include_event_timestamps`` is set.
+EVENT_TIMESTAMP_PREFIX = "__event_timestamp__"
+
 _TIMESTAMP_TYPES = ("TIMESTAMP", "TIMESTAMP WITH TIME ZONE", "TIMESTAMP_NS", "TIMESTAMP_MS",
                     "TIMESTAMP_S", "DATE")
 
@@ -170,10 +173,12 @@ def entity_timestamp_column(schema: dict[str, str]) -> str:
 
 
 def point_in_time_sql(entity_relation: str, entity_columns: Sequence[str], timestamp_column: str,
-                      views: Sequence[ViewPlan]) -> str:
+                      views: Sequence[ViewPlan], event_timestamps: bool = False) -> str:
     """The ASOF JOIN query: entity columns (timestamp as UTC), then each view's features.
 
-    ``entity_relation`` must have a ``__feast_row`` column giving the input order.
+    ``entity_relation`` must have a ``__feast_row`` column giving the input order. With
+    ``event_timestamps``, each view adds ``__event_timestamp__<view>``: the event time of
+    the row its values came from (null when they are missing), for the leakage guard.
     """
     ets = "e.__feast_ts"
     select = [f"e.{quote_ident(c)}" for c in entity_columns if c != timestamp_column]
@@ -202,6 +207,9 @@ def point_in_time_sql(entity_relation: str, entity_columns: Sequence[str], times
             valid += f" AND epoch_us({ets}) - epoch_us({alias}.__ts) <= {view.ttl_us}"
         for j, (_, out) in enumerate(view.features):
             select.append(f"CASE WHEN {valid} THEN {alias}.__v{j} END AS {quote_ident(out)}")
+        if event_timestamps:
+            select.append(f"CASE WHEN {valid} THEN {alias}.__ts END AS "
+                          f"{quote_ident(EVENT_TIMESTAMP_PREFIX + view.name)}")
     return (
         f"SELECT {', '.join(select)}\n"
         f"FROM (SELECT *, CAST({quote_ident(timestamp_column)} AS TIMESTAMPTZ) AS __feast_ts"
@@ -262,7 +270,11 @@ def _describe(entity_df: EntitySet) -> str:
 
 
 class AsofRetrievalJob(RetrievalJob):
-    """Runs the ASOF JOIN when asked for the result; on-demand views via Feast's ``to_arrow``."""
+    """Runs the ASOF JOIN when asked for the result; on-demand views via Feast's ``to_arrow``.
+
+    Each call opens its own in-memory DuckDB connection; ``to_parquet`` streams the result
+    to a file without building it in Python.
+    """
 
     def __init__(self, config: RepoConfig, entity_df: EntitySet, views: List[ViewPlan],
                  on_demand_feature_views: List[OnDemandFeatureView], full_feature_names: bool,
@@ -275,6 +287,8 @@ class AsofRetrievalJob(RetrievalJob):
         self._full_feature_names = full_feature_names
         self._feature_refs = feature_refs
         self._metadata: Optional[RetrievalMetadata] = None
+        #: Add ``__event_timestamp__<view>`` columns (for the leakage guard in training).
+        self.include_event_timestamps = False
         # Fail now, not at to_df(): an unreadable entity set or a missing join key column.
         con = self._connection(materialize=False)
         try:
@@ -303,7 +317,8 @@ class AsofRetrievalJob(RetrievalJob):
     def query(self, con: duckdb.DuckDBPyConnection) -> str:
         schema = entity_schema(con)
         ts_col = self._check_columns(schema)
-        return point_in_time_sql("__feast_entity", list(schema), ts_col, self._views)
+        return point_in_time_sql("__feast_entity", list(schema), ts_col, self._views,
+                                 self.include_event_timestamps)
 
     def _to_arrow_internal(self, timeout: Optional[int] = None) -> pa.Table:
         con = self._connection()
