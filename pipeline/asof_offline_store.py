@@ -202,9 +202,12 @@ def point_in_time_sql(entity_relation: str, entity_columns: Sequence[str], times
         on = [f"e.{quote_ident(ent)} = {alias}.__k{j}" for j, (_, ent) in enumerate(view.join_keys)]
         on.append(f"{entity_order} >= {alias}.__ord")
         joins.append(f"ASOF LEFT JOIN (SELECT {inner} FROM {view.source_sql}) {alias} ON {' AND '.join(on)}")
-        valid = f"{alias}.__ts <= {ets}"
+        # The ASOF condition already keeps event_ts <= entity_ts, except that a pair with a
+        # null entity timestamp still compares; a missing match gives NULL and so no value.
+        conditions = [f"{alias}.__ts <= {ets}"] if view.created_timestamp_column else [f"{alias}.__ts IS NOT NULL"]
         if view.ttl_us is not None:
-            valid += f" AND epoch_us({ets}) - epoch_us({alias}.__ts) <= {view.ttl_us}"
+            conditions.append(f"{alias}.__ts >= {ets} - to_microseconds({view.ttl_us})")
+        valid = " AND ".join(conditions)
         for j, (_, out) in enumerate(view.features):
             select.append(f"CASE WHEN {valid} THEN {alias}.__v{j} END AS {quote_ident(out)}")
         if event_timestamps:
@@ -212,8 +215,8 @@ def point_in_time_sql(entity_relation: str, entity_columns: Sequence[str], times
                           f"{quote_ident(EVENT_TIMESTAMP_PREFIX + view.name)}")
     return (
         f"SELECT {', '.join(select)}\n"
-        f"FROM (SELECT *, CAST({quote_ident(timestamp_column)} AS TIMESTAMPTZ) AS __feast_ts"
-        f" FROM {entity_relation}) e\n" + "\n".join(joins) + "\nORDER BY e.__feast_row"
+        f"FROM (SELECT * EXCLUDE ({quote_ident(timestamp_column)}),"
+        f" CAST({quote_ident(timestamp_column)} AS TIMESTAMPTZ) AS __feast_ts FROM {entity_relation}) e\n" + "\n".join(joins) + "\nORDER BY e.__feast_row"
     )
 
 
@@ -235,12 +238,19 @@ def register_entity_set(con: duckdb.DuckDBPyConnection, entity_df: EntitySet,
     table's insertion order and so its ``rowid`` numbers the query's rows in their order;
     ``materialize=False`` only declares it (to read its schema).
     """
-    if isinstance(entity_df, pd.DataFrame):
-        table = pa.Table.from_pandas(entity_df, preserve_index=False)
-        table = table.append_column("__feast_row", pa.array(range(table.num_rows), pa.int64()))
+    if isinstance(entity_df, (pd.DataFrame, pa.Table)):
+        table = (pa.Table.from_pandas(entity_df, preserve_index=False)
+                 if isinstance(entity_df, pd.DataFrame) else entity_df)
+        if "__feast_row" not in table.column_names:
+            table = table.append_column("__feast_row", pa.array(range(table.num_rows), pa.int64()))
         con.register("__feast_entity_input", table)
         con.execute("CREATE TEMP VIEW __feast_entity AS SELECT * FROM __feast_entity_input")
-    elif is_parquet_path(entity_df):
+    elif is_parquet_path(entity_df) and not any(ch in str(entity_df) for ch in "*?["):
+        con.execute(
+            "CREATE TEMP VIEW __feast_entity AS SELECT * EXCLUDE (file_row_number),"
+            " file_row_number AS __feast_row"
+            f" FROM read_parquet({quote_str(entity_df)}, file_row_number = true)")
+    elif is_parquet_path(entity_df):  # a glob: files in name order, rows in file order
         con.execute(
             "CREATE TEMP VIEW __feast_entity AS SELECT * EXCLUDE (filename, file_row_number),"
             " dense_rank() OVER (ORDER BY filename) * 4294967296 + file_row_number AS __feast_row"
@@ -263,7 +273,7 @@ def entity_schema(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
 
 
 def _describe(entity_df: EntitySet) -> str:
-    if isinstance(entity_df, pd.DataFrame):
+    if isinstance(entity_df, (pd.DataFrame, pa.Table)):
         return "(DataFrame)"
     text = str(entity_df)
     return repr(text if len(text) < 200 else text[:200] + "...")
@@ -281,6 +291,9 @@ class AsofRetrievalJob(RetrievalJob):
                  feature_refs: List[str]) -> None:
         super().__init__()
         self._config = config
+        if isinstance(entity_df, pd.DataFrame):  # converted once, shared by every query of this job
+            entity_df = pa.Table.from_pandas(entity_df, preserve_index=False)
+            entity_df = entity_df.append_column("__feast_row", pa.array(range(entity_df.num_rows), pa.int64()))
         self._entity_df = entity_df
         self._views = views
         self._odfvs = on_demand_feature_views
