@@ -261,3 +261,23 @@ def test_stock_store_rejects_a_ttl_mixing_days_and_seconds(repo, tmp_path_factor
     with pytest.raises(Exception, match="mixed units"):
         stock.get_historical_features(entity_df=frame, features=["c:c1"]).to_df()
     assert store.get_historical_features(entity_df=frame, features=["c:c1"]).to_df()["c1"].tolist() == [4.25]
+
+
+def test_to_parquet_and_persist_write_the_joined_rows(repo, tmp_path):
+    from feast.infra.offline_stores.file_source import SavedDatasetFileStorage
+
+    root, store = repo
+    _write_sources(root, {"a": [{"k": "x", "ts": _ts(0, 5), "created": _ts(0, 100), "a1": 1, "a2": 2.25}],
+                          "b": [], "c": []})
+    frame = _entity_frame([{"row_id": f"r{i}", "k": "x", "j": "p", "event_timestamp": _ts(0, s)}
+                           for i, s in enumerate([3, 8, 30])], "UTC")
+    batch = ["a:a1", "a:a2", "b:b1", "c:c1"]
+    expected = store.get_historical_features(entity_df=frame, features=batch).to_df()
+    written = store.get_historical_features(entity_df=frame, features=batch).to_parquet(tmp_path / "out.parquet")
+    pd.testing.assert_frame_equal(pd.read_parquet(written), expected, check_dtype=False)
+    assert expected["a1"].isna().tolist() == [True, False, True], "before the row, in TTL, past TTL"
+    with pytest.raises(ValueError, match="on-demand"):
+        store.get_historical_features(entity_df=frame, features=FEATURE_REFS).to_parquet(tmp_path / "x.parquet")
+    job = store.get_historical_features(entity_df=frame, features=FEATURE_REFS)
+    job.persist(SavedDatasetFileStorage(path=str(tmp_path / "saved.parquet")))
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "saved.parquet"), job.to_df(), check_dtype=False)
