@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import List, Optional, Sequence, Union
 
 import duckdb
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -174,49 +175,66 @@ def entity_timestamp_column(schema: dict[str, str]) -> str:
 
 def point_in_time_sql(entity_relation: str, entity_columns: Sequence[str], timestamp_column: str,
                       views: Sequence[ViewPlan], event_timestamps: bool = False) -> str:
-    """The ASOF JOIN query: entity columns (timestamp as UTC), then each view's features.
+    """The point-in-time query: entity columns (timestamp as UTC), then each view's features.
+
+    Each view is one ``ASOF LEFT JOIN`` of a narrow copy of the entity set (row number,
+    join keys, timestamp) with the view's rows, put back in entity order; the views' results
+    are then laid beside the entity rows with ``POSITIONAL JOIN``. Sorting narrow rows per view
+    instead of carrying every column through every join is what keeps 10M rows fast and
+    within memory. The row numbers are compared on every row: a misalignment is an error,
+    never a silently shifted feature.
 
     ``entity_relation`` must have a ``__feast_row`` column giving the input order. With
     ``event_timestamps``, each view adds ``__event_timestamp__<view>``: the event time of
     the row its values came from (null when they are missing), for the leakage guard.
     """
+    ts_entity = f"CAST({quote_ident(timestamp_column)} AS TIMESTAMPTZ)"
     ets = "e.__feast_ts"
-    select = [f"e.{quote_ident(c)}" for c in entity_columns if c != timestamp_column]
-    select.insert(list(entity_columns).index(timestamp_column), f"{ets} AS {quote_ident(timestamp_column)}")
-    joins = []
+    select = [f"e.{quote_ident(c)}" if c != timestamp_column else f"{ets} AS {quote_ident(c)}"
+              for c in entity_columns]
+    parts, aligned = [], []
     for i, view in enumerate(views):
-        alias = f"f{i}"
         key_cols = [f"{quote_ident(src)} AS __k{j}" for j, (src, _) in enumerate(view.join_keys)]
         feat_cols = [f"{quote_ident(src)} AS __v{j}" for j, (src, _) in enumerate(view.features)]
         ts = f"CAST({quote_ident(view.timestamp_field)} AS TIMESTAMPTZ)"
+        inner = [*key_cols, f"{ts} AS __ts", *feat_cols]
         if view.created_timestamp_column:
             created = (f"COALESCE(CAST({quote_ident(view.created_timestamp_column)} AS TIMESTAMPTZ),"
                        f" '-infinity'::TIMESTAMPTZ)")
             # Ties on the event timestamp go to the newest created timestamp: the ASOF
             # inequality runs on the pair (event, created) against (entity_ts, +infinity).
-            order_col, entity_order = (f"{{'t': {ts}, 'c': {created}}}",
-                                       f"{{'t': {ets}, 'c': 'infinity'::TIMESTAMPTZ}}")
+            inner.append(f"{{'t': {ts}, 'c': {created}}} AS __ord")
+            inequality = f"{{'t': {ets}, 'c': 'infinity'::TIMESTAMPTZ}} >= f.__ord"
+            # A pair with a null entity timestamp still compares: keep only true matches.
+            conditions = [f"f.__ts <= {ets}"]
         else:
-            order_col, entity_order = ts, ets
-        inner = ", ".join([*key_cols, f"{ts} AS __ts", f"{order_col} AS __ord", *feat_cols])
-        on = [f"e.{quote_ident(ent)} = {alias}.__k{j}" for j, (_, ent) in enumerate(view.join_keys)]
-        on.append(f"{entity_order} >= {alias}.__ord")
-        joins.append(f"ASOF LEFT JOIN (SELECT {inner} FROM {view.source_sql}) {alias} ON {' AND '.join(on)}")
-        # The ASOF condition already keeps event_ts <= entity_ts, except that a pair with a
-        # null entity timestamp still compares; a missing match gives NULL and so no value.
-        conditions = [f"{alias}.__ts <= {ets}"] if view.created_timestamp_column else [f"{alias}.__ts IS NOT NULL"]
+            inequality = f"{ets} >= f.__ts"
+            conditions = ["f.__ts IS NOT NULL"]
         if view.ttl_us is not None:
-            conditions.append(f"{alias}.__ts >= {ets} - to_microseconds({view.ttl_us})")
+            conditions.append(f"f.__ts >= {ets} - to_microseconds({view.ttl_us})")
         valid = " AND ".join(conditions)
-        for j, (_, out) in enumerate(view.features):
-            select.append(f"CASE WHEN {valid} THEN {alias}.__v{j} END AS {quote_ident(out)}")
+        outputs = [f"CASE WHEN {valid} THEN f.__v{j} END AS {quote_ident(out)}"
+                   for j, (_, out) in enumerate(view.features)]
         if event_timestamps:
-            select.append(f"CASE WHEN {valid} THEN {alias}.__ts END AS "
-                          f"{quote_ident(EVENT_TIMESTAMP_PREFIX + view.name)}")
+            outputs.append(f"CASE WHEN {valid} THEN f.__ts END AS {quote_ident(EVENT_TIMESTAMP_PREFIX + view.name)}")
+        entity_keys = ", ".join(dict.fromkeys(quote_ident(ent) for _, ent in view.join_keys))
+        on = [f"e.{quote_ident(ent)} = f.__k{j}" for j, (_, ent) in enumerate(view.join_keys)]
+        parts.append(
+            f"POSITIONAL JOIN (SELECT e.__feast_row AS __r{i}, {', '.join(outputs)}\n"
+            f"  FROM (SELECT __feast_row, {entity_keys}, {ts_entity} AS __feast_ts FROM {entity_relation}) e\n"
+            f"  ASOF LEFT JOIN (SELECT {', '.join(inner)} FROM {view.source_sql}) f"
+            f" ON {' AND '.join([*on, inequality])}\n"
+            f"  ORDER BY e.__feast_row) m{i}")
+        select += [f"m{i}.{quote_ident(out)}" for _, out in view.features]
+        if event_timestamps:
+            select.append(f"m{i}.{quote_ident(EVENT_TIMESTAMP_PREFIX + view.name)}")
+        aligned.append(f"e.__feast_row IS DISTINCT FROM m{i}.__r{i}")
+    where = (f"\nWHERE CASE WHEN {' OR '.join(aligned)} THEN error('point-in-time join: rows misaligned')"
+             f" ELSE TRUE END") if aligned else ""
     return (
         f"SELECT {', '.join(select)}\n"
-        f"FROM (SELECT * EXCLUDE ({quote_ident(timestamp_column)}),"
-        f" CAST({quote_ident(timestamp_column)} AS TIMESTAMPTZ) AS __feast_ts FROM {entity_relation}) e\n" + "\n".join(joins) + "\nORDER BY e.__feast_row"
+        f"FROM (SELECT * EXCLUDE ({quote_ident(timestamp_column)}), {ts_entity} AS __feast_ts"
+        f" FROM {entity_relation}) e\n" + "\n".join(parts) + where
     )
 
 
@@ -242,7 +260,7 @@ def register_entity_set(con: duckdb.DuckDBPyConnection, entity_df: EntitySet,
         table = (pa.Table.from_pandas(entity_df, preserve_index=False)
                  if isinstance(entity_df, pd.DataFrame) else entity_df)
         if "__feast_row" not in table.column_names:
-            table = table.append_column("__feast_row", pa.array(range(table.num_rows), pa.int64()))
+            table = table.append_column("__feast_row", pa.array(np.arange(table.num_rows)))
         con.register("__feast_entity_input", table)
         con.execute("CREATE TEMP VIEW __feast_entity AS SELECT * FROM __feast_entity_input")
     elif is_parquet_path(entity_df) and not any(ch in str(entity_df) for ch in "*?["):
@@ -293,7 +311,7 @@ class AsofRetrievalJob(RetrievalJob):
         self._config = config
         if isinstance(entity_df, pd.DataFrame):  # converted once, shared by every query of this job
             entity_df = pa.Table.from_pandas(entity_df, preserve_index=False)
-            entity_df = entity_df.append_column("__feast_row", pa.array(range(entity_df.num_rows), pa.int64()))
+            entity_df = entity_df.append_column("__feast_row", pa.array(np.arange(entity_df.num_rows)))
         self._entity_df = entity_df
         self._views = views
         self._odfvs = on_demand_feature_views

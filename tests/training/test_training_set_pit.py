@@ -56,8 +56,8 @@ def test_parquet_and_sql_entity_sets_give_the_dataframe_result(slice_store, use_
 def _leaky_sql(*args, **kwargs) -> str:
     """The store's query with the weather join looking forward: the next observation, not the last."""
     sql = _REAL_SQL(*args, **kwargs)
-    leaky = sql.replace("e.__feast_ts >= f0.__ord", "e.__feast_ts <= f0.__ord").replace(
-        "f0.__ts <= e.__feast_ts", "TRUE")
+    first_view = sql.index("ORDER BY e.__feast_row) m0")  # the weather view comes first
+    leaky = sql[:first_view].replace("e.__feast_ts >= f.__ts", "e.__feast_ts <= f.__ts") + sql[first_view:]
     assert leaky != sql, "the leak was not injected"
     return leaky
 
