@@ -43,6 +43,9 @@ SYNTH_VIEWS = {
 }
 SYNTH_FEATURES = ("f1", "f2", "f3")
 YEAR_START = "2024-01-01 00:00:00+00"
+#: DuckDB memory limit for the ASOF store in the synthetic repository (``offline_store:
+#: memory_limit``); DuckDB spills past it. The floor runs with DuckDB's defaults.
+SYNTH_MEMORY_LIMIT = "2GB"
 
 
 # --------------------------------------------------------------------------- inputs
@@ -109,7 +112,8 @@ def synthetic_config(root: Path, stock: bool):
 
     config = RepoConfig(project="synthetic", provider="local", registry=str(root / "registry.db"),
                         online_store={"type": "sqlite", "path": str(root / "online.db")},
-                        offline_store={"type": "pipeline.asof_offline_store.AsofDuckDBOfflineStore"},
+                        offline_store={"type": "pipeline.asof_offline_store.AsofDuckDBOfflineStore",
+                                       "memory_limit": SYNTH_MEMORY_LIMIT},
                         entity_key_serialization_version=3, repo_path=str(root))
     if stock:
         config._offline_store = DuckDBOfflineStoreConfig()
@@ -301,7 +305,8 @@ def main() -> int:
             "flights: all 5 batch views of late_arrival_v1 (30 features), entity set = every labelled flight; "
             "best of 2 fresh processes per variant",
             "synthetic: 3 views (user_stats 2M rows TTL 30d, item_stats 1.5M rows TTL 7d, store_daily 365k rows TTL 1d), "
-            "3 features each; 1 run per variant",
+            "3 features each; 1 run per variant; the ASOF store runs with offline_store memory_limit "
+            f"{SYNTH_MEMORY_LIMIT} (DuckDB spills past it), the floor with DuckDB's defaults",
             "stock Feast is not run at 10M: it needs the entity set as a pandas DataFrame, and its range join "
             "(every entity row x every older feature row per key, then ROW_NUMBER) grows with rows x history; "
             "it is measured at 1M instead",

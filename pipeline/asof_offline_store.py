@@ -39,6 +39,7 @@ needs a DataFrame there.
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -74,13 +75,15 @@ _TIMESTAMP_TYPES = ("TIMESTAMP", "TIMESTAMP WITH TIME ZONE", "TIMESTAMP_NS", "TI
 class AsofDuckDBOfflineStoreConfig(DuckDBOfflineStoreConfig):
     """Offline store settings (``offline_store:`` in ``feature_store.yaml``).
 
-    ``memory_limit`` (e.g. ``"3GB"``) and ``threads`` are passed to DuckDB for the join;
-    unset, DuckDB's defaults apply (80% of RAM, all cores).
+    ``memory_limit`` (e.g. ``"2GB"``) and ``threads`` are passed to DuckDB for the join;
+    unset, DuckDB's defaults apply (80% of RAM, all cores). Past the limit DuckDB spills to
+    ``temp_directory`` (default: a ``duckdb_asof_spill`` folder in the system temp dir).
     """
 
     type: StrictStr = "pipeline.asof_offline_store.AsofDuckDBOfflineStore"
     memory_limit: Optional[StrictStr] = None
     threads: Optional[int] = None
+    temp_directory: Optional[StrictStr] = None
 
 
 def quote_ident(name: str) -> str:
@@ -243,6 +246,8 @@ def _connect(config: Optional[AsofDuckDBOfflineStoreConfig]) -> duckdb.DuckDBPyC
     con.execute("SET TimeZone = 'UTC'")
     if config is not None and config.memory_limit:
         con.execute(f"SET memory_limit = {quote_str(config.memory_limit)}")
+        spill = config.temp_directory or str(Path(tempfile.gettempdir()) / "duckdb_asof_spill")
+        con.execute(f"SET temp_directory = {quote_str(spill)}")
     if config is not None and config.threads:
         con.execute(f"SET threads = {int(config.threads)}")
     return con
