@@ -192,7 +192,7 @@ def _entity_frame(entities: list[dict], tz: str) -> pd.DataFrame:
 
 @PROFILE
 @given(scenario=scenarios(), full_names=st.booleans(), form=st.sampled_from(["pandas", "parquet", "sql"]))
-def test_every_cell_equals_the_brute_force_reference(repo, tmp_path_factory, scenario, full_names, form):
+def test_every_cell_equals_the_brute_force_reference(repo, scenario, full_names, form):
     root, store = repo
     rows, entities, tz_in, tz_src = scenario
     _write_sources(root, rows, tz_src)
@@ -247,7 +247,7 @@ def test_bad_entity_sets_fail_naming_the_problem(repo):
         store.get_historical_features(entity_df="SELECT 'x' AS k, 'p' AS j", features=["a:a1"])
 
 
-def test_stock_store_rejects_a_ttl_mixing_days_and_seconds(repo, tmp_path_factory):
+def test_stock_store_rejects_a_ttl_mixing_days_and_seconds(repo):
     """The one deliberate difference: view ``c`` (TTL 1 day 5 s) works here, not in stock Feast."""
     root, store = repo
     from feast import FeatureStore
