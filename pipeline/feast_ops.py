@@ -26,6 +26,20 @@ def feature_store(settings: Settings):
     return FeatureStore(repo_path=str(settings.feature_repo), fs_yaml_file=settings.feature_store_yaml)
 
 
+def stock_feature_store(settings: Settings):
+    """The same FeatureStore with Feast's stock DuckDB offline store instead of the ASOF one
+    named in ``feature_store.yaml``: the reference that tests and benchmarks compare with."""
+    settings.export()
+    from feast import FeatureStore
+    from feast.infra.offline_stores.duckdb import DuckDBOfflineStoreConfig
+    from feast.repo_config import load_repo_config
+
+    repo = settings.feature_repo
+    config = load_repo_config(repo, repo / "feature_store.yaml")
+    config._offline_store = DuckDBOfflineStoreConfig()
+    return FeatureStore(repo_path=str(repo), config=config)
+
+
 @contextmanager
 def _cwd(path) -> Iterator[None]:
     # Feast's apply derives module names from the working directory and chdirs into the

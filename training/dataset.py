@@ -26,6 +26,45 @@ def service_features(store, feature_service_name: str) -> list[str]:
     ]
 
 
+def service_view_features(service) -> dict[str, list[str]]:
+    """Each batch view of a FeatureService and its ``view__feature`` columns."""
+    return {
+        projection.name: [f"{projection.name_to_use()}__{f.name}" for f in projection.features]
+        for projection in service.feature_view_projections
+    }
+
+
+def without_leakage(frame: pd.DataFrame, timestamp_column: str, id_column: str,
+                    view_features: dict[str, list[str]]) -> pd.DataFrame:
+    """The leakage guard: fail if any feature value's event time is after its row's timestamp.
+
+    ``frame`` carries, per feature view, the event time of the row its values came from
+    (``__event_timestamp__<view>``, added by the ASOF offline store). A value from the
+    future can only come from a broken join or source; the error names the view, its
+    features and the first offending rows. Returns ``frame`` without those columns.
+    """
+    from pipeline.asof_offline_store import EVENT_TIMESTAMP_PREFIX
+
+    entity_ts = pd.to_datetime(frame[timestamp_column], utc=True)
+    problems = []
+    for view, features in view_features.items():
+        column = EVENT_TIMESTAMP_PREFIX + view
+        if column not in frame.columns:
+            continue  # an on-demand view: computed from the row itself
+        event_ts = pd.to_datetime(frame[column], utc=True)
+        leaked = (event_ts > entity_ts).to_numpy()
+        if leaked.any():
+            examples = "; ".join(
+                f"{row_id} at {at} got values from {when}"
+                for row_id, at, when in list(zip(frame.loc[leaked, id_column], entity_ts[leaked],
+                                                  event_ts[leaked]))[:5])
+            problems.append(f"feature view {view!r} ({', '.join(features)}): {int(leaked.sum())} row(s) "
+                            f"use values from after the row's timestamp, e.g. {examples}")
+    if problems:
+        raise TrainingError("leakage guard: " + " | ".join(problems))
+    return frame.drop(columns=[c for c in frame.columns if c.startswith(EVENT_TIMESTAMP_PREFIX)])
+
+
 def load_events(settings: Settings, use_case: UseCase) -> pd.DataFrame:
     """The labelled events table built by the feature pipelines."""
     path = settings.sources / f"{use_case.events_table}.parquet"
@@ -43,11 +82,14 @@ def entity_frame(events: pd.DataFrame, use_case: UseCase) -> pd.DataFrame:
     return events[[c for c in columns if c]].reset_index(drop=True)
 
 
-def training_set(store, use_case: UseCase, events: pd.DataFrame) -> pd.DataFrame:
+def training_set(store, use_case: UseCase, events: pd.DataFrame, guard: dict | None = None) -> pd.DataFrame:
     """Point-in-time-correct features for each event row, in the input row order.
 
     Feast may return rows in any order; they are put back in the entity frame's order by
     the use case's id column, and a lost or duplicated row is an error, not a surprise.
+    The leakage guard runs when the offline store can report feature event times (the
+    ASOF store can; Feast's Spark store cannot): ``guard["leakage_guard"]``, when a dict is
+    given, says which happened, so training can record it.
     """
     entity_df = entity_frame(events, use_case)
     key = use_case.id_column
@@ -55,9 +97,16 @@ def training_set(store, use_case: UseCase, events: pd.DataFrame) -> pd.DataFrame
         dupes = entity_df.loc[entity_df[key].duplicated(), key].head(5).tolist()
         raise TrainingError(f"events table: {key} is not unique, e.g. {dupes}")
     service = store.get_feature_service(use_case.feature_service)
-    frame = store.get_historical_features(
-        entity_df=entity_df, features=service, full_feature_names=True
-    ).to_df()
+    job = store.get_historical_features(entity_df=entity_df, features=service, full_feature_names=True)
+    status = guard if guard is not None else {}
+    if hasattr(job, "include_event_timestamps"):
+        job.include_event_timestamps = True
+        frame = without_leakage(job.to_df(), use_case.event_timestamp, key, service_view_features(service))
+        status["leakage_guard"] = "passed"
+    else:
+        frame = job.to_df()
+        status["leakage_guard"] = (f"not run: {type(job).__name__} cannot report feature event times "
+                                   "(only pipeline.asof_offline_store.AsofDuckDBOfflineStore can)")
     if len(frame) != len(entity_df):
         raise TrainingError(
             f"Feast returned {len(frame)} rows for {len(entity_df)} entity rows: rows were dropped or duplicated"

@@ -91,7 +91,10 @@ def run_training(settings: Settings, use_case: UseCase, store, config: TrainConf
     events = load_events(settings, use_case)
     features = service_features(store, use_case.feature_service)
     start = time.perf_counter()
-    frame = training_set(store, use_case, events)
+    guard: dict = {}
+    frame = training_set(store, use_case, events, guard=guard)
+    if guard["leakage_guard"] != "passed":
+        say(f"warning: leakage guard {guard['leakage_guard']}")
     say(f"training set: {len(frame):,} rows x {len(features)} features "
         f"({time.perf_counter() - start:.1f}s through FeatureService {use_case.feature_service!r})")
 
@@ -138,6 +141,7 @@ def run_training(settings: Settings, use_case: UseCase, store, config: TrainConf
         "trained_at": datetime.now(timezone.utc).isoformat(),
         "train_seconds": round(train_seconds, 2),
         "format": "xgboost-ubj",
+        "leakage_guard": guard["leakage_guard"],
     }
     version = ModelRegistry(settings.models).register(model_bytes, metadata)
     say(f"registered model {version}: holdout AUC {metrics['model']['auc']:.4f} "

@@ -51,9 +51,10 @@ _DAILY_SCHEMA = [
 
 # Daily aggregates are published at the local midnight that closes their day and describe
 # that day, so they are stale one day later. (On the 25-hour autumn daylight-saving day,
-# flights in its last hour find the row stale. 26 hours would cover it, but Feast 0.67's
-# DuckDB/ibis join rejects a TTL mixing days and seconds: "Unable to infer interval type
-# from mixed units".)
+# flights in its last hour find the row stale. 26 hours would cover it, and this project's
+# ASOF offline store accepts it, but Feast 0.67's stock DuckDB/ibis join rejects a TTL mixing
+# days and seconds ("Unable to infer interval type from mixed units"), and the tests prove
+# the training set equal to the stock store's on these views.)
 _DAILY_TTL = timedelta(days=1)
 
 

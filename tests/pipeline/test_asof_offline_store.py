@@ -1,0 +1,283 @@
+"""The ASOF offline store against a brute-force point-in-time join written plainly in Python.
+
+A small Feast repository (three feature views and an on-demand view) is applied once; each
+hypothesis example rewrites the views' Parquet files and asks ``get_historical_features``.
+Every cell is compared with :func:`reference_join`, which reads the rule straight from
+Feast's documentation: the newest row with the same keys and ``event_ts <= entity_ts``,
+ties on event time to the newest created time, used only if ``event_ts + ttl >= entity_ts``.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+BASE = datetime(2024, 3, 10, 12, 0, 0, tzinfo=timezone.utc)
+KEYS = ["x", "y", "z", "w"]  # "w" never has feature rows: a missing entity
+J_KEYS = ["p", "q"]
+
+# view -> (join keys, ttl, has a created column, features, day shift of its timestamps)
+VIEWS = {
+    "a": (("k",), timedelta(seconds=10), True, ("a1", "a2"), 0),
+    "b": (("k", "j"), timedelta(0), False, ("b1",), 0),
+    # A TTL mixing days and seconds (the stock store rejects it); its rows sit a day
+    # earlier so the boundary (entity_ts - 1 day - 5 s) is hit on both sides.
+    "c": (("k",), timedelta(days=1, seconds=5), False, ("c1",), -1),
+}
+
+PROFILE = settings(max_examples=100, deadline=None, derandomize=True,
+                   suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+
+
+def _build_repo(root: Path, offline_store: dict):
+    from feast import Entity, FeatureStore, FeatureView, Field, FileSource, ValueType
+    from feast.on_demand_feature_view import on_demand_feature_view
+    from feast.repo_config import RepoConfig
+    from feast.types import Float64, Int64
+
+    entities = {k: Entity(name=k, join_keys=[k], value_type=ValueType.STRING) for k in ("k", "j")}
+    views = []
+    for name, (keys, ttl, created, features, _) in VIEWS.items():
+        source = FileSource(name=f"{name}_src", path=str(root / f"{name}.parquet"),
+                            timestamp_field="ts", created_timestamp_column="created" if created else "")
+        schema = [Field(name=f, dtype=Int64 if f == "a1" else Float64) for f in features]
+        views.append(FeatureView(name=name, entities=[entities[k] for k in keys], ttl=ttl,
+                                 schema=schema, source=source, online=False))
+
+    @on_demand_feature_view(sources=[views[0]], schema=[Field(name="a1_plus", dtype=Float64)], mode="pandas")
+    def a_odfv(inputs: pd.DataFrame) -> pd.DataFrame:
+        import pandas as pd
+
+        return pd.DataFrame({"a1_plus": inputs["a1"].astype("float64") + 0.5}, index=inputs.index)
+
+    config = RepoConfig(project="pit", provider="local", registry=str(root / "registry.db"),
+                        online_store={"type": "sqlite", "path": str(root / "online.db")},
+                        offline_store=offline_store, entity_key_serialization_version=3,
+                        repo_path=str(root))
+    store = FeatureStore(repo_path=str(root), config=config)
+    _write_sources(root, {name: [] for name in VIEWS})
+    store.apply([*entities.values(), *views, a_odfv])
+    return store
+
+
+def _write_sources(root: Path, rows: dict[str, list[dict]], tz: str = "UTC") -> None:
+    for name, (keys, _, created, features, _) in VIEWS.items():
+        columns = [*keys, "ts", *(["created"] if created else []), *features]
+        frame = pd.DataFrame(rows[name], columns=columns)
+        for col in ("ts", "created"):
+            if col in frame:
+                frame[col] = pd.to_datetime(frame[col], utc=True)
+                frame[col] = frame[col].dt.tz_localize(None) if tz == "naive" else frame[col].dt.tz_convert(tz)
+        frame["a1" if name == "a" else features[0]] = frame[features[0]].astype(
+            "int64" if name == "a" else "float64")
+        for col in keys:
+            frame[col] = frame[col].astype("string")
+        frame.to_parquet(root / f"{name}.parquet", index=False)
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pit_repo")
+    store = _build_repo(root, {"type": "pipeline.asof_offline_store.AsofDuckDBOfflineStore"})
+    return root, store
+
+
+FEATURE_REFS = ["a:a1", "a:a2", "b:b1", "c:c1", "a_odfv:a1_plus"]
+
+
+def reference_join(entities: list[dict], rows: dict[str, list[dict]]) -> list[dict[str, set]]:
+    """For each entity row and view: the set of acceptable feature tuples (one element unless
+    rows tie on event *and* created time, which Feast leaves unordered); {None} if none."""
+    out = []
+    for ent in entities:
+        answer = {}
+        for name, (keys, ttl, created, features, _) in VIEWS.items():
+            candidates = []
+            for row in rows[name]:
+                if any(ent[k] is None or row[k] != ent[k] for k in keys):
+                    continue
+                if ent["event_timestamp"] is None or row["ts"] > ent["event_timestamp"]:
+                    continue
+                if ttl and row["ts"] + ttl < ent["event_timestamp"]:
+                    continue
+                candidates.append(row)
+            if not candidates:
+                answer[name] = {None}
+                continue
+            newest = max(r["ts"] for r in candidates)
+            candidates = [r for r in candidates if r["ts"] == newest]
+            if created:
+                rank = lambda r: r["created"] or datetime.min.replace(tzinfo=timezone.utc)  # noqa: E731
+                best = max(rank(r) for r in candidates)
+                candidates = [r for r in candidates if rank(r) == best]
+            answer[name] = {tuple(r[f] for f in features) for r in candidates}
+        out.append(answer)
+    return out
+
+
+def _value(x):
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else x
+
+
+def _assert_matches_reference(result: pd.DataFrame, entities: list[dict], rows, full_names: bool):
+    expected = reference_join(entities, rows)
+    assert len(result) == len(entities), f"{len(result)} rows back for {len(entities)} entity rows"
+    assert result["row_id"].tolist() == [e["row_id"] for e in entities], "entity rows reordered"
+    for i, (ent, want) in enumerate(zip(entities, expected)):
+        got_row = result.iloc[i]
+        for name, (_, _, _, features, _) in VIEWS.items():
+            cols = [f"{name}__{f}" if full_names else f for f in features]
+            got = tuple(_value(got_row[c]) for c in cols)
+            ok = {tuple(None for _ in features)} if want[name] == {None} else want[name]
+            assert got in ok, f"row {i} ({ent}) view {name}: got {got}, reference allows {ok}"
+        a1 = _value(got_row["a_odfv__a1_plus" if full_names else "a1_plus"])
+        a1_ref = _value(got_row["a__a1" if full_names else "a1"])
+        assert a1 == (None if a1_ref is None else a1_ref + 0.5), f"row {i}: on-demand value {a1}"
+
+
+def _ts(day_shift: int, seconds: int) -> datetime:
+    return BASE + timedelta(days=day_shift, seconds=seconds)
+
+
+@st.composite
+def scenarios(draw):
+    """Small event data built to hit ties, equal timestamps and both sides of each TTL."""
+    # Feature rows on a coarse grid, so equal event times (ties) are common; entity rows on
+    # every second, so each TTL boundary (row + 10 s, row + 1 day 5 s) is met exactly.
+    offsets = st.sampled_from([0, 5, 10, 15, 20, 25, 30])
+    rows = {}
+    for name, (keys, _, created, features, shift) in VIEWS.items():
+        n = draw(st.integers(min_value=0, max_value=12))
+        view_rows = []
+        for _ in range(n):
+            row = {"k": draw(st.sampled_from(KEYS[:3])), "ts": _ts(shift, draw(offsets))}
+            if "j" in keys:
+                row["j"] = draw(st.sampled_from(J_KEYS))
+            if created:
+                # Few distinct created times, so event-time ties often tie on created too;
+                # sometimes missing (it then loses every tie, as in Feast's NULLS LAST order).
+                created_s = draw(st.one_of(st.none(), st.integers(min_value=0, max_value=3)))
+                row["created"] = None if created_s is None else _ts(0, 100 + created_s)
+            for f in features:
+                row[f] = draw(st.integers(min_value=-50, max_value=50))
+                row[f] = row[f] if f == "a1" else float(row[f]) + 0.25
+            view_rows.append(row)
+        rows[name] = view_rows  # list order is file order: out of order and late rows included
+    m = draw(st.integers(min_value=1, max_value=10))
+    entities = []
+    for i in range(m):
+        entities.append({
+            "row_id": f"r{i}",
+            "k": draw(st.one_of(st.sampled_from(KEYS), st.none())),
+            "j": draw(st.sampled_from(J_KEYS)),
+            "event_timestamp": _ts(0, draw(st.integers(min_value=0, max_value=45))),
+        })
+    if draw(st.booleans()):  # duplicate entity rows, kept as duplicates
+        entities.append(dict(entities[0], row_id=f"r{m}"))
+    tz_in = draw(st.sampled_from(["UTC", "America/New_York", "Asia/Kolkata"]))
+    tz_src = draw(st.sampled_from(["UTC", "Europe/Berlin", "naive"]))
+    return rows, entities, tz_in, tz_src
+
+
+def _entity_frame(entities: list[dict], tz: str) -> pd.DataFrame:
+    frame = pd.DataFrame(entities, columns=["row_id", "k", "j", "event_timestamp"])
+    frame["event_timestamp"] = pd.to_datetime(frame["event_timestamp"], utc=True).dt.tz_convert(tz)
+    return frame
+
+
+@PROFILE
+@given(scenario=scenarios(), full_names=st.booleans(), form=st.sampled_from(["pandas", "parquet", "sql"]))
+def test_every_cell_equals_the_brute_force_reference(repo, scenario, full_names, form):
+    root, store = repo
+    rows, entities, tz_in, tz_src = scenario
+    _write_sources(root, rows, tz_src)
+    frame = _entity_frame(entities, tz_in)
+    if form == "pandas":
+        entity_set = frame
+    else:
+        path = root / "entities.parquet"
+        frame.to_parquet(path, index=False)
+        entity_set = str(path) if form == "parquet" else f"SELECT * FROM read_parquet('{path}')"
+    result = store.get_historical_features(entity_df=entity_set, features=FEATURE_REFS,
+                                           full_feature_names=full_names).to_df()
+    _assert_matches_reference(result, entities, rows, full_names)
+
+
+def test_entity_sets_from_parquet_and_sql_give_the_pandas_result(repo, tmp_path):
+    root, store = repo
+    rows = {"a": [{"k": "x", "ts": _ts(0, 5), "created": _ts(0, 100), "a1": 1, "a2": 2.25}],
+            "b": [{"k": "x", "j": "p", "ts": _ts(0, 1), "b1": 3.25}],
+            "c": [{"k": "x", "ts": _ts(-1, 9), "c1": 4.25}]}
+    _write_sources(root, rows)
+    entities = [{"row_id": f"r{i}", "k": k, "j": "p", "event_timestamp": _ts(0, s)}
+                for i, (k, s) in enumerate([("x", 20), ("x", 4), ("w", 9), ("x", 14), ("x", 15)])]
+    frame = _entity_frame(entities, "UTC")
+    path = tmp_path / "entities.parquet"
+    frame.to_parquet(path, index=False)
+    results = [store.get_historical_features(entity_df=e, features=FEATURE_REFS).to_df()
+               for e in (frame, str(path), path, f"SELECT * FROM read_parquet('{path}')")]
+    for other in results[1:]:
+        pd.testing.assert_frame_equal(results[0], other)
+    got = results[0].set_index("row_id")
+    # Hand-checked: a's TTL is 10 s (valid at 15 s, gone at 20 s: 5 + 10 < 20), c's 1 day 5 s.
+    assert got.loc["r3", "a1"] == 1 and got.loc["r4", "a1"] == 1 and pd.isna(got.loc["r0", "a1"])
+    assert pd.isna(got.loc["r1", "a1"]) and pd.isna(got.loc["r2", "b1"]), "future or missing values leaked in"
+    assert got.loc["r3", "c1"] == 4.25 and pd.isna(got.loc["r4", "c1"]), "c's TTL boundary: 9 + 5 s"
+
+
+def test_bad_entity_sets_fail_naming_the_problem(repo):
+    _, store = repo
+    with pytest.raises(ValueError, match="lacks join key column"):
+        store.get_historical_features(
+            entity_df="SELECT 'x' AS k, TIMESTAMPTZ '2024-03-10 12:00:00+00' AS event_timestamp",
+            features=FEATURE_REFS)
+    with pytest.raises(ValueError, match="missing.parquet"):
+        store.get_historical_features(entity_df="/nonexistent/missing.parquet", features=FEATURE_REFS)
+    null_ts = store.get_historical_features(
+        entity_df="SELECT 'r0' AS row_id, 'x' AS k, 'p' AS j, NULL::TIMESTAMPTZ AS event_timestamp",
+        features=FEATURE_REFS).to_df()
+    assert len(null_ts) == 1 and null_ts[["a1", "b1", "c1"]].isna().all(axis=None), \
+        "a row without a timestamp must be kept, with no features"
+    with pytest.raises(ValueError, match="event timestamp column"):
+        store.get_historical_features(entity_df="SELECT 'x' AS k, 'p' AS j", features=["a:a1"])
+
+
+def test_stock_store_rejects_a_ttl_mixing_days_and_seconds(repo):
+    """The one deliberate difference: view ``c`` (TTL 1 day 5 s) works here, not in stock Feast."""
+    root, store = repo
+    from feast import FeatureStore
+    from feast.infra.offline_stores.duckdb import DuckDBOfflineStoreConfig
+
+    stock_config = store.config.model_copy()
+    stock_config._offline_store = DuckDBOfflineStoreConfig()
+    stock = FeatureStore(repo_path=str(root), config=stock_config)
+    _write_sources(root, {"a": [], "b": [], "c": [{"k": "x", "ts": _ts(-1, 9), "c1": 4.25}]})
+    frame = _entity_frame([{"row_id": "r0", "k": "x", "j": "p", "event_timestamp": _ts(0, 10)}], "UTC")
+    with pytest.raises(Exception, match="mixed units"):
+        stock.get_historical_features(entity_df=frame, features=["c:c1"]).to_df()
+    assert store.get_historical_features(entity_df=frame, features=["c:c1"]).to_df()["c1"].tolist() == [4.25]
+
+
+def test_to_parquet_and_persist_write_the_joined_rows(repo, tmp_path):
+    from feast.infra.offline_stores.file_source import SavedDatasetFileStorage
+
+    root, store = repo
+    _write_sources(root, {"a": [{"k": "x", "ts": _ts(0, 5), "created": _ts(0, 100), "a1": 1, "a2": 2.25}],
+                          "b": [], "c": []})
+    frame = _entity_frame([{"row_id": f"r{i}", "k": "x", "j": "p", "event_timestamp": _ts(0, s)}
+                           for i, s in enumerate([3, 8, 30])], "UTC")
+    batch = ["a:a1", "a:a2", "b:b1", "c:c1"]
+    expected = store.get_historical_features(entity_df=frame, features=batch).to_df()
+    written = store.get_historical_features(entity_df=frame, features=batch).to_parquet(tmp_path / "out.parquet")
+    pd.testing.assert_frame_equal(pd.read_parquet(written), expected, check_dtype=False)
+    assert expected["a1"].isna().tolist() == [True, False, True], "before the row, in TTL, past TTL"
+    with pytest.raises(ValueError, match="on-demand"):
+        store.get_historical_features(entity_df=frame, features=FEATURE_REFS).to_parquet(tmp_path / "x.parquet")
+    job = store.get_historical_features(entity_df=frame, features=FEATURE_REFS)
+    job.persist(SavedDatasetFileStorage(path=str(tmp_path / "saved.parquet")))
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "saved.parquet"), job.to_df(), check_dtype=False)
