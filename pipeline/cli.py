@@ -1,7 +1,9 @@
 """`pipeline`: raw data -> snapshot -> source tables -> Feast registry/online store -> model.
 
 Heavy imports (Feast, XGBoost) happen inside the commands, so ``--help`` is instant.
-Exit codes: 0 success, 2 a step refused its input (message says which file/table/column).
+Exit codes: 0 success, 2 a step or a validation gate refused its input (the message says
+which check, file, table, column and rows; gate reports are also JSON in DATA_DIR/reports),
+3 the candidate model was not promoted.
 """
 
 from __future__ import annotations
@@ -131,9 +133,13 @@ def main(argv: list[str] | None = None) -> int:
     quiet_third_party_warnings()
     from pipeline.errors import PipelineError
     from training.errors import TrainingError
+    from validation.report import GateFailed
 
     try:
         return args.func(args)
+    except GateFailed as e:
+        print(f"refused by a validation gate; nothing was written downstream.\n{e}", file=sys.stderr)
+        return 2
     except (PipelineError, TrainingError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

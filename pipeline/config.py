@@ -56,6 +56,11 @@ class Settings:
     def reports(self) -> Path:
         return self.data_dir / "reports"
 
+    @property
+    def reference_profile(self) -> Path:
+        """The distribution profile new snapshots are compared with (validation)."""
+        return self.data_dir / "validation" / "reference_profile.json"
+
     def export(self) -> None:
         """Publish DATA_DIR to the environment: ``feature_store.yaml`` and the Feast
         definitions read it (Feast expands ``${DATA_DIR}`` in its YAML)."""
