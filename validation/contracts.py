@@ -167,7 +167,7 @@ def _schema(contract: TableContract, ctx: Context):
             if ref_table in ctx.tables:
                 allowed = tuple(ctx.tables[ref_table][ref_column].dropna().astype(str).unique())
         if allowed is not None:
-            values = set(allowed)
+            values = {str(v) for v in allowed}
             checks.append(pda.Check(lambda s, values=values: s.astype(str).isin(values).astype(bool),
                                     name="allowed_values"))
         for kind, bound in (("not_after", rule.not_after), ("not_before", rule.not_before)):
