@@ -56,7 +56,7 @@ def cmd_run(args) -> int:
         result = run_training(settings, use_case, store, config, say=progress.say)
         summary["model"] = result
     with progress.stage("promote"):
-        summary["promotion"] = promote_if_better(settings, result["version"], say=progress.say)
+        summary["promotion"] = promote_if_better(settings, use_case, store, result["version"], say=progress.say)
     summary["stage_seconds"] = progress.timings
     settings.reports.mkdir(parents=True, exist_ok=True)
     out = settings.reports / "pipeline_run.json"

@@ -55,14 +55,16 @@ def cmd_show(args) -> int:
 
 
 def cmd_promote(args) -> int:
+    from pipeline.feast_ops import feature_store
     from training.gate import promote_if_better
     from training.registry import ModelRegistry
 
-    settings, _ = _context()
+    settings, use_case = _context()
     if args.force:
         print(json.dumps(ModelRegistry(settings.models).promote(args.version)))
         return 0
-    result = promote_if_better(settings, args.version, say=lambda m: print(m, file=sys.stderr))
+    result = promote_if_better(settings, use_case, feature_store(settings), args.version,
+                               say=lambda m: print(m, file=sys.stderr))
     print(json.dumps(result))
     return 0 if result["promoted"] else 3
 
@@ -122,9 +124,13 @@ def main(argv: list[str] | None = None) -> int:
 
     quiet_third_party_warnings()
     from training.errors import TrainingError
+    from validation.report import GateFailed
 
     try:
         return args.func(args)
+    except GateFailed as e:
+        print(f"refused by a validation gate; no model was registered.\n{e}", file=sys.stderr)
+        return 2
     except TrainingError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
