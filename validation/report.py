@@ -24,6 +24,10 @@ def _plain(value: Any) -> Any:
     """A JSON-friendly version of an example value (timestamps as ISO text, NaN as None)."""
     if value is None:
         return None
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
     if hasattr(value, "isoformat"):
         return value.isoformat()
     if isinstance(value, float) and math.isnan(value):
@@ -56,8 +60,7 @@ class Failure:
 
     def to_dict(self) -> dict:
         out = asdict(self)
-        out["examples"] = [_plain(e) if not isinstance(e, dict) else {k: _plain(v) for k, v in e.items()}
-                           for e in self.examples[:MAX_EXAMPLES]]
+        out["examples"] = [_plain(e) for e in self.examples[:MAX_EXAMPLES]]
         return out
 
     def line(self) -> str:
