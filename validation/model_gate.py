@@ -1,7 +1,8 @@
 """The model gate ("blessing"): a candidate replaces the champion only if it is sound,
 good enough on its own, no worse than the champion, and behaves sensibly.
 
-Checks, in order (a candidate that fails an early group is not judged further):
+Checks, in order (a candidate that fails group 1 or 2 is not judged further; the others
+all run, so one report gives every reason):
 
 1. ``model_integrity`` - the file loads and its SHA-256 matches the registry;
    ``feature_service`` - it was trained on the use case's FeatureService and its feature
@@ -203,8 +204,6 @@ def judge(
             report.extend(_slice_failures(frame, y, p, p_old, expectations.slices, config, report.stats["slices"]))
         else:
             report.stats["champion_comparison"] = "skipped: the champion uses another feature list"
-    if not report.passed:
-        return report
 
     sample = frame.sample(n=min(config.behaviour_rows, len(frame)), random_state=config.seed)
     sample = sample.reset_index(drop=True)
