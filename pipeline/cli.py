@@ -42,7 +42,7 @@ def cmd_run(args) -> int:
     progress = Progress(total=len(STAGES))
     summary: dict = {"data_dir": str(settings.data_dir), "raw_dir": str(settings.raw_dir or "built-in")}
     with progress.stage("ingest"):
-        snapshot = ingest(settings, use_case, progress)
+        snapshot = ingest(settings, use_case, progress, accept=args.accept)
         summary["snapshot"] = {"id": snapshot.id, "as_of": snapshot.as_of.isoformat(), "tables": snapshot.tables}
     with progress.stage("features"):
         summary["sources"] = build_sources(settings, use_case, snapshot, progress)
@@ -72,7 +72,7 @@ def cmd_ingest(args) -> int:
     from pipeline.progress import Progress
 
     settings, use_case = _context()
-    snapshot = ingest(settings, use_case, Progress(1))
+    snapshot = ingest(settings, use_case, Progress(1), accept=args.accept)
     print(json.dumps({"id": snapshot.id, "path": str(snapshot.path), "as_of": snapshot.as_of.isoformat()}))
     return 0
 
@@ -116,7 +116,12 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="every stage: " + " -> ".join(STAGES))
     run.add_argument("--holdout-start", help="first day of the evaluation window (default: last 20%% of events)")
     run.set_defaults(func=cmd_run)
-    sub.add_parser("ingest", help="land the raw tables as an immutable snapshot").set_defaults(func=cmd_ingest)
+    ingest = sub.add_parser("ingest", help="check the raw tables (ingest gate) and land them as an immutable snapshot")
+    ingest.set_defaults(func=cmd_ingest)
+    for command in (run, ingest):
+        command.add_argument("--accept", action="append", default=[], metavar="CHECK",
+                             help="an intended change: report this ingest check's failures (e.g. volume_change, "
+                                  "distribution_psi) without refusing the data; repeatable")
     sub.add_parser("features", help="build the source tables from the newest snapshot").set_defaults(func=cmd_features)
     sub.add_parser("apply", help="feast apply on feature_repo/").set_defaults(func=cmd_apply)
     mat = sub.add_parser("materialize", help="load the online store (incremental unless --start)")

@@ -115,8 +115,18 @@ def _table_fingerprints(path: Path) -> dict[str, str]:
     return {name: t["sha256"] for name, t in manifest["tables"].items()}
 
 
+def _write_reference(settings: Settings, use_case: UseCase, frames, snapshot_id: str, as_of: str,
+                     progress: Progress | None) -> None:
+    """The first accepted snapshot becomes the reference later ones are compared with
+    (``validation profile`` replaces it deliberately)."""
+    write_reference(settings.reference_profile, profile(frames, use_case.raw_contracts,
+                                                        snapshot=snapshot_id, as_of=as_of))
+    if progress:
+        progress.say(f"reference profile written from snapshot {snapshot_id}: {settings.reference_profile}")
+
+
 def ingest(settings: Settings, use_case: UseCase, progress: Progress | None = None,
-           accept: Iterable[str] = ()) -> Snapshot:
+           accept: Iterable[str] = (), dry_run: bool = False) -> Snapshot | None:
     """Check the raw tables against their contracts and land them as a snapshot.
 
     The gate runs on the normalised tables in a staging directory: file and column types
@@ -125,7 +135,8 @@ def ingest(settings: Settings, use_case: UseCase, progress: Progress | None = No
     against it, and the distributions against the reference profile. Any failure raises
     :class:`~validation.report.GateFailed` and no snapshot is written; the report is
     written under ``DATA_DIR/reports`` either way. ``accept`` names checks (e.g.
-    ``volume_change``) whose failures are reported but do not block this run.
+    ``volume_change``) whose failures are reported but do not block this run. With
+    ``dry_run`` only the gate runs (``validation raw``): nothing is written but the report.
     """
     report = Report("ingest", str(settings.raw_dir) if settings.raw_dir else "the built-in data")
     con = connect()
@@ -183,11 +194,15 @@ def ingest(settings: Settings, use_case: UseCase, progress: Progress | None = No
         report_path = finish(report, settings.reports)
         if progress:
             progress.say(f"contracts passed ({len(report.checks)} checks; report {report_path.name})")
+        if dry_run:
+            return None
 
         fingerprints = {name: t["sha256"] for name, t in tables.items()}
         if previous and _table_fingerprints(previous[-1]) == fingerprints and last.as_of == as_of:
             if progress:
                 progress.say(f"unchanged since snapshot {previous[-1].name}: reusing it")
+            if reference is None:
+                _write_reference(settings, use_case, frames, last.id, last.as_of.isoformat(), progress)
             return last
 
         snapshot_id = now.strftime("%Y-%m-%d")
@@ -208,10 +223,7 @@ def ingest(settings: Settings, use_case: UseCase, progress: Progress | None = No
         for p in final.iterdir():
             p.chmod(0o444)
         if reference is None:
-            write_reference(settings.reference_profile, profile(
-                frames, use_case.raw_contracts, snapshot=snapshot_id, as_of=manifest["as_of"]))
-            if progress:
-                progress.say(f"reference profile written from this snapshot: {settings.reference_profile}")
+            _write_reference(settings, use_case, frames, snapshot_id, manifest["as_of"], progress)
         if progress:
             progress.say(f"new snapshot {snapshot_id} (as of {manifest['as_of']})")
         return Snapshot.load(final)
