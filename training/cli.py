@@ -123,17 +123,9 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.quiet import quiet_third_party_warnings
 
     quiet_third_party_warnings()
-    from training.errors import TrainingError
-    from validation.report import GateFailed
+    from pipeline.errors import run_command
 
-    try:
-        return args.func(args)
-    except GateFailed as e:
-        print(f"refused by a validation gate; no model was registered.\n{e}", file=sys.stderr)
-        return 2
-    except TrainingError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return run_command(args.func, args)
 
 
 if __name__ == "__main__":

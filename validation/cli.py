@@ -155,18 +155,9 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.quiet import quiet_third_party_warnings
 
     quiet_third_party_warnings()
-    from pipeline.errors import PipelineError
-    from training.errors import TrainingError
-    from validation.report import GateFailed
+    from pipeline.errors import run_command
 
-    try:
-        return args.func(args)
-    except GateFailed as e:
-        print(str(e))
-        return 2
-    except (PipelineError, TrainingError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return run_command(args.func, args, gate_stream=sys.stdout)
 
 
 if __name__ == "__main__":
