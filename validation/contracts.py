@@ -242,7 +242,8 @@ def validate_frame(contract: TableContract, frame: pd.DataFrame, ctx: Context) -
                 continue
             indexed = rows["index"].notna()
             n = int(rows.loc[indexed, "index"].nunique()) if indexed.any() else len(frame)
-            examples = tuple(rows["failure_case"].head(MAX_EXAMPLES).tolist())
+            examples = _examples(frame, rows.loc[indexed, "index"], column, contract.key) if indexed.any() \
+                else tuple(rows["failure_case"].head(MAX_EXAMPLES).tolist())
             rule = contract.columns.get(column) if column else None
             message = messages.get((column, check_name)) or _error_text(check_name, rule, ctx)
             record = Failure(check_name, table, column, message, n, examples)
@@ -253,6 +254,14 @@ def validate_frame(contract: TableContract, frame: pd.DataFrame, ctx: Context) -
             else:
                 failures.append(record)
     return failures, tolerated
+
+
+def _examples(frame: pd.DataFrame, index: pd.Series, column: str | None, key: tuple[str, ...]) -> tuple:
+    """A few failing rows: their position in the file, the bad value, and the row's key."""
+    rows = sorted(index.astype(int).unique().tolist())[:MAX_EXAMPLES]
+    columns = [c for c in (*key, column) if c and c in frame.columns]
+    columns = list(dict.fromkeys(columns))
+    return tuple({"row": r, **frame.loc[r, columns].to_dict()} for r in rows)
 
 
 def _error_text(check: str, rule: ColumnRule | None, ctx: Context) -> str:
