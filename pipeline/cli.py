@@ -49,7 +49,7 @@ def cmd_run(args) -> int:
     with progress.stage("apply"):
         feast_ops.apply(settings)
     with progress.stage("materialize"):
-        feast_ops.materialize(settings, end=snapshot.as_of)
+        feast_ops.materialize(settings, end=snapshot.as_of, use_case=use_case)
     with progress.stage("train"):
         store = feast_ops.feature_store(settings)
         config = TrainConfig(holdout_start=args.holdout_start)

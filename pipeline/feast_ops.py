@@ -64,16 +64,12 @@ def apply(settings: Settings) -> None:
         apply_total(config, repo, skip_source_validation=False)
 
 
-def source_contracts(settings: Settings, use_case, from_registry: bool = False) -> dict:
-    """The source tables' contracts: types from the feature views (those in feature_repo/,
-    which ``apply`` will register, or with ``from_registry`` those already registered,
-    which ``materialize`` reads), value rules from the use case."""
-    from validation.feast_contracts import source_contracts as derive
-
-    if from_registry:
-        store = feature_store(settings)
-        return derive(store.list_feature_views(), store.list_entities(), use_case.source_rules)
+def source_contracts(settings: Settings, use_case) -> dict:
+    """The source tables' contracts: types from the feature views in feature_repo/ (what
+    ``apply`` will register), value rules from the use case."""
     from feast.repo_operations import parse_repo
+
+    from validation.feast_contracts import source_contracts as derive
 
     repo = _fresh_definitions(settings)
     with _cwd(repo):
@@ -91,13 +87,14 @@ def check_sources(settings: Settings, use_case, store, end: datetime) -> Path:
     from pipeline.ingest import latest_snapshot
     from validation.contracts import Context, read_table
     from validation.feast_contracts import source_contracts as derive
+    from validation.feast_contracts import source_table_name
     from validation.gates import finish, run_contracts
     from validation.report import Failure, Report
 
     views = [v for v in store.list_feature_views() if getattr(v.batch_source, "path", None)]
-    contracts = derive(views, store.list_entities(), {})
-    rules = use_case.source_rules
-    contracts = {name: c.merged(rules[name]) if name in rules else c for name, c in contracts.items()}
+    read = {source_table_name(v) for v in views}
+    contracts = {name: c for name, c in derive(views, store.list_entities(), use_case.source_rules).items()
+                 if name in read}
     report = Report("materialize", f"online store up to {end.isoformat()}")
     frames = {}
     for view in views:

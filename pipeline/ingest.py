@@ -1,10 +1,10 @@
 """Data collection: raw tables land as immutable, date-versioned Parquet snapshots.
 
 Every ingest passes the raw-data gate first (``validation``): nothing that fails a
-contract becomes a snapshot. A snapshot is a directory ``DATA_DIR/raw/<YYYY-MM-DD>[.N]/`` holding one Parquet file
-per raw table and a ``manifest.json`` (row counts, SHA-256 of each file, the snapshot's
-as-of instant). It is written to a temporary directory and renamed into place, so a
-failed ingest leaves nothing behind, and it is never rewritten: ingesting identical data
+contract becomes a snapshot. A snapshot is a directory ``DATA_DIR/raw/<YYYY-MM-DD>[.N]/``
+holding one Parquet file per raw table and a ``manifest.json`` (row counts, SHA-256 of
+each file, the snapshot's as-of instant, the gate's report). It is written to a temporary
+directory and renamed into place, so a failed ingest leaves nothing behind, and it is never rewritten: ingesting identical data
 again reuses the newest snapshot; different data makes a new one.
 """
 

@@ -137,12 +137,6 @@ def read_table(path: Path) -> pd.DataFrame:
     return pd.read_parquet(path, dtype_backend="pyarrow")
 
 
-def _bound(value: Any) -> Any:
-    if isinstance(value, str):
-        return pd.Timestamp(value)
-    return value
-
-
 def _schema(contract: TableContract, ctx: Context):
     import pandera.pandas as pda
 
@@ -170,18 +164,14 @@ def _schema(contract: TableContract, ctx: Context):
             values = {str(v) for v in allowed}
             checks.append(pda.Check(lambda s, values=values: s.astype(str).isin(values).astype(bool),
                                     name="allowed_values"))
-        for kind, bound in (("not_after", rule.not_after), ("not_before", rule.not_before)):
-            if bound is None:
-                continue
-            limit = {"now": ctx.now, "as_of": ctx.as_of}.get(bound, None) if bound in ("now", "as_of") \
-                else _bound(bound)
-            if limit is None:
-                continue
-            limit = pd.Timestamp(limit)
-            check_name = f"{kind}_{bound}" if bound in ("now", "as_of") else kind
-            test = (lambda s, t=limit: (s <= t).fillna(False).astype(bool)) if kind == "not_after" else \
-                   (lambda s, t=limit: (s >= t).fillna(False).astype(bool))
-            checks.append(pda.Check(test, name=check_name))
+        if rule.not_after is not None:
+            limit = {"now": ctx.now, "as_of": ctx.as_of}[rule.not_after]
+            if limit is not None:  # no as-of instant known: nothing to compare with
+                checks.append(pda.Check(lambda s, t=pd.Timestamp(limit): (s <= t).fillna(False).astype(bool),
+                                        name=f"not_after_{rule.not_after}"))
+        if rule.not_before is not None:
+            checks.append(pda.Check(lambda s, t=pd.Timestamp(rule.not_before): (s >= t).fillna(False).astype(bool),
+                                    name="not_before"))
         dtype = pd.ArrowDtype(ARROW_TYPES[rule.dtype]) if rule.dtype else None
         columns[column] = pda.Column(dtype, checks=checks, nullable=rule.nullable, required=True)
     return pda.DataFrameSchema(columns, unique=list(contract.key) or None, coerce=False)
@@ -192,15 +182,6 @@ def _check_name(raw: str) -> str:
         return "dtype"
     return {"column_in_dataframe": "column_present", "multiple_fields_uniqueness": "unique_key",
             "field_uniqueness": "unique_key"}.get(raw, raw)
-
-
-def _messages(contract: TableContract) -> dict[tuple[str, str], str]:
-    out = {}
-    for name, rule in contract.columns.items():
-        out[(name, "not_nullable")] = "null values in a column that must not have any"
-        if rule.dtype:
-            out[(name, "dtype")] = f"stored type differs from the declared {rule.dtype}"
-    return out
 
 
 def validate_frame(contract: TableContract, frame: pd.DataFrame, ctx: Context) -> tuple[list[Failure], list[Failure]]:
@@ -219,15 +200,13 @@ def validate_frame(contract: TableContract, frame: pd.DataFrame, ctx: Context) -
     except SchemaErrors as e:
         cases = e.failure_cases
     failures, tolerated = [], []
-    messages = _messages(contract)
     key = ", ".join(contract.key)
     cases = cases.assign(check_name=cases["check"].astype(str).map(_check_name))
     for check_name, group in cases.groupby("check_name", sort=False):
         if check_name == "unique_key":
-            index = group["index"].dropna().astype(int).unique()
-            examples = frame.loc[index[:MAX_EXAMPLES], list(contract.key)].to_dict("records")
-            failures.append(Failure("unique_key", table, key,
-                                    f"key ({key}) is not unique", len(index), tuple(examples)))
+            index = group["index"].dropna()
+            failures.append(Failure("unique_key", table, key, f"key ({key}) is not unique",
+                                    int(index.nunique()), _examples(frame, index, None, contract.key)))
             continue
         for column, rows in group.groupby("column", sort=False, dropna=False):
             column = None if pd.isna(column) else str(column)
@@ -245,7 +224,7 @@ def validate_frame(contract: TableContract, frame: pd.DataFrame, ctx: Context) -
             examples = _examples(frame, rows.loc[indexed, "index"], column, contract.key) if indexed.any() \
                 else tuple(rows["failure_case"].head(MAX_EXAMPLES).tolist())
             rule = contract.columns.get(column) if column else None
-            message = messages.get((column, check_name)) or _error_text(check_name, rule, ctx)
+            message = _error_text(check_name, rule, ctx)
             record = Failure(check_name, table, column, message, n, examples)
             value_check = check_name in ("range", "allowed_values")
             if value_check and rule is not None and n <= rule.tolerance * len(frame):
@@ -265,6 +244,8 @@ def _examples(frame: pd.DataFrame, index: pd.Series, column: str | None, key: tu
 
 
 def _error_text(check: str, rule: ColumnRule | None, ctx: Context) -> str:
+    if check == "not_nullable":
+        return "null values in a column that must not have any"
     if check == "range" and rule is not None:
         return f"values outside [{'' if rule.min is None else rule.min}, {'' if rule.max is None else rule.max}]"
     if check == "allowed_values" and rule is not None:
