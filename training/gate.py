@@ -52,10 +52,11 @@ def model_report(settings: Settings, use_case: UseCase, store, version: str,
     registry = ModelRegistry(settings.models)
     try:
         metadata = registry.metadata(version)
-    except (TrainingError, ValueError, OSError) as e:
+        metadata["holdout_window"]["start"], metadata["features"], metadata["feature_service"]
+    except (TrainingError, ValueError, OSError, KeyError, TypeError) as e:
         report = Report("model", f"candidate {version}")
         report.ran("model_integrity")
-        report.failures.append(Failure("model_integrity", "model", None, f"unreadable metadata: {e}"))
+        report.failures.append(Failure("model_integrity", "model", None, f"unreadable or incomplete metadata: {e!r}"))
         return report
     frame = evaluation_frame(settings, use_case, store, metadata)
 

@@ -65,23 +65,37 @@ def test_features_gate_publishes_nothing_when_a_source_breaks_its_contract(appli
 
 
 def test_materialize_gate_refuses_a_source_whose_type_differs_from_the_feature_view(applied, use_case, settings_for):
-    """Feast itself would load these fractional seat counts into an Int64 feature."""
+    """The gate refuses fractional seat counts under an Int64 feature; stock Feast (the
+    gate bypassed) loads them, truncated online while the offline join keeps the fraction."""
     settings = settings_for(applied)
     path = settings.sources / "aircraft.parquet"
     original = path.read_bytes()
     online = settings.data_dir / "online_store.db"
     online_before = hashlib.sha256(online.read_bytes()).hexdigest()
     aircraft = pd.read_parquet(path)
-    _rewrite(path, aircraft.assign(seats=aircraft["seats"] + 0.5))
+    bad = aircraft.assign(seats=aircraft["seats"] + 0.5)
+    _rewrite(path, bad)
+    end = latest_snapshot(settings).as_of
     try:
         with pytest.raises(GateFailed) as info:
-            feast_ops.materialize(settings, end=latest_snapshot(settings).as_of, start=feast_ops.EPOCH)
+            feast_ops.materialize(settings, end=end, start=feast_ops.EPOCH)
+        failures = [(f.check, f.table, f.column) for f in info.value.report.failures]
+        assert failures == [("dtype", "aircraft", "seats")], info.value.report.render()
+        message = info.value.report.failures[0].message
+        assert "int64" in message and "double" in message, message
+        assert hashlib.sha256(online.read_bytes()).hexdigest() == online_before, "the online store changed"
+
+        # The difference the gate makes: Feast alone materializes the file without a word.
+        store = feast_ops.feature_store(settings)
+        store.materialize(start_date=feast_ops.EPOCH, end_date=end, feature_views=["aircraft"])
+        tailnum, seats = bad["tailnum"].iloc[0], bad["seats"].iloc[0]
+        served = store.get_online_features(features=["aircraft:seats"], entity_rows=[{"tailnum": tailnum}]).to_dict()
+        entity = pd.DataFrame({"tailnum": [tailnum], "event_timestamp": [end]})
+        offline = store.get_historical_features(entity_df=entity, features=["aircraft:seats"]).to_df()
+        assert offline["seats"].tolist() == [seats] and served["seats"] == [int(seats)] != [seats], \
+            f"file {seats}, offline {offline['seats'].tolist()}, online {served['seats']}"
     finally:
         path.write_bytes(original)
-    failures = [(f.check, f.table, f.column) for f in info.value.report.failures]
-    assert failures == [("dtype", "aircraft", "seats")], info.value.report.render()
-    assert "int64" in info.value.report.failures[0].message and "double" in info.value.report.failures[0].message
-    assert hashlib.sha256(online.read_bytes()).hexdigest() == online_before, "the online store changed"
 
 
 def test_training_gate_registers_nothing_from_a_bad_events_table(applied, use_case, settings_for, tmp_path):
