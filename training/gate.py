@@ -23,6 +23,7 @@ from validation.model_gate import GateConfig, judge
 from validation.report import Failure, Report
 
 GATE_REPORT = "gate_report.json"
+REQUIRED_METADATA = {"holdout_window", "features", "feature_service", "sha256"}
 
 
 def evaluation_frame(settings: Settings, use_case: UseCase, store, metadata: dict) -> pd.DataFrame:
@@ -52,11 +53,14 @@ def model_report(settings: Settings, use_case: UseCase, store, version: str,
     registry = ModelRegistry(settings.models)
     try:
         metadata = registry.metadata(version)
-        metadata["holdout_window"]["start"], metadata["features"], metadata["feature_service"]
-    except (TrainingError, ValueError, OSError, KeyError, TypeError) as e:
+        problem = None if REQUIRED_METADATA <= set(metadata) else \
+            f"metadata lacks {sorted(REQUIRED_METADATA - set(metadata))}"
+    except (TrainingError, ValueError, OSError) as e:
+        problem = f"unreadable metadata: {e}"
+    if problem:
         report = Report("model", f"candidate {version}")
         report.ran("model_integrity")
-        report.failures.append(Failure("model_integrity", "model", None, f"unreadable or incomplete metadata: {e!r}"))
+        report.failures.append(Failure("model_integrity", "model", None, problem))
         return report
     frame = evaluation_frame(settings, use_case, store, metadata)
 
