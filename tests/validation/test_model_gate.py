@@ -17,6 +17,7 @@ import pytest
 from pipeline.config import Settings
 from training.dataset import load_events, service_features, training_set
 from training.gate import GATE_REPORT, baseline_metrics, evaluation_frame, promote_if_better
+from training.model import booster_from_bytes
 from training.registry import ModelRegistry
 from training.train import TrainConfig, fit
 from validation.model_gate import GateConfig, judge
@@ -154,3 +155,22 @@ def test_a_prediction_that_moves_with_the_flight_number_fails_invariance(env, us
     report = _judge(env, use_case, version, refetch=leaky)
     assert _checks(report) == {"invariance"}, report.render()
     assert report.failures[0].column == "flight"
+
+
+def test_a_model_that_outputs_nan_is_rejected(env, use_case):
+    """A booster whose first tree's leaves are NaN (as a numerically broken training run
+    would leave it): every probability is NaN."""
+    import xgboost as xgb
+
+    model = env["champion"]
+    dump = json.loads(bytes(booster_from_bytes(model.model_bytes).save_raw(raw_format="json")))
+    tree = dump["learner"]["gradient_booster"]["model"]["trees"][0]
+    for i, left in enumerate(tree["left_children"]):
+        if left == -1:
+            tree["split_conditions"][i] = tree["base_weights"][i] = float("nan")
+    broken = xgb.Booster()
+    broken.load_model(bytearray(json.dumps(dump).encode()))
+    version = env["registry"].register(bytes(broken.save_raw(raw_format="ubj")), dict(model.metadata))
+    report = _judge(env, use_case, version)
+    assert _checks(report) == {"finite_predictions"}, report.render()
+    assert report.failures[0].failed_rows == len(env["frame"])
