@@ -185,9 +185,19 @@ def judge(
     report.extend(floor_failures(metrics, baseline, config))
 
     record = registry.champion()
+    champion = None
     if record is not None and record["version"] != version:
         report.stats["champion_version"] = record["version"]
-        champion = registry.load(record["version"])
+        report.ran("champion_integrity")
+        try:
+            champion = registry.load(record["version"])
+        except (TrainingError, OSError) as e:  # fail closed: nothing to compare with is not a pass
+            report.failures.append(Failure("champion_integrity", "model", None,
+                                           f"the champion cannot be loaded ({e}); compare by hand, then "
+                                           "`training promote --force`"))
+    if champion is not None and metrics["auc"] is None:
+        report.stats["champion_comparison"] = "skipped: AUC undefined on this window (one label value)"
+    elif champion is not None:
         if champion.features == candidate.features:
             p_old = _predict(champion, frame)
             old = holdout_metrics(y, p_old)
