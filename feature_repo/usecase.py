@@ -10,6 +10,7 @@ from datetime import timedelta
 
 import pandas as pd
 
+from feature_repo.expectations import MODEL_EXPECTATIONS, RAW_CONTRACTS, SOURCE_RULES
 from pipeline.usecase import RawTable, RequestField, SourceTable, UseCase
 
 TIMEZONE = "America/New_York"
@@ -124,4 +125,7 @@ USE_CASE = UseCase(
     example_request=example_request,
     id_column="flight_id",
     batch_key="flights",
+    raw_contracts=RAW_CONTRACTS,
+    source_rules=SOURCE_RULES,
+    model_expectations=MODEL_EXPECTATIONS,
 )

@@ -1,7 +1,9 @@
 """`pipeline`: raw data -> snapshot -> source tables -> Feast registry/online store -> model.
 
 Heavy imports (Feast, XGBoost) happen inside the commands, so ``--help`` is instant.
-Exit codes: 0 success, 2 a step refused its input (message says which file/table/column).
+Exit codes: 0 success, 2 a step or a validation gate refused its input (the message says
+which check, file, table, column and rows; gate reports are also JSON in DATA_DIR/reports),
+3 the candidate model was not promoted.
 """
 
 from __future__ import annotations
@@ -34,21 +36,21 @@ def cmd_run(args) -> int:
     progress = Progress(total=len(STAGES))
     summary: dict = {"data_dir": str(settings.data_dir), "raw_dir": str(settings.raw_dir or "built-in")}
     with progress.stage("ingest"):
-        snapshot = ingest(settings, use_case, progress)
+        snapshot = ingest(settings, use_case, progress, accept=args.accept)
         summary["snapshot"] = {"id": snapshot.id, "as_of": snapshot.as_of.isoformat(), "tables": snapshot.tables}
     with progress.stage("features"):
         summary["sources"] = build_sources(settings, use_case, snapshot, progress)
     with progress.stage("apply"):
         feast_ops.apply(settings)
     with progress.stage("materialize"):
-        feast_ops.materialize(settings, end=snapshot.as_of)
+        feast_ops.materialize(settings, end=snapshot.as_of, use_case=use_case)
     with progress.stage("train"):
         store = feast_ops.feature_store(settings)
         config = TrainConfig(holdout_start=args.holdout_start)
         result = run_training(settings, use_case, store, config, say=progress.say)
         summary["model"] = result
     with progress.stage("promote"):
-        summary["promotion"] = promote_if_better(settings, result["version"], say=progress.say)
+        summary["promotion"] = promote_if_better(settings, use_case, store, result["version"], say=progress.say)
     summary["stage_seconds"] = progress.timings
     settings.reports.mkdir(parents=True, exist_ok=True)
     out = settings.reports / "pipeline_run.json"
@@ -64,7 +66,7 @@ def cmd_ingest(args) -> int:
     from pipeline.progress import Progress
 
     settings, use_case = context()
-    snapshot = ingest(settings, use_case, Progress(1))
+    snapshot = ingest(settings, use_case, Progress(1), accept=args.accept)
     print(json.dumps({"id": snapshot.id, "path": str(snapshot.path), "as_of": snapshot.as_of.isoformat()}))
     return 0
 
@@ -108,7 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="every stage: " + " -> ".join(STAGES))
     run.add_argument("--holdout-start", help="first day of the evaluation window (default: last 20%% of events)")
     run.set_defaults(func=cmd_run)
-    sub.add_parser("ingest", help="land the raw tables as an immutable snapshot").set_defaults(func=cmd_ingest)
+    ingest = sub.add_parser("ingest", help="check the raw tables (ingest gate) and land them as an immutable snapshot")
+    ingest.set_defaults(func=cmd_ingest)
+    for command in (run, ingest):
+        command.add_argument("--accept", action="append", default=[], metavar="CHECK",
+                             help="an intended change: report this ingest check's failures (e.g. volume_change, "
+                                  "distribution_psi) without refusing the data; repeatable")
     sub.add_parser("features", help="build the source tables from the newest snapshot").set_defaults(func=cmd_features)
     sub.add_parser("apply", help="feast apply on feature_repo/").set_defaults(func=cmd_apply)
     mat = sub.add_parser("materialize", help="load the online store (incremental unless --start)")
@@ -120,10 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from pipeline.errors import PipelineError
-    from training.errors import TrainingError
-
-    return run(args, (PipelineError, TrainingError))
+    return run(args)
 
 
 if __name__ == "__main__":

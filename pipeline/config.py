@@ -85,6 +85,11 @@ class Settings:
     def reports(self) -> Path:
         return self.data_dir / "reports"
 
+    @property
+    def reference_profile(self) -> Path:
+        """The distribution profile new snapshots are compared with (validation)."""
+        return self.data_dir / "validation" / "reference_profile.json"
+
     def export(self) -> None:
         """Publish DATA_DIR and PROFILE (and the spark profile's defaults) to the
         environment: the Feast YAML and definitions read them (Feast expands ``${VAR}``)."""

@@ -1,11 +1,10 @@
-"""What every command-line entry point does the same way: build the context, map errors.
+"""What every command-line entry point does the same way: build the context, run the
+command with third-party noise silenced and the platform's errors mapped to exit code 2.
 
 Imports stay inside the functions so ``--help`` never pays for Feast or XGBoost.
 """
 
 from __future__ import annotations
-
-import sys
 
 
 def context():
@@ -18,13 +17,10 @@ def context():
     return settings, load_use_case()
 
 
-def run(args, refusals: tuple[type[Exception], ...]) -> int:
-    """Run ``args.func(args)``; an error in ``refusals`` prints its message and exits 2."""
+def run(args, gate_stream=None) -> int:
+    """Run ``args.func(args)`` (see :func:`pipeline.errors.run_command` for the exit codes)."""
+    from pipeline.errors import run_command
     from pipeline.quiet import quiet_third_party_warnings
 
     quiet_third_party_warnings()
-    try:
-        return args.func(args)
-    except refusals as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return run_command(args.func, args, gate_stream=gate_stream)

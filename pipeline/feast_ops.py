@@ -10,6 +10,7 @@ import os
 import sys
 from contextlib import contextmanager
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Iterator
 
 from pipeline.config import Settings
@@ -51,26 +52,84 @@ def _cwd(path) -> Iterator[None]:
         os.chdir(before)
 
 
-def apply(settings: Settings) -> None:
-    """``feast apply``: register (and delete) objects so the registry matches feature_repo/."""
-    settings.export()
-    from feast.repo_config import load_repo_config
-    from feast.repo_operations import apply_total
+def _fresh_definitions(settings: Settings) -> Path:
+    """Prepare to import feature_repo/ as the Feast CLI does; return the repo path.
 
+    The definitions read DATA_DIR when imported (source paths are recorded in the
+    registry); drop cached imports so they are evaluated against this run's DATA_DIR.
+    """
+    settings.export()
     repo = settings.feature_repo
-    config = load_repo_config(repo, settings.feature_store_yaml)
-    # The definitions read DATA_DIR when imported (source paths are recorded in the
-    # registry); drop cached imports so they are evaluated against this run's DATA_DIR.
     for name in [m for m in sys.modules if m == "repo" or m.startswith("feature_repo.definitions")]:
         del sys.modules[name]
     if str(repo) not in sys.path:  # as the Feast CLI does: repo.py is imported as `repo`
         sys.path.append(str(repo))
+    return repo
+
+
+def apply(settings: Settings) -> None:
+    """``feast apply``: register (and delete) objects so the registry matches feature_repo/."""
+    from feast.repo_config import load_repo_config
+    from feast.repo_operations import apply_total
+
+    repo = _fresh_definitions(settings)
+    config = load_repo_config(repo, settings.feature_store_yaml)
     with _cwd(repo):
         apply_total(config, repo, skip_source_validation=False)
 
 
-def materialize(settings: Settings, end: datetime, start: datetime | None = None) -> None:
-    """Load feature values into the online store up to ``end``.
+def source_contracts(settings: Settings, use_case) -> dict:
+    """The source tables' contracts: types from the feature views in feature_repo/ (what
+    ``apply`` will register), value rules from the use case."""
+    from feast.repo_operations import parse_repo
+
+    from validation.feast_contracts import source_contracts as derive
+
+    repo = _fresh_definitions(settings)
+    with _cwd(repo):
+        os.chdir(repo)
+        contents = parse_repo(repo)
+    return derive(contents.feature_views, contents.entities, use_case.source_rules)
+
+
+def check_sources(settings: Settings, use_case, store, end: datetime) -> Path:
+    """The materialization gate: every file a registered feature view reads must match
+    that view's declared schema and the use case's value rules, with no row after the
+    newest snapshot's as-of instant. Raises :class:`~validation.report.GateFailed` before
+    anything is loaded. (Rows after ``end`` are fine: Feast loads up to ``end`` only.)"""
+    from pipeline.errors import PipelineError
+    from pipeline.ingest import latest_snapshot
+    from validation.contracts import Context, read_table
+    from validation.feast_contracts import source_contracts as derive
+    from validation.feast_contracts import source_table_name
+    from validation.gates import finish, run_contracts
+    from validation.report import Failure, Report
+
+    views = [v for v in store.list_feature_views() if getattr(v.batch_source, "path", None)]
+    read = {source_table_name(v) for v in views}
+    contracts = {name: c for name, c in derive(views, store.list_entities(), use_case.source_rules).items()
+                 if name in read}
+    report = Report("materialize", f"online store up to {end.isoformat()}")
+    frames = {}
+    for view in views:
+        path = Path(view.batch_source.path)
+        table = path.stem
+        try:
+            frames[table] = read_table(path)
+        except (OSError, ValueError) as e:  # missing or not Parquet (pyarrow raises ArrowInvalid, a ValueError)
+            report.failures.append(Failure("readable_parquet", table, None, f"{path}: {e}"))
+            contracts.pop(table, None)
+    try:
+        as_of = latest_snapshot(settings).as_of
+    except PipelineError:
+        as_of = None
+    run_contracts(report, frames, contracts, Context(now=datetime.now(timezone.utc), as_of=as_of))
+    return finish(report, settings.reports)
+
+
+def materialize(settings: Settings, end: datetime, start: datetime | None = None, use_case=None) -> None:
+    """Load feature values into the online store up to ``end``, after the source tables
+    passed their contracts (:func:`check_sources`; nothing is loaded otherwise).
 
     With ``start`` it is ``feast materialize start end``; without, it continues from the
     last materialization of each view (``materialize-incremental``). It starts from the
@@ -78,9 +137,14 @@ def materialize(settings: Settings, end: datetime, start: datetime | None = None
     (a snapshot with an earlier as-of time): incremental would then load nothing and
     leave values from after ``end`` online.
     """
+    if use_case is None:
+        from pipeline.usecase import load_use_case
+
+        use_case = load_use_case()
     store = feature_store(settings)
     views = store.list_feature_views()
     end = end if end.tzinfo else end.replace(tzinfo=timezone.utc)
+    check_sources(settings, use_case, store, end)
 
     def needs_full(view) -> bool:
         last = view.most_recent_end_time

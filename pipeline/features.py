@@ -3,7 +3,9 @@
 Each :class:`~pipeline.usecase.SourceTable` is one SQL file in ``feature_repo/pipelines``
 run against views ``raw_<table>`` of the snapshot and the tables built before it, with
 ``getvariable('as_of')`` bound to the snapshot's as-of instant. All tables are written to a
-staging directory first and moved into ``DATA_DIR/sources`` only when every one succeeded.
+staging directory first, checked against their contracts (types from the Feast feature
+views, value rules from the use case), and moved into ``DATA_DIR/sources`` only when every
+one succeeded and passed.
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import Mapping
 
 import duckdb
 
@@ -21,6 +25,9 @@ from pipeline.errors import PipelineError
 from pipeline.ingest import Snapshot
 from pipeline.progress import Progress
 from pipeline.usecase import UseCase
+from validation.contracts import Context, TableContract, read_table
+from validation.gates import finish, run_contracts
+from validation.report import Report
 
 
 def source_sql(settings: Settings, sql_file: str, params) -> str:
@@ -32,9 +39,17 @@ def source_sql(settings: Settings, sql_file: str, params) -> str:
 
 
 def build_sources(
-    settings: Settings, use_case: UseCase, snapshot: Snapshot, progress: Progress | None = None
+    settings: Settings, use_case: UseCase, snapshot: Snapshot, progress: Progress | None = None,
+    contracts: Mapping[str, TableContract] | None = None,
 ) -> dict[str, int]:
-    """Build every source table; return the row count of each."""
+    """Build every source table, check each against its contract, and only then publish
+    them all; return the row count of each. A failed contract raises
+    :class:`~validation.report.GateFailed` and leaves the published tables as they were.
+    ``contracts`` defaults to those derived from the Feast definitions."""
+    if contracts is None:
+        from pipeline.feast_ops import source_contracts
+
+        contracts = source_contracts(settings, use_case)
     con = connect()
     con.execute(f"SET VARIABLE as_of = CAST({sql_str(snapshot.as_of.isoformat())} AS TIMESTAMPTZ)")
     for name in snapshot.tables:
@@ -53,6 +68,12 @@ def build_sources(
             counts[source.name] = con.execute(f"SELECT count(*) FROM {source.name}").fetchone()[0]
             if progress:
                 progress.say(f"{source.name}: {counts[source.name]:,} rows")
+        report = Report("features", f"snapshot {snapshot.id}")
+        frames = {name: read_table(staging / f"{name}.parquet") for name in counts}
+        run_contracts(report, frames, contracts, Context(now=datetime.now(timezone.utc), as_of=snapshot.as_of))
+        path = finish(report, settings.reports)
+        if progress:
+            progress.say(f"contracts passed ({len(report.checks)} tables; report {path.name})")
         for source in use_case.sources:
             os.replace(staging / f"{source.name}.parquet", settings.sources / f"{source.name}.parquet")
         return counts

@@ -1,10 +1,12 @@
 """Data collection: raw tables land as immutable, date-versioned Parquet snapshots.
 
-A snapshot is a directory ``DATA_DIR/raw/<YYYY-MM-DD>[.N]/`` holding one Parquet file
-per raw table and a ``manifest.json`` (row counts, SHA-256 of each file, the snapshot's
-as-of instant). It is written to a temporary directory and renamed into place, so a
-failed ingest leaves nothing behind, and it is never rewritten: ingesting identical data
-again reuses the newest snapshot; different data makes a new one.
+Every ingest passes the raw-data gate first (``validation``): nothing that fails a
+contract becomes a snapshot. A snapshot is a directory ``DATA_DIR/raw/<YYYY-MM-DD>[.N]/``
+holding one Parquet file per raw table and a ``manifest.json`` (row counts, SHA-256 of
+each file, the snapshot's as-of instant, the gate's report). It is written to a temporary
+directory and renamed into place, so a failed ingest leaves nothing behind, and it is
+never rewritten: ingesting identical data again reuses the newest snapshot; different
+data makes a new one.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Iterable
 
 import duckdb
 
@@ -24,7 +27,17 @@ from pipeline.duck import connect, copy_to_parquet, sql_str
 from pipeline.errors import PipelineError
 from pipeline.progress import Progress
 from pipeline.usecase import UseCase
-from validation.contracts import ContractViolation, check_schema
+from validation.contracts import Context, check_schema, read_table
+from validation.drift import (
+    as_of_failures,
+    distribution_failures,
+    load_reference,
+    profile,
+    volume_failures,
+    write_reference,
+)
+from validation.gates import accept_checks, finish, run_contracts
+from validation.report import Failure, Report
 
 MANIFEST = "manifest.json"
 
@@ -73,8 +86,11 @@ def latest_snapshot(settings: Settings) -> Snapshot:
     return Snapshot.load(snapshots[-1])
 
 
-def _register_input(con: duckdb.DuckDBPyConnection, settings: Settings, use_case: UseCase) -> dict[str, str]:
-    """Expose each raw input as a DuckDB view ``input_<table>``; return where each came from."""
+def _register_input(con: duckdb.DuckDBPyConnection, settings: Settings, use_case: UseCase,
+                    report: Report) -> dict[str, str]:
+    """Expose each raw input as a DuckDB view ``input_<table>``; return where each came from.
+    A missing or unreadable file is a failure in ``report``, not an exception, so one run
+    names every bad file."""
     origins = {}
     builtin = None if settings.raw_dir else use_case.load_builtin()
     for table in use_case.raw_tables:
@@ -84,13 +100,19 @@ def _register_input(con: duckdb.DuckDBPyConnection, settings: Settings, use_case
             origins[table.name] = f"the built-in data ({table.name})"
             continue
         path = settings.raw_dir / f"{table.name}.parquet"
+        report.ran(f"file_present:{table.name}")
         if not path.is_file():
-            raise PipelineError(f"RAW_DIR={settings.raw_dir}: missing raw table file {path.name}")
+            report.failures.append(Failure("file_present", table.name, None,
+                                           f"RAW_DIR={settings.raw_dir}: missing raw table file {path.name}"))
+            continue
         try:
             con.execute(f"CREATE VIEW {view} AS SELECT * FROM read_parquet({sql_str(path)})")
             con.execute(f"SELECT count(*) FROM {view}").fetchone()
         except duckdb.Error as e:
-            raise PipelineError(f"{path}: cannot be read as Parquet: {e}") from e
+            con.execute(f"DROP VIEW IF EXISTS {view}")
+            report.failures.append(Failure("readable_parquet", table.name, None,
+                                           f"{path}: cannot be read as Parquet: {e}"))
+            continue
         origins[table.name] = str(path)
     return origins
 
@@ -100,47 +122,96 @@ def _table_fingerprints(path: Path) -> dict[str, str]:
     return {name: t["sha256"] for name, t in manifest["tables"].items()}
 
 
-def ingest(settings: Settings, use_case: UseCase, progress: Progress | None = None) -> Snapshot:
-    """Validate the raw tables' schemas, normalise them and land them as a snapshot."""
+def _write_reference(settings: Settings, use_case: UseCase, frames, snapshot_id: str, as_of: str,
+                     progress: Progress | None) -> None:
+    """The first accepted snapshot becomes the reference later ones are compared with
+    (``validation profile`` replaces it deliberately)."""
+    write_reference(settings.reference_profile, profile(frames, use_case.raw_contracts,
+                                                        snapshot=snapshot_id, as_of=as_of))
+    if progress:
+        progress.say(f"reference profile written from snapshot {snapshot_id}: {settings.reference_profile}")
+
+
+def ingest(settings: Settings, use_case: UseCase, progress: Progress | None = None,
+           accept: Iterable[str] = (), dry_run: bool = False) -> Snapshot | None:
+    """Check the raw tables against their contracts and land them as a snapshot.
+
+    The gate runs on the normalised tables in a staging directory: file and column types
+    first, then the use case's contracts (nulls, ranges, allowed values, keys, timestamps
+    not in the future), the as-of instant against the previous snapshot's, the row counts
+    against it, and the distributions against the reference profile. Any failure raises
+    :class:`~validation.report.GateFailed` and no snapshot is written; the report is
+    written under ``DATA_DIR/reports`` either way. ``accept`` names checks (e.g.
+    ``volume_change``) whose failures are reported but do not block this run. With
+    ``dry_run`` only the gate runs (``validation raw``): nothing is written but the report.
+    """
+    report = Report("ingest", str(settings.raw_dir) if settings.raw_dir else "the built-in data")
     con = connect()
-    origins = _register_input(con, settings, use_case)
+    origins = _register_input(con, settings, use_case, report)
+    for table in use_case.raw_tables:
+        if table.name in origins:
+            report.ran(f"column_types:{table.name}")
+            actual = dict(con.execute(f"SELECT column_name, column_type FROM (DESCRIBE input_{table.name})").fetchall())
+            report.extend(check_schema(table.name, origins[table.name], actual, table.columns))
+    if not report.passed:
+        finish(report, settings.reports)
     settings.raw_snapshots.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=settings.raw_snapshots))
     try:
         tables = {}
         for table in use_case.raw_tables:
-            view = f"input_{table.name}"
-            actual = dict(con.execute(f"SELECT column_name, column_type FROM (DESCRIBE {view})").fetchall())
-            try:
-                check_schema(table.name, origins[table.name], actual, table.columns)
-            except ContractViolation as e:
-                raise PipelineError(str(e)) from e
             out = staging / f"{table.name}.parquet"
             try:
-                copy_to_parquet(con, f"WITH raw AS (SELECT * FROM {view}) {table.normalize_sql}", out)
+                copy_to_parquet(con, f"WITH raw AS (SELECT * FROM input_{table.name}) {table.normalize_sql}", out)
             except duckdb.Error as e:
-                raise PipelineError(
-                    f"raw table {table.name!r} from {origins[table.name]}: cannot normalise: {e}"
-                ) from e
+                report.failures.append(Failure("normalise", table.name, None,
+                                               f"{origins[table.name]}: cannot normalise: {e}"))
+                continue
             rows = con.execute(f"SELECT count(*) FROM read_parquet({sql_str(out)})").fetchone()[0]
             tables[table.name] = {"rows": rows, "sha256": _sha256(out), "origin": origins[table.name]}
             if progress:
                 progress.say(f"{table.name}: {rows:,} rows")
+        if not report.passed:
+            finish(report, settings.reports)
         for name in tables:
             con.execute(f"CREATE VIEW raw_{name} AS SELECT * FROM read_parquet({sql_str(staging / f'{name}.parquet')})")
         as_of = con.execute(use_case.as_of_sql).fetchone()[0]
-        if as_of is None:
-            raise PipelineError("the raw data holds no events: cannot tell its as-of time")
-
+        frames = {name: read_table(staging / f"{name}.parquet") for name in tables}
+        now = datetime.now(timezone.utc)
+        run_contracts(report, frames, use_case.raw_contracts, Context(now=now, as_of=as_of, tables=frames))
         previous = list_snapshots(settings)
+        last = Snapshot.load(previous[-1]) if previous else None
+        report.ran("as_of_forward")
+        if as_of is None:
+            report.failures.append(Failure("non_empty", "snapshot", None,
+                                           "the raw data holds no events: cannot tell its as-of time"))
+        else:
+            report.stats["as_of"] = as_of.isoformat()
+            report.extend(as_of_failures(as_of, last.as_of if last else None, last.id if last else None))
+        report.ran("volume_change")
+        failures, report.stats["volume_ratio"] = volume_failures(
+            {n: t["rows"] for n, t in tables.items()}, last.tables if last else None, use_case.raw_contracts)
+        report.extend(failures)
+        reference = load_reference(settings.reference_profile)
+        if reference is not None:
+            report.ran("distribution_psi")
+            failures, report.stats["psi"] = distribution_failures(frames, reference)
+            report.extend(failures)
+        accept_checks(report, accept)
+        report_path = finish(report, settings.reports)
+        if progress:
+            progress.say(f"contracts passed ({len(report.checks)} checks; report {report_path.name})")
+        if dry_run:
+            return None
+
         fingerprints = {name: t["sha256"] for name, t in tables.items()}
-        if (previous and _table_fingerprints(previous[-1]) == fingerprints
-                and Snapshot.load(previous[-1]).as_of == as_of):
+        if previous and _table_fingerprints(previous[-1]) == fingerprints and last.as_of == as_of:
             if progress:
                 progress.say(f"unchanged since snapshot {previous[-1].name}: reusing it")
-            return Snapshot.load(previous[-1])
+            if reference is None:
+                _write_reference(settings, use_case, frames, last.id, last.as_of.isoformat(), progress)
+            return last
 
-        now = datetime.now(timezone.utc)
         snapshot_id = now.strftime("%Y-%m-%d")
         n = 1
         while (settings.raw_snapshots / snapshot_id).exists():
@@ -151,12 +222,15 @@ def ingest(settings: Settings, use_case: UseCase, progress: Progress | None = No
             "created_at": now.isoformat(),
             "as_of": as_of.astimezone(timezone.utc).isoformat(),
             "tables": tables,
+            "validation_report": str(report_path),
         }
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2))
         final = settings.raw_snapshots / snapshot_id
         staging.rename(final)
         for p in final.iterdir():
             p.chmod(0o444)
+        if reference is None:
+            _write_reference(settings, use_case, frames, snapshot_id, manifest["as_of"], progress)
         if progress:
             progress.say(f"new snapshot {snapshot_id} (as of {manifest['as_of']})")
         return Snapshot.load(final)

@@ -13,6 +13,8 @@ from typing import Callable, Mapping
 
 import pandas as pd
 
+from validation.contracts import ModelExpectations, TableContract
+
 
 @dataclass(frozen=True)
 class RawTable:
@@ -78,6 +80,12 @@ class UseCase:
     id_column: str | None = None
     #: The key of the list of entities in a /predict body, e.g. {"flights": [...]}.
     batch_key: str = "instances"
+    #: Data contracts (validation): value rules per raw table, and per source table on top
+    #: of the types the Feast feature views declare.
+    raw_contracts: Mapping[str, TableContract] = field(default_factory=dict)
+    source_rules: Mapping[str, TableContract] = field(default_factory=dict)
+    #: What the model gate expects of any model's behaviour.
+    model_expectations: ModelExpectations = field(default_factory=ModelExpectations)
 
 
 def load_use_case(spec: str = "feature_repo.usecase:USE_CASE") -> UseCase:

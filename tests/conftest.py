@@ -87,9 +87,9 @@ def slice_run(tmp_path_factory, raw_slice_dir, use_case):
         store = feast_ops.feature_store(settings)
         config = TrainConfig(num_boost_round=80, holdout_start="2013-02-15")
         result = run_training(settings, use_case, store, config, say=lambda m: None)
-        promotion = promote_if_better(settings, result["version"], say=lambda m: None)
+        promotion = promote_if_better(settings, use_case, store, result["version"], say=lambda m: None)
     yield {"settings": settings, "snapshot": snapshot, "result": result, "promotion": promotion,
-           "config": config}
+           "config": config, "store": store}
 
 
 def require_tool(name: str) -> str:

@@ -48,14 +48,16 @@ def cmd_show(args) -> int:
 
 
 def cmd_promote(args) -> int:
+    from pipeline.feast_ops import feature_store
     from training.gate import promote_if_better
     from training.registry import ModelRegistry
 
-    settings, _ = context()
+    settings, use_case = context()
     if args.force:
         print(json.dumps(ModelRegistry(settings.models).promote(args.version)))
         return 0
-    result = promote_if_better(settings, args.version, say=lambda m: print(m, file=sys.stderr))
+    result = promote_if_better(settings, use_case, feature_store(settings), args.version,
+                               say=lambda m: print(m, file=sys.stderr))
     print(json.dumps(result))
     return 0 if result["promoted"] else 3
 
@@ -111,9 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from training.errors import TrainingError
-
-    return run(args, (TrainingError,))
+    return run(args)
 
 
 if __name__ == "__main__":

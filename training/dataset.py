@@ -73,16 +73,19 @@ def load_events(settings: Settings, use_case: UseCase) -> pd.DataFrame:
     return pd.read_parquet(path)
 
 
-def entity_frame(events: pd.DataFrame, use_case: UseCase) -> pd.DataFrame:
-    """The entity dataframe Feast gets: id, timestamp, join keys, request inputs, label."""
-    columns = [use_case.id_column, use_case.event_timestamp, *use_case.entity_columns, use_case.label]
+def entity_frame(events: pd.DataFrame, use_case: UseCase, extra_columns: Sequence[str] = ()) -> pd.DataFrame:
+    """The entity dataframe Feast gets: id, timestamp, join keys, request inputs, label
+    (and ``extra_columns``, carried through untouched, e.g. for the invariance checks)."""
+    columns = [use_case.id_column, use_case.event_timestamp, *use_case.entity_columns, use_case.label,
+               *[c for c in extra_columns if c not in use_case.entity_columns]]
     missing = [c for c in columns if c and c not in events.columns]
     if missing:
         raise TrainingError(f"events table {use_case.events_table!r} lacks column(s) {missing}")
     return events[[c for c in columns if c]].reset_index(drop=True)
 
 
-def training_set(store, use_case: UseCase, events: pd.DataFrame, guard: dict | None = None) -> pd.DataFrame:
+def training_set(store, use_case: UseCase, events: pd.DataFrame, extra_columns: Sequence[str] = (),
+                 guard: dict | None = None) -> pd.DataFrame:
     """Point-in-time-correct features for each event row, in the input row order.
 
     Feast may return rows in any order; they are put back in the entity frame's order by
@@ -91,7 +94,7 @@ def training_set(store, use_case: UseCase, events: pd.DataFrame, guard: dict | N
     ASOF store can; Feast's Spark store cannot): ``guard["leakage_guard"]``, when a dict is
     given, says which happened, so training can record it.
     """
-    entity_df = entity_frame(events, use_case)
+    entity_df = entity_frame(events, use_case, extra_columns)
     key = use_case.id_column
     if entity_df[key].duplicated().any():
         dupes = entity_df.loc[entity_df[key].duplicated(), key].head(5).tolist()

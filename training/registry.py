@@ -27,7 +27,7 @@ METADATA_FILE = "metadata.json"
 CHAMPION_FILE = "champion.json"
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
@@ -60,8 +60,8 @@ class ModelRegistry:
         version = sha[:16]
         target = self.root / version
         metadata = {**metadata, "version": version, "sha256": sha}
-        _atomic_write(target / MODEL_FILE, model_bytes)
-        _atomic_write(target / METADATA_FILE, json.dumps(metadata, indent=2, sort_keys=True).encode())
+        atomic_write(target / MODEL_FILE, model_bytes)
+        atomic_write(target / METADATA_FILE, json.dumps(metadata, indent=2, sort_keys=True).encode())
         return version
 
     def versions(self) -> list[str]:
@@ -92,7 +92,7 @@ class ModelRegistry:
         model = self.load(version)
         record = {"version": version, "sha256": model.metadata["sha256"],
                   "promoted_at": datetime.now(timezone.utc).isoformat()}
-        _atomic_write(self.root / CHAMPION_FILE, json.dumps(record, indent=2).encode())
+        atomic_write(self.root / CHAMPION_FILE, json.dumps(record, indent=2).encode())
         return record
 
     def champion(self) -> dict | None:

@@ -20,6 +20,9 @@ from training.dataset import feature_matrix, load_events, service_features, trai
 from training.errors import TrainingError
 from training.model import booster_from_bytes, predict_proba
 from training.registry import ModelRegistry
+from validation.contracts import Context, read_table
+from validation.gates import finish, run_contracts, training_frame_failures
+from validation.report import Report
 
 
 @dataclass(frozen=True)
@@ -85,10 +88,35 @@ def fit(train_x: np.ndarray, train_y: np.ndarray, features: list[str], config: T
     return bytes(booster.save_raw(raw_format="ubj"))
 
 
+def check_events(settings: Settings, use_case: UseCase, report: Report) -> None:
+    """The training gate's first half, before any feature is fetched: the events table's
+    contract. Raises :class:`~validation.report.GateFailed`."""
+    contract = use_case.source_rules.get(use_case.events_table)
+    if contract is not None:
+        path = settings.sources / f"{use_case.events_table}.parquet"
+        run_contracts(report, {contract.name: read_table(path)}, {contract.name: contract},
+                      Context(now=datetime.now(timezone.utc)))
+    if not report.passed:
+        finish(report, settings.reports)
+
+
+def check_training_set(settings: Settings, use_case: UseCase, report: Report, frame: pd.DataFrame,
+                       features: list[str], cut: pd.Timestamp) -> None:
+    """The training gate's second half: a training set fit to learn from (both windows
+    populated with both labels, every feature numeric and not all missing). Raises
+    :class:`~validation.report.GateFailed`; nothing is trained or registered."""
+    report.subject += f", holdout from {cut:%Y-%m-%d}"
+    report.ran("training_set")
+    report.extend(training_frame_failures(frame, features, use_case.label, use_case.event_timestamp, cut))
+    finish(report, settings.reports)
+
+
 def run_training(settings: Settings, use_case: UseCase, store, config: TrainConfig, say=print) -> dict:
-    """Build the training set through the FeatureService, train on the earlier window,
-    evaluate on the later one (next to a baseline), and register the model."""
+    """Build the training set through the FeatureService, check it (training gate), train
+    on the earlier window, evaluate on the later one (next to a baseline), and register."""
     events = load_events(settings, use_case)
+    report = Report("training", f"FeatureService {use_case.feature_service}")
+    check_events(settings, use_case, report)
     features = service_features(store, use_case.feature_service)
     start = time.perf_counter()
     guard: dict = {}
@@ -100,9 +128,8 @@ def run_training(settings: Settings, use_case: UseCase, store, config: TrainConf
 
     ts = frame[use_case.event_timestamp]
     cut = holdout_start(ts, config)
+    check_training_set(settings, use_case, report, frame, features, cut)
     train, holdout = frame[ts < cut], frame[ts >= cut]
-    if len(train) == 0 or len(holdout) == 0:
-        raise TrainingError(f"holdout start {cut} leaves {len(train)} training and {len(holdout)} holdout rows")
     y_train = train[use_case.label].to_numpy(dtype=float)
     y_hold = holdout[use_case.label].to_numpy(dtype=float)
 
@@ -137,6 +164,8 @@ def run_training(settings: Settings, use_case: UseCase, store, config: TrainConf
         "params": asdict(config),
         "xgboost_params": config.xgb_params(),
         "metrics": metrics,
+        # The baseline itself, so the model gate can recompute its metrics on any window.
+        "baseline": {"key": use_case.baseline_key, "rates": rates, "overall": overall},
         "library_versions": _versions(),
         "trained_at": datetime.now(timezone.utc).isoformat(),
         "train_seconds": round(train_seconds, 2),

@@ -1,14 +1,37 @@
-"""Schema contracts for raw tables: the first gate every snapshot passes."""
+"""Data contracts: what a table must look like, checked with pandera.
+
+A :class:`TableContract` names each column's :class:`ColumnRule` (storage type, nulls,
+range, allowed values, timestamp bounds, drift tracking) and the table's key. The use case
+declares its contracts (``feature_repo/expectations.py``); the types of the feature
+source tables are derived from the Feast feature views (``validation.feast_contracts``),
+so the contract and the served schema cannot drift apart.
+
+:func:`validate_frame` turns a contract into a pandera ``DataFrameSchema``, runs it lazily
+(every check, not just the first) and turns pandera's failure cases into
+:class:`~validation.report.Failure` records: check, column, rows failed, examples.
+
+:func:`check_schema` is the one check that runs *before* pandera: the raw tables' column
+types, read from DuckDB before ingest normalises them (normalising a mistyped column would
+fail with a less helpful message).
+"""
 
 from __future__ import annotations
 
-from typing import Mapping
+from dataclasses import dataclass, field, fields, replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Mapping
+
+import pandas as pd
+import pyarrow as pa
+
+from validation.report import MAX_EXAMPLES, Failure
 
 INTEGER_TYPES = {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT",
                  "USMALLINT", "UINTEGER", "UBIGINT"}
 NUMERIC_TYPES = INTEGER_TYPES | {"FLOAT", "DOUBLE", "REAL"}
 
-#: Which DuckDB column types satisfy each declared type family. A timestamp must be
+#: Which DuckDB column types satisfy each declared raw type family. A timestamp must be
 #: timezone-aware (TIMESTAMP WITH TIME ZONE) or an ISO 8601 string with an offset that
 #: the table's normalisation casts; a naive TIMESTAMP is ambiguous and refused.
 ACCEPTED = {
@@ -18,27 +41,241 @@ ACCEPTED = {
     "TIMESTAMP": {"TIMESTAMP WITH TIME ZONE", "VARCHAR"},
 }
 
+#: Storage types a :class:`ColumnRule` can require (Arrow types, as DuckDB writes them).
+ARROW_TYPES = {
+    "string": pa.string(),
+    "int64": pa.int64(),
+    "int32": pa.int32(),
+    "float64": pa.float64(),
+    "float32": pa.float32(),
+    "bool": pa.bool_(),
+    "timestamp": pa.timestamp("us", tz="UTC"),
+}
 
-class ContractViolation(Exception):
-    """Data broke its contract; the message names the table, the file and the column."""
+
+@dataclass(frozen=True)
+class ColumnRule:
+    """What one column must satisfy. Unset fields check nothing.
+
+    ``tolerance`` is the fraction of rows allowed to break the value checks (range,
+    allowed values) before it is a failure: real sources carry a few known-bad readings.
+    ``not_after`` bounds a timestamp by ``"now"`` (the wall clock) or ``"as_of"`` (the
+    snapshot's as-of instant); ``drift`` puts the column in the reference profile.
+    """
+
+    dtype: str | None = None
+    nullable: bool = True
+    min: Any = None
+    max: Any = None
+    allowed: tuple | None = None
+    allowed_from: tuple[str, str] | None = None
+    not_after: str | None = None
+    not_before: str | None = None
+    tolerance: float = 0.0
+    drift: bool = False
+
+    def merged(self, other: "ColumnRule") -> "ColumnRule":
+        """This rule with every field ``other`` sets (non-default) taken from ``other``."""
+        changes = {f.name: getattr(other, f.name) for f in fields(other)
+                   if getattr(other, f.name) != f.default}
+        return replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class TableContract:
+    name: str
+    columns: Mapping[str, ColumnRule]
+    #: Columns whose combination must be unique (null keys are caught by ``nullable``).
+    key: tuple[str, ...] = ()
+    min_rows: int = 1
+    #: Compare the row count with the previous snapshot's (raw tables).
+    volume: bool = True
+
+    def merged(self, other: "TableContract") -> "TableContract":
+        """Column rules of both (``other`` refining this one's), ``other``'s key if it has one."""
+        columns = dict(self.columns)
+        for name, rule in other.columns.items():
+            columns[name] = columns[name].merged(rule) if name in columns else rule
+        return replace(self, columns=columns, key=other.key or self.key,
+                       min_rows=max(self.min_rows, other.min_rows))
+
+
+@dataclass
+class Context:
+    """What checks compare against: the wall clock, the as-of instant, sibling tables."""
+
+    now: datetime
+    as_of: datetime | None = None
+    tables: Mapping[str, pd.DataFrame] = field(default_factory=dict)
 
 
 def _family(duckdb_type: str) -> str:
     return "DOUBLE" if duckdb_type.startswith("DECIMAL") else duckdb_type
 
 
-def check_schema(table: str, origin: str, actual: Mapping[str, str], expected: Mapping[str, str]) -> None:
-    """Raise :class:`ContractViolation` listing every missing or mistyped column."""
+def check_schema(table: str, origin: str, actual: Mapping[str, str], expected: Mapping[str, str]) -> list[Failure]:
+    """Every missing or mistyped raw column, as failures naming the file and column."""
     problems = []
     for column, family in expected.items():
         if column not in actual:
             close = [c for c in actual if c.lower() == column.lower()]
             hint = f" (found {close[0]!r})" if close else ""
-            problems.append(f"column {column!r} is missing{hint}")
+            problems.append(Failure("column_present", table, column,
+                                    f"column {column!r} is missing{hint} in {origin}"))
         elif _family(actual[column]) not in ACCEPTED[family]:
-            problems.append(
+            problems.append(Failure(
+                "column_type", table, column,
                 f"column {column!r} has type {actual[column]}, expected {family}"
-                + (" (timezone-aware)" if family == "TIMESTAMP" else "")
-            )
-    if problems:
-        raise ContractViolation(f"raw table {table!r} from {origin}: " + "; ".join(problems))
+                + (" (timezone-aware)" if family == "TIMESTAMP" else "") + f" in {origin}",
+            ))
+    return problems
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """A Parquet table with its stored (Arrow) types kept: int columns with nulls stay
+    int, timestamps keep their time zone, so the type checks see what Feast will read."""
+    return pd.read_parquet(path, dtype_backend="pyarrow")
+
+
+def _schema(contract: TableContract, ctx: Context):
+    import pandera.pandas as pda
+
+    columns = {}
+    for column, rule in contract.columns.items():
+        checks = []
+        if rule.min is not None or rule.max is not None:
+            lo, hi = rule.min, rule.max
+
+            def within(s, lo=lo, hi=hi):
+                ok = pd.Series(True, index=s.index)
+                if lo is not None:
+                    ok &= s >= lo
+                if hi is not None:
+                    ok &= s <= hi
+                return ok.fillna(False).astype(bool)
+
+            checks.append(pda.Check(within, name="range"))
+        allowed = rule.allowed
+        if rule.allowed_from is not None:
+            ref_table, ref_column = rule.allowed_from
+            if ref_table in ctx.tables:
+                allowed = tuple(ctx.tables[ref_table][ref_column].dropna().astype(str).unique())
+        if allowed is not None:
+            values = {str(v) for v in allowed}
+            checks.append(pda.Check(lambda s, values=values: s.astype(str).isin(values).astype(bool),
+                                    name="allowed_values"))
+        if rule.not_after is not None:
+            limit = {"now": ctx.now, "as_of": ctx.as_of}[rule.not_after]
+            if limit is not None:  # no as-of instant known: nothing to compare with
+                checks.append(pda.Check(lambda s, t=pd.Timestamp(limit): (s <= t).fillna(False).astype(bool),
+                                        name=f"not_after_{rule.not_after}"))
+        if rule.not_before is not None:
+            checks.append(pda.Check(lambda s, t=pd.Timestamp(rule.not_before): (s >= t).fillna(False).astype(bool),
+                                    name="not_before"))
+        dtype = pd.ArrowDtype(ARROW_TYPES[rule.dtype]) if rule.dtype else None
+        columns[column] = pda.Column(dtype, checks=checks, nullable=rule.nullable, required=True)
+    return pda.DataFrameSchema(columns, unique=list(contract.key) or None, coerce=False)
+
+
+def _check_name(raw: str) -> str:
+    if raw.startswith("dtype("):
+        return "dtype"
+    return {"column_in_dataframe": "column_present", "multiple_fields_uniqueness": "unique_key",
+            "field_uniqueness": "unique_key"}.get(raw, raw)
+
+
+def validate_frame(contract: TableContract, frame: pd.DataFrame, ctx: Context) -> tuple[list[Failure], list[Failure]]:
+    """Run the contract on ``frame``; return (failures, tolerated) as report records."""
+    from pandera.errors import SchemaErrors
+
+    table = contract.name
+    if len(frame) < contract.min_rows:
+        return [Failure("non_empty", table, None,
+                        f"{len(frame):,} rows; the contract needs at least {contract.min_rows:,}",
+                        failed_rows=None)], []
+    frame = frame.reset_index(drop=True)
+    try:
+        _schema(contract, ctx).validate(frame, lazy=True)
+        return [], []
+    except SchemaErrors as e:
+        cases = e.failure_cases
+    failures, tolerated = [], []
+    key = ", ".join(contract.key)
+    cases = cases.assign(check_name=cases["check"].astype(str).map(_check_name))
+    for check_name, group in cases.groupby("check_name", sort=False):
+        if check_name == "unique_key":
+            index = group["index"].dropna()
+            failures.append(Failure("unique_key", table, key, f"key ({key}) is not unique",
+                                    int(index.nunique()), _examples(frame, index, None, contract.key)))
+            continue
+        for column, rows in group.groupby("column", sort=False, dropna=False):
+            column = None if pd.isna(column) else str(column)
+            if check_name == "column_present":
+                column = str(rows["failure_case"].iloc[0])
+                failures.append(Failure("column_present", table, column, f"column {column!r} is missing"))
+                continue
+            if check_name == "dtype":
+                actual = str(rows["failure_case"].iloc[0])
+                failures.append(Failure("dtype", table, column,
+                                        f"stored as {actual}, declared {contract.columns[column].dtype}"))
+                continue
+            indexed = rows["index"].notna()
+            n = int(rows.loc[indexed, "index"].nunique()) if indexed.any() else len(frame)
+            examples = _examples(frame, rows.loc[indexed, "index"], column, contract.key) if indexed.any() \
+                else tuple(rows["failure_case"].head(MAX_EXAMPLES).tolist())
+            rule = contract.columns.get(column) if column else None
+            message = _error_text(check_name, rule, ctx)
+            record = Failure(check_name, table, column, message, n, examples)
+            value_check = check_name in ("range", "allowed_values")
+            if value_check and rule is not None and n <= rule.tolerance * len(frame):
+                tolerated.append(replace(record, message=record.message
+                                         + f" (within the tolerance of {rule.tolerance:.2%} of rows)"))
+            else:
+                failures.append(record)
+    return failures, tolerated
+
+
+def _examples(frame: pd.DataFrame, index: pd.Series, column: str | None, key: tuple[str, ...]) -> tuple:
+    """A few failing rows: their position in the file, the bad value, and the row's key."""
+    rows = sorted(index.astype(int).unique().tolist())[:MAX_EXAMPLES]
+    columns = [c for c in (*key, column) if c and c in frame.columns]
+    columns = list(dict.fromkeys(columns))
+    return tuple({"row": r, **frame.loc[r, columns].to_dict()} for r in rows)
+
+
+def _error_text(check: str, rule: ColumnRule | None, ctx: Context) -> str:
+    if check == "not_nullable":
+        return "null values in a column that must not have any"
+    if check == "range" and rule is not None:
+        return f"values outside [{'' if rule.min is None else rule.min}, {'' if rule.max is None else rule.max}]"
+    if check == "allowed_values" and rule is not None:
+        source = f"{rule.allowed_from[0]}.{rule.allowed_from[1]}" if rule.allowed_from else repr(rule.allowed)
+        return f"values not in {source}"
+    if check == "not_after_now":
+        return f"timestamps in the future (after the wall clock, {ctx.now.isoformat()})"
+    if check == "not_after_as_of":
+        return f"timestamps after the as-of instant {ctx.as_of.isoformat() if ctx.as_of else ''}"
+    if check == "not_before" and rule is not None:
+        return f"timestamps before {rule.not_before}"
+    return f"check {check} failed"
+
+
+@dataclass(frozen=True)
+class Direction:
+    """Raising ``feature`` from ``low`` to ``high`` must move the mean prediction by ``sign``."""
+
+    feature: str
+    sign: int
+    low: float
+    high: float
+
+
+@dataclass(frozen=True)
+class ModelExpectations:
+    """A use case's behavioural expectations of any model it promotes."""
+
+    #: Request fields that must not change a prediction (e.g. a flight number).
+    invariant_fields: tuple[str, ...] = ()
+    directions: tuple[Direction, ...] = ()
+    #: Columns of the evaluation frame to compare candidate and champion on, per value.
+    slices: tuple[str, ...] = ()

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 BASE = datetime(2024, 3, 10, 12, 0, 0, tzinfo=timezone.utc)
 KEYS = ["x", "y", "z", "w"]  # "w" never has feature rows: a missing entity

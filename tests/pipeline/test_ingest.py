@@ -7,9 +7,9 @@ import os
 import pandas as pd
 import pytest
 
-from pipeline.errors import PipelineError
 from pipeline.ingest import ingest, list_snapshots
 from tests.conftest import write_raw_dir
+from validation.report import GateFailed
 
 
 @pytest.fixture
@@ -58,7 +58,7 @@ def test_scheduled_departure_is_new_york_local_time_as_utc(tmp_path, small_raw, 
 def test_raw_dir_missing_file_is_named(tmp_path, small_raw, use_case, settings_for):
     raw = write_raw_dir(small_raw, tmp_path / "raw")
     (raw / "weather.parquet").unlink()
-    with pytest.raises(PipelineError, match="weather.parquet"):
+    with pytest.raises(GateFailed, match=r"\[file_present\] weather.*weather.parquet"):
         ingest(settings_for(tmp_path / "data", raw), use_case)
     assert not list_snapshots(settings_for(tmp_path / "data", raw)), "a failed ingest left a snapshot"
 
@@ -66,7 +66,7 @@ def test_raw_dir_missing_file_is_named(tmp_path, small_raw, use_case, settings_f
 def test_raw_file_that_is_not_parquet_is_named(tmp_path, small_raw, use_case, settings_for):
     raw = write_raw_dir(small_raw, tmp_path / "raw")
     (raw / "planes.parquet").write_text("tailnum,year\nN1,2001\n")
-    with pytest.raises(PipelineError, match=r"planes\.parquet.*Parquet"):
+    with pytest.raises(GateFailed, match=r"\[readable_parquet\] planes.*planes\.parquet.*Parquet"):
         ingest(settings_for(tmp_path / "data", raw), use_case)
 
 
@@ -85,6 +85,6 @@ def test_schema_violations_name_table_and_column(tmp_path, small_raw, use_case, 
     tables = dict(small_raw)
     tables["flights"] = mutate(small_raw["flights"])
     raw = write_raw_dir(tables, tmp_path / "raw")
-    with pytest.raises(PipelineError, match="raw table 'flights'.*" + message):
+    with pytest.raises(GateFailed, match=r"\] flights\..*" + message):
         ingest(settings_for(tmp_path / "data", raw), use_case)
     assert not list_snapshots(settings_for(tmp_path / "data", raw)), "a failed ingest left a snapshot"

@@ -8,8 +8,8 @@ import pytest
 
 from training import evaluate
 from training.dataset import feature_matrix
-from training.gate import gate_checks
 from training.train import TrainConfig, fit, holdout_start
+from validation.model_gate import GateConfig, floor_failures
 
 
 def _data(seed=0, n=2000):
@@ -64,12 +64,15 @@ def test_feature_matrix_orders_columns_and_keeps_missing_as_nan():
     np.testing.assert_array_equal(rows, m)
 
 
-def test_gate_rejects_a_candidate_that_does_not_beat_the_baseline():
-    def meta(auc, ll, base_auc=0.6, base_ll=0.55):
-        return {"metrics": {"model": {"auc": auc, "log_loss": ll},
-                            "baseline": {"auc": base_auc, "log_loss": base_ll}}}
+def test_floors_reject_a_candidate_that_does_not_beat_the_baseline_by_the_margin():
+    config = GateConfig(auc_margin=0.02)
+    base = {"auc": 0.6, "log_loss": 0.55}
 
-    assert gate_checks(meta(0.7, 0.5)) == []
-    assert len(gate_checks(meta(0.55, 0.5))) == 1
-    assert len(gate_checks(meta(0.7, 0.6))) == 1
-    assert len(gate_checks(meta(0.5, 0.7))) == 2
+    def checks(auc, ll):
+        return [f.check for f in floor_failures({"auc": auc, "log_loss": ll}, base, config)]
+
+    assert checks(0.7, 0.5) == []
+    assert checks(0.61, 0.5) == ["floor_auc"], "beating the baseline by less than the margin is not enough"
+    assert checks(0.7, 0.6) == ["floor_log_loss"]
+    assert checks(0.5, 0.7) == ["floor_auc", "floor_log_loss"]
+    assert checks(None, 0.5) == ["floor_auc"], "an undefined AUC fails closed"

@@ -1,0 +1,136 @@
+"""Gates after ingest fail closed: features, materialization, training, and a whole
+``pipeline run`` over a corrupted RAW_DIR leave everything downstream as it was."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from pipeline import feast_ops
+from pipeline.features import build_sources
+from pipeline.ingest import latest_snapshot
+from tests.conftest import write_raw_dir
+from training.registry import ModelRegistry
+from training.train import TrainConfig, run_training
+from validation.report import GateFailed
+
+
+def _digest(root: Path) -> dict[str, str]:
+    """SHA-256 of every file under ``root`` (relative path -> hash)."""
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _rewrite(path: Path, frame: pd.DataFrame) -> None:
+    path.chmod(0o644)
+    frame.to_parquet(path, index=False)
+
+
+@pytest.fixture(scope="module")
+def applied(slice_run, tmp_path_factory):
+    """A copy of the slice run's data dir, applied and materialized on its own paths."""
+    data = tmp_path_factory.mktemp("stages") / "data"
+    shutil.copytree(slice_run["settings"].data_dir, data)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DATA_DIR", str(data))
+        mp.delenv("RAW_DIR", raising=False)
+        from pipeline.config import Settings
+
+        settings = Settings.from_env()
+        feast_ops.apply(settings)
+        feast_ops.materialize(settings, end=latest_snapshot(settings).as_of, start=feast_ops.EPOCH)
+    return data
+
+
+def test_features_gate_publishes_nothing_when_a_source_breaks_its_contract(applied, use_case, settings_for, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(applied, data)
+    settings = settings_for(data)
+    snapshot = latest_snapshot(settings)
+    weather = pd.read_parquet(snapshot.table_path("weather"))
+    weather.loc[weather.index[:9], "humid"] = 500.0  # tampered with after ingest
+    _rewrite(snapshot.table_path("weather"), weather)
+    before = _digest(settings.sources)
+    with pytest.raises(GateFailed) as info:
+        build_sources(settings, use_case, snapshot)
+    failures = {(f.check, f.table, f.column, f.failed_rows) for f in info.value.report.failures}
+    assert ("range", "weather_hourly", "humid", 9) in failures, info.value.report.render()
+    assert _digest(settings.sources) == before, "a refused feature build changed the published sources"
+
+
+def test_materialize_gate_refuses_a_source_whose_type_differs_from_the_feature_view(applied, use_case, settings_for):
+    """The gate refuses fractional seat counts under an Int64 feature; stock Feast (the
+    gate bypassed) loads them, truncated online while the offline join keeps the fraction."""
+    settings = settings_for(applied)
+    path = settings.sources / "aircraft.parquet"
+    original = path.read_bytes()
+    online = settings.data_dir / "online_store.db"
+    online_before = hashlib.sha256(online.read_bytes()).hexdigest()
+    aircraft = pd.read_parquet(path)
+    bad = aircraft.assign(seats=aircraft["seats"] + 0.5)
+    _rewrite(path, bad)
+    end = latest_snapshot(settings).as_of
+    try:
+        with pytest.raises(GateFailed) as info:
+            feast_ops.materialize(settings, end=end, start=feast_ops.EPOCH)
+        failures = [(f.check, f.table, f.column) for f in info.value.report.failures]
+        assert failures == [("dtype", "aircraft", "seats")], info.value.report.render()
+        message = info.value.report.failures[0].message
+        assert "int64" in message and "double" in message, message
+        assert hashlib.sha256(online.read_bytes()).hexdigest() == online_before, "the online store changed"
+
+        # The difference the gate makes: Feast alone materializes the file without a word.
+        store = feast_ops.feature_store(settings)
+        store.materialize(start_date=feast_ops.EPOCH, end_date=end, feature_views=["aircraft"])
+        tailnum, seats = bad["tailnum"].iloc[0], bad["seats"].iloc[0]
+        served = store.get_online_features(features=["aircraft:seats"], entity_rows=[{"tailnum": tailnum}]).to_dict()
+        entity = pd.DataFrame({"tailnum": [tailnum], "event_timestamp": [end]})
+        offline = store.get_historical_features(entity_df=entity, features=["aircraft:seats"]).to_df()
+        assert offline["seats"].tolist() == [seats] and served["seats"] == [int(seats)] != [seats], \
+            f"file {seats}, offline {offline['seats'].tolist()}, online {served['seats']}"
+    finally:
+        path.write_bytes(original)
+
+
+def test_training_gate_registers_nothing_from_a_bad_events_table(applied, use_case, settings_for, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(applied, data)
+    settings = settings_for(data)
+    events_path = settings.sources / "labelled_events.parquet"
+    events = pd.read_parquet(events_path)
+    events.loc[events.index[:3], "is_late"] = 2
+    _rewrite(events_path, events)
+    versions = ModelRegistry(settings.models).versions()
+    with pytest.raises(GateFailed) as info:
+        run_training(settings, use_case, feast_ops.feature_store(settings), TrainConfig(num_boost_round=5),
+                     say=lambda m: None)
+    assert ("allowed_values", "labelled_events", "is_late") in [
+        (f.check, f.table, f.column) for f in info.value.report.failures], info.value.report.render()
+    assert ModelRegistry(settings.models).versions() == versions, "a refused training registered a model"
+
+
+def test_pipeline_run_on_a_corrupted_raw_dir_fails_and_leaves_production_untouched(
+        applied, raw_slice_dir, builtin_raw, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(applied, data)
+    corrupted = {name: pd.read_parquet(raw_slice_dir / f"{name}.parquet") for name in builtin_raw}
+    flights = corrupted["flights"]
+    flights.loc[flights.index[::100], "carrier"] = None
+    raw = write_raw_dir(corrupted, tmp_path / "raw")
+    before = _digest(data)
+    env = {"DATA_DIR": str(data), "RAW_DIR": str(raw), "PATH": ""}
+    result = subprocess.run([sys.executable, "-m", "pipeline.cli", "run"], capture_output=True, text=True, env=env)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "[not_nullable] flights.carrier" in result.stderr and "Traceback" not in result.stderr, result.stderr[-3000:]
+    after = _digest(data)
+    changed = {k for k in set(before) | set(after) if before.get(k) != after.get(k)}
+    assert all(k.startswith("reports/") for k in changed), f"files outside reports/ changed: {sorted(changed)}"
+    for kept in ("online_store.db", "models/champion.json", "registry.db"):
+        assert kept in before and before[kept] == after[kept], f"{kept} changed"
+    assert any(k.startswith("reports/ingest-") for k in changed - set(before)), "no ingest report was written"
