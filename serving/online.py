@@ -7,17 +7,57 @@ point-in-time join would have picked it at the request's as-of instant:
 * older than its view's TTL (``event_ts + ttl < as_of``) -> stale, missing;
 * newer than the as-of instant (``event_ts > as_of``) -> not yet known, missing.
 
-That is the one place where this platform corrects Feast's online semantics.
+That is the one place where this platform corrects Feast's online semantics. It is also
+where a failing online store becomes :class:`StoreUnavailable` (HTTP 503): Feast's SQLite
+store keeps one connection per process and never reopens it, so after a failure the
+cached connection is dropped and the next request connects afresh
+(:func:`reset_online_connection`). Redis clients reconnect by themselves.
 """
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Sequence
 
 #: Feast's suffix for event timestamps in ``OnlineResponse.to_dict(include_event_timestamps=True)``.
 TS_SUFFIX = "__ts"
+
+
+def _store_errors() -> tuple[type[BaseException], ...]:
+    errors: list[type[BaseException]] = [sqlite3.Error, OSError]
+    try:
+        import redis.exceptions
+
+        errors.append(redis.exceptions.RedisError)
+    except ImportError:  # the Redis extra is optional
+        pass
+    return tuple(errors)
+
+
+#: What a broken or unreachable online store raises through Feast.
+STORE_ERRORS = _store_errors()
+
+
+class StoreUnavailable(Exception):
+    """The online store could not be read (HTTP 503); the request may be retried."""
+
+
+def reset_online_connection(store) -> None:
+    """Make Feast open a new online-store connection on the next read.
+
+    Feast's SQLite online store caches ``_conn`` forever; a connection that failed (file
+    missing, replaced, unreadable) would fail every later request too.
+    """
+    online_store = store._get_provider().online_store
+    conn = getattr(online_store, "_conn", None)
+    if conn is not None:
+        online_store._conn = None
+        try:
+            conn.close()
+        except sqlite3.Error:
+            pass
 
 
 @dataclass
@@ -52,11 +92,22 @@ class OnlineFeatures:
                 row[key] = ""
         return row
 
+    def _read(self, rows: list[dict]) -> dict:
+        try:
+            return self.store.get_online_features(
+                features=self.service, entity_rows=rows, full_feature_names=True
+            ).to_dict(include_event_timestamps=True)
+        except STORE_ERRORS as e:
+            reset_online_connection(self.store)
+            raise StoreUnavailable(f"online store unavailable: {type(e).__name__}: {e}") from e
+
+    def probe(self, entity: dict) -> None:
+        """One real online read (the serving path) for a made-up entity; raises
+        :class:`StoreUnavailable` when the store cannot answer."""
+        self._read([self._entity_row(entity)])
+
     def lookup(self, entities: Sequence[dict]) -> list[OnlineVector]:
-        rows = [self._entity_row(e) for e in entities]
-        response = self.store.get_online_features(
-            features=self.service, entity_rows=rows, full_feature_names=True
-        ).to_dict(include_event_timestamps=True)
+        response = self._read([self._entity_row(e) for e in entities])
         out = []
         for i, entity in enumerate(entities):
             as_of: datetime = entity[self.request_time_field]
