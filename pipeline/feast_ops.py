@@ -19,11 +19,11 @@ EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 def feature_store(settings: Settings):
-    """A FeatureStore over ``feature_repo/`` with this run's DATA_DIR."""
+    """A FeatureStore over ``feature_repo/`` with this run's DATA_DIR and online store profile."""
     settings.export()
     from feast import FeatureStore
 
-    return FeatureStore(repo_path=str(settings.feature_repo))
+    return FeatureStore(repo_path=str(settings.feature_repo), fs_yaml_file=settings.feature_store_yaml)
 
 
 @contextmanager
@@ -44,7 +44,7 @@ def apply(settings: Settings) -> None:
     from feast.repo_operations import apply_total
 
     repo = settings.feature_repo
-    config = load_repo_config(repo, repo / "feature_store.yaml")
+    config = load_repo_config(repo, settings.feature_store_yaml)
     # The definitions read DATA_DIR when imported (source paths are recorded in the
     # registry); drop cached imports so they are evaluated against this run's DATA_DIR.
     for name in [m for m in sys.modules if m == "repo" or m.startswith("feature_repo.definitions")]:

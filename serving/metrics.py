@@ -5,6 +5,13 @@ gunicorn, ``serving/gunicorn.conf.py`` sets ``PROMETHEUS_MULTIPROC_DIR`` before 
 imports ``prometheus_client``: every worker then writes its samples to files there and
 ``/metrics`` (whichever worker answers it) adds up all workers' files, so the numbers are
 the server's, not one worker's.
+
+Feast quirk: importing ``feast.metrics`` (which Feast does on its first online read) sets
+``PROMETHEUS_MULTIPROC_DIR`` to a temporary directory of its own for the whole process,
+so whether prometheus_client runs in multiprocess mode depends on import order. The mode
+is therefore read from prometheus_client itself (:func:`multiprocess_mode`), never from
+the environment at exposition time. In multiprocess mode, apps built in one process
+share their values (files are per process): tests compare before/after.
 """
 
 from __future__ import annotations
@@ -18,6 +25,13 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075,
                    0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 PROBABILITY_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 21))
+
+
+def multiprocess_mode() -> bool:
+    """Whether prometheus_client stores values in files (decided once, at its import)."""
+    from prometheus_client import values
+
+    return values.ValueClass is not values.MutexValue
 
 
 class Metrics:
@@ -43,6 +57,7 @@ class Metrics:
                                    ["result"], registry=r)
         self.store_errors = Counter("serving_online_store_errors_total",
                                     "Online reads that failed (answered 503)", registry=r)
+        self.multiprocess_dir = os.environ.get(MULTIPROC_ENV) if multiprocess_mode() else None
 
     def observe_vectors(self, vectors) -> None:
         for vector in vectors:
@@ -53,10 +68,10 @@ class Metrics:
 
     def exposition(self) -> tuple[bytes, str]:
         """The text format: all workers' samples under gunicorn, this app's otherwise."""
-        if os.environ.get(MULTIPROC_ENV):
+        if self.multiprocess_dir:
             from prometheus_client import multiprocess
 
             registry = CollectorRegistry()
-            multiprocess.MultiProcessCollector(registry)
+            multiprocess.MultiProcessCollector(registry, path=self.multiprocess_dir)
             return generate_latest(registry), CONTENT_TYPE_LATEST
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
