@@ -180,18 +180,26 @@ class RedisServer:
             self.process.wait(timeout=10)
 
 
+def require_redis_server(environ=None) -> str:
+    """The redis-server binary; else skip, or fail when CI is set (CI must test Redis)."""
+    import os
+    import shutil
+
+    env = os.environ if environ is None else environ
+    binary = shutil.which("redis-server", path=env.get("PATH"))
+    if binary is None:
+        message = "redis-server is not installed (Debian: apt-get install -y redis-server; `make test` as root does it)"
+        if env.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return binary
+
+
 @pytest.fixture
 def redis_server(tmp_path):
     """A started redis-server, stopped afterwards. Without the binary the test is skipped
     locally, and FAILS in CI (CI=true): CI must test Redis, not quietly skip it."""
-    import os
-    import shutil
-
-    if shutil.which("redis-server") is None:
-        message = "redis-server is not installed (Debian: apt-get install -y redis-server; `make test` as root does it)"
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(message)
-        pytest.skip(message)
+    require_redis_server()
     directory = tmp_path / "redis"
     directory.mkdir()
     server = RedisServer(directory).start()
