@@ -151,7 +151,7 @@ def bodies_for(flights: pd.DataFrame, size: int, feast_service: str | None = Non
         if feast_service:
             columns = {k: [e[k] for e in entities] for k in ("origin", "dest", "carrier", "tailnum")}
             columns["scheduled_departure"] = [int(r.scheduled_departure.timestamp()) for r in rows.itertuples()]
-            body = {"feature_service": feast_service, "entities": columns}
+            body = {"feature_service": feast_service, "entities": columns, "full_feature_names": True}
         else:
             body = {"flights": entities}
         out.append(json.dumps(body).encode())

@@ -8,6 +8,7 @@ import pytest
 
 from training import evaluate
 from training.dataset import feature_matrix
+from training.errors import TrainingError
 from training.gate import gate_checks
 from training.train import TrainConfig, fit, holdout_start
 
@@ -73,3 +74,15 @@ def test_gate_rejects_a_candidate_that_does_not_beat_the_baseline():
     assert len(gate_checks(meta(0.55, 0.5))) == 1
     assert len(gate_checks(meta(0.7, 0.6))) == 1
     assert len(gate_checks(meta(0.5, 0.7))) == 2
+
+
+def test_online_vectors_and_training_frames_give_the_same_matrix():
+    rows = [{"a": 3, "b": 1.5, "c": None}, {"a": None, "b": np.float32(2.25), "c": "4"}, {"a": True, "b": 0, "c": 7}]
+    from_dicts = feature_matrix(rows, ["c", "a", "b"])
+    from_frame = feature_matrix(pd.DataFrame(rows), ["c", "a", "b"])
+    assert from_dicts.dtype == from_frame.dtype == np.float64
+    np.testing.assert_array_equal(from_dicts, from_frame)
+    with pytest.raises(TrainingError, match="'b'"):
+        feature_matrix([{"a": 1, "b": "x"}], ["a", "b"])
+    with pytest.raises(TrainingError, match="absent"):
+        feature_matrix([{"a": 1}], ["a", "b"])
