@@ -22,7 +22,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +34,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from _util import write_result  # noqa: E402
 
 from pipeline.config import Settings  # noqa: E402
+from serving.cli import wait_ready  # noqa: E402
 
 CONCURRENCY = (1, 8, 32)
 BATCHES = (1, 100)
@@ -45,19 +45,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def wait_http(url: str, process: subprocess.Popen, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"server for {url} exited with {process.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except OSError:
-            time.sleep(0.5)
-    raise SystemExit(f"{url} not up after {timeout}s")
 
 
 def stop(process: subprocess.Popen) -> None:
@@ -198,9 +185,11 @@ def main() -> int:
     args = parser.parse_args()
 
     from pipeline import feast_ops
+    from pipeline.quiet import quiet_third_party_warnings
     from pipeline.ingest import latest_snapshot
     from training.registry import ModelRegistry
 
+    quiet_third_party_warnings()
     settings = Settings.from_env()
     registry = ModelRegistry(settings.models)
     if registry.champion() is None or not (settings.data_dir / "online_store.db").exists():
@@ -231,7 +220,7 @@ def main() -> int:
         "floor app": (
             [sys.executable, "-m", "gunicorn", "-w", "2", "--chdir", str(ROOT / "bench"), "-b", "127.0.0.1:{port}",
              "floor_app:create_app()"],
-            "/predict", None, {**env, **floor_env}, None),
+            "/predict", "/healthz", {**env, **floor_env}, None),
     }
     rows = []
     for name, (argv, path, health, system_env, feast_service) in systems.items():
@@ -240,11 +229,7 @@ def main() -> int:
         system_env = {**system_env, "PORT": str(port), "HOST": "127.0.0.1"}
         process = start(argv, system_env)
         try:
-            if health:
-                wait_http(f"http://127.0.0.1:{port}{health}", process)
-            else:
-                time.sleep(1.0)
-                wait_port(port, process)
+            wait_ready(f"http://127.0.0.1:{port}", process, timeout=180, path=health)
             for size in BATCHES:
                 bodies = bodies_for(flights, size, feast_service)
                 for concurrency in CONCURRENCY:
@@ -282,19 +267,6 @@ def main() -> int:
                  f"returns features. Failed requests in all cells: {errors}",
                  rows, goals, extra={"as_of": as_of.isoformat(), "flights": len(flights)})
     return 0
-
-
-def wait_port(port: int, process: subprocess.Popen, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"server on port {port} exited with {process.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return
-        except OSError:
-            time.sleep(0.3)
-    raise SystemExit(f"port {port} not open after {timeout}s")
 
 
 if __name__ == "__main__":

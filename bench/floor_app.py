@@ -39,6 +39,10 @@ def create_app() -> Flask:
                   "departure_time__dep_month_local": lambda t: t.month}
     app = Flask(__name__)
 
+    @app.get("/healthz")
+    def healthz():
+        return jsonify({"status": "ok"})
+
     @app.post("/predict")
     def predict():
         body = request.get_json()

@@ -17,11 +17,10 @@ from werkzeug.exceptions import HTTPException
 
 from pipeline.config import Settings
 from pipeline.usecase import UseCase, load_use_case
-from serving.errors import RequestError, ServingError
+from serving.errors import RequestError, ServingError, StoreUnavailable
 from serving.featurelog import FeatureLogger, LogConfig
 from serving.metrics import Metrics
 from serving.model import ModelSlot, ServingModel, load_serving_model
-from serving.online import StoreUnavailable
 from serving.openapi import openapi_spec
 from serving.requests import parse_predict_body, parse_query_entity
 

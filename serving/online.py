@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Sequence
 
+from serving.errors import StoreUnavailable
+
 #: Feast's suffix for event timestamps in ``OnlineResponse.to_dict(include_event_timestamps=True)``.
 TS_SUFFIX = "__ts"
 
@@ -38,10 +40,6 @@ def _store_errors() -> tuple[type[BaseException], ...]:
 
 #: What a broken or unreachable online store raises through Feast.
 STORE_ERRORS = _store_errors()
-
-
-class StoreUnavailable(Exception):
-    """The online store could not be read (HTTP 503); the request may be retried."""
 
 
 def reset_online_connection(store) -> None:
