@@ -17,6 +17,7 @@ share their values (files are per process): tests compare before/after.
 from __future__ import annotations
 
 import os
+import collections
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
@@ -60,11 +61,14 @@ class Metrics:
         self.multiprocess_dir = os.environ.get(MULTIPROC_ENV) if multiprocess_mode() else None
 
     def observe_vectors(self, vectors) -> None:
-        for vector in vectors:
-            for feature in vector.missing:
-                self.missing.labels(feature).inc()
-            for feature in vector.stale:
-                self.stale.labels(feature).inc()
+        """Count missing and stale values per feature (one increment per feature and request:
+        a label lookup per value costs a millisecond on a 100-entity batch)."""
+        missing = collections.Counter(f for v in vectors for f in v.missing)
+        stale = collections.Counter(f for v in vectors for f in v.stale)
+        for feature, n in missing.items():
+            self.missing.labels(feature).inc(n)
+        for feature, n in stale.items():
+            self.stale.labels(feature).inc(n)
 
     def exposition(self) -> tuple[bytes, str]:
         """The text format: all workers' samples under gunicorn, this app's otherwise."""

@@ -106,18 +106,23 @@ class OnlineFeatures:
 
     def lookup(self, entities: Sequence[dict]) -> list[OnlineVector]:
         response = self._read([self._entity_row(e) for e in entities])
+        # Per feature: its values, and for batch views its timestamps and TTL (None: on-demand).
+        columns = []
+        for feature in self.features:
+            view = feature.split("__", 1)[0]
+            timed = view in self.ttl
+            columns.append((feature, response[feature], response[feature + TS_SUFFIX] if timed else None,
+                            self.ttl.get(view)))
         out = []
         for i, entity in enumerate(entities):
             as_of: datetime = entity[self.request_time_field]
             as_of_s = as_of.timestamp()
             values, missing, stale = {}, [], []
-            for feature in self.features:
-                value = response[feature][i]
-                view = feature.split("__", 1)[0]
-                if view in self.ttl:
+            for feature, column, stamps, ttl in columns:
+                value = column[i]
+                if stamps is not None:
                     # Feast reports 0 for a key it did not find (no row, so not stale).
-                    ts = response[feature + TS_SUFFIX][i]
-                    ttl = self.ttl[view]
+                    ts = stamps[i]
                     if ts and (ts > as_of_s or (ttl and ts + ttl < as_of_s)):
                         value = None
                         stale.append(feature)
