@@ -1,9 +1,10 @@
 """Online serving, on one materialized store: this server's /predict against `feast serve`
 (features only) and a floor app (Flask + one SQLite row per entity + inplace_predict).
 
-Each server runs 2 worker processes on 127.0.0.1; a bounded thread-pool client (a new
-connection per request for every server) sends real flights (1 or 100 per request) at
-concurrency 1, 8 and 32 for a fixed time and records p50/p99 latency and requests/s.
+Each server runs 2 worker processes on 127.0.0.1, all three at once; a bounded thread-pool
+client (a new connection per request for every server) sends real flights (1 or 100 per
+request) at concurrency 1, 8 and 32 for a fixed time per cell, the three servers back to
+back in each cell, and records p50/p99 latency and requests/s.
 Needs `make pipeline` (DATA_DIR with a promoted model and a materialized online store).
 
     .venv/bin/python bench/bench_serving.py [--seconds 4]
@@ -222,23 +223,29 @@ def main() -> int:
              "floor_app:create_app()"],
             "/predict", "/healthz", {**env, **floor_env}, None),
     }
-    rows = []
-    for name, (argv, path, health, system_env, feast_service) in systems.items():
-        port = free_port()
-        argv = [a.replace("{port}", str(port)) for a in argv]
-        system_env = {**system_env, "PORT": str(port), "HOST": "127.0.0.1"}
-        process = start(argv, system_env)
-        try:
+    # All three servers run at once (idle ones cost nothing) and each cell measures them
+    # back to back, so a change in the machine's load between cells hits all three alike.
+    running = {}
+    try:
+        for name, (argv, path, health, system_env, feast_service) in systems.items():
+            port = free_port()
+            argv = [a.replace("{port}", str(port)) for a in argv]
+            process = start(argv, {**system_env, "PORT": str(port), "HOST": "127.0.0.1"})
+            running[name] = (process, port, path, feast_service)
             wait_ready(f"http://127.0.0.1:{port}", process, timeout=180, path=health)
-            for size in BATCHES:
-                bodies = bodies_for(flights, size, feast_service)
-                for concurrency in CONCURRENCY:
-                    result = load(port, path, bodies, concurrency, args.seconds)
+        rows = []
+        for size in BATCHES:
+            bodies = {name: bodies_for(flights, size, feast_service)
+                      for name, (_, _, _, feast_service) in running.items()}
+            for concurrency in CONCURRENCY:
+                for name, (_, port, path, _) in running.items():
+                    result = load(port, path, bodies[name], concurrency, args.seconds)
                     row = {"case": f"{size} entit{'y' if size == 1 else 'ies'}, concurrency {concurrency}",
                            "variant": name, **result}
                     print(json.dumps(row), flush=True)
                     rows.append(row)
-        finally:
+    finally:
+        for process, *_ in running.values():
             stop(process)
 
     def cell(variant, size, concurrency):

@@ -109,8 +109,8 @@ def served_template(slice_run, tmp_path_factory) -> Path:
     target = copy_data_dir(slice_run["settings"].data_dir, tmp_path_factory.mktemp("served") / "data")
     # Other tests may have materialized the slice's store past SERVE_END: start from an
     # empty registry and store (apply creates the tables only for new feature views).
-    (target / "online_store.db").unlink(missing_ok=True)
-    (target / "registry.db").unlink(missing_ok=True)
+    for name in ("online_store.db", "registry.db", "registry.redis.db"):
+        (target / name).unlink(missing_ok=True)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("DATA_DIR", str(target))
         materialize_into(Settings.from_env())
