@@ -219,7 +219,8 @@ def main() -> int:
             {**env, "WEB_CONCURRENCY": "2", "ACCESS_LOG": "", "PROMETHEUS_MULTIPROC_DIR": str(workdir / "metrics"),
              "DATA_DIR": str(settings.data_dir)}, None),
         "floor app": (
-            [sys.executable, "-m", "gunicorn", "-w", "2", "--chdir", str(ROOT / "bench"), "-b", "127.0.0.1:{port}",
+            [sys.executable, "-m", "gunicorn", "-w", "2", "--no-control-socket", "--chdir", str(ROOT / "bench"),
+             "-b", "127.0.0.1:{port}",
              "floor_app:create_app()"],
             "/predict", "/healthz", {**env, **floor_env}, None),
     }

@@ -22,6 +22,9 @@ graceful_timeout = 10
 accesslog = os.environ.get("ACCESS_LOG", "-") or None
 # Never recycle workers by request count (Feast's `feast serve` does so every 1,000).
 max_requests = 0
+# gunicorn 27 opens a control socket at one fixed path in $HOME: two servers on one
+# machine (tests, bench, a second PORT) would take it from each other.
+control_socket_disable = True
 
 
 def _multiproc_dir() -> Path:
