@@ -11,7 +11,7 @@ import pytest
 from pipeline import feast_ops
 from pipeline.config import Settings
 from serving.cli import wait_ready
-from tests.conftest import SERVE_END, free_port
+from tests.conftest import SERVE_END, free_port, materialize_into
 from tests.serving.helpers import flights_after_serve_end, query_string, request_entity
 from tests.serving.test_gunicorn import gunicorn_env, http, start_gunicorn, stop
 
@@ -22,7 +22,15 @@ NEW_END = SERVE_END + timedelta(hours=25)
 READERS = 4
 
 
-def test_reads_during_materialization_see_old_or_new_values_and_no_errors(served_dir, use_case):
+@pytest.mark.parametrize("online_store", ["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
+def test_reads_during_materialization_see_old_or_new_values_and_no_errors(served_dir, use_case, request,
+                                                                          monkeypatch, online_store):
+    store_env = {"ONLINE_STORE": online_store}
+    if online_store == "redis":
+        store_env["REDIS_ADDRESS"] = request.getfixturevalue("redis_server").address
+        for name, value in store_env.items():
+            monkeypatch.setenv(name, value)
+        materialize_into(Settings.from_env())
     flights = flights_after_serve_end(served_dir, use_case, 12)
     # Ask as of after NEW_END, so both the old and the new values are usable (TTL 1 day).
     entities = [{**request_entity(r), "scheduled_departure": (NEW_END + timedelta(minutes=30)).isoformat()}
@@ -30,7 +38,7 @@ def test_reads_during_materialization_see_old_or_new_values_and_no_errors(served
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     urls = [f"{base}/features?{urllib.parse.urlencode(query_string(e))}" for e in entities]
-    server = start_gunicorn(gunicorn_env(served_dir, port, FEATURE_LOG_SAMPLE_RATE=0))
+    server = start_gunicorn(gunicorn_env(served_dir, port, FEATURE_LOG_SAMPLE_RATE=0, **store_env))
     try:
         wait_ready(base, server, timeout=180)
 
@@ -55,7 +63,7 @@ def test_reads_during_materialization_see_old_or_new_values_and_no_errors(served
             t.start()
         try:
             # A full rewrite of every entity's rows, not just the new hours: the longest write.
-            feast_ops.materialize(Settings.from_env({"DATA_DIR": str(served_dir)}), end=NEW_END,
+            feast_ops.materialize(Settings.from_env({"DATA_DIR": str(served_dir), **store_env}), end=NEW_END,
                                   start=feast_ops.EPOCH)
         finally:
             done.set()
