@@ -11,12 +11,16 @@ That is the one place where this platform corrects Feast's online semantics. It 
 where a failing online store becomes :class:`StoreUnavailable` (HTTP 503): Feast's SQLite
 store keeps one connection per process and never reopens it, so after a failure the
 cached connection is dropped and the next request connects afresh
-(:func:`reset_online_connection`). Redis clients reconnect by themselves.
+(:func:`reset_online_connection`). Redis clients reconnect by themselves. And Feast's
+file registry is rewritten in place while readers may re-read it: a read that finds it
+truncated is retried after a full re-read (:func:`registry_errors`).
 """
 
 from __future__ import annotations
 
+import functools
 import sqlite3
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Sequence
@@ -40,6 +44,20 @@ def _store_errors() -> tuple[type[BaseException], ...]:
 
 #: What a broken or unreachable online store raises through Feast.
 STORE_ERRORS = _store_errors()
+
+
+@functools.cache
+def registry_errors() -> tuple[type[BaseException], ...]:
+    """What reading a half-written Feast file registry raises (imported on first need:
+    importing Feast takes seconds)."""
+    from feast.errors import FeatureServiceNotFoundException, FeatureViewNotFoundException
+    from google.protobuf.message import DecodeError
+
+    return (FeatureViewNotFoundException, FeatureServiceNotFoundException, DecodeError)
+
+
+REGISTRY_RETRIES = 3
+REGISTRY_RETRY_SECONDS = 0.05
 
 
 def reset_online_connection(store) -> None:
@@ -91,13 +109,27 @@ class OnlineFeatures:
         return row
 
     def _read(self, rows: list[dict]) -> dict:
-        try:
-            return self.store.get_online_features(
-                features=self.service, entity_rows=rows, full_feature_names=True
-            ).to_dict(include_event_timestamps=True)
-        except STORE_ERRORS as e:
-            reset_online_connection(self.store)
-            raise StoreUnavailable(f"online store unavailable: {type(e).__name__}: {e}") from e
+        for attempt in range(REGISTRY_RETRIES + 1):
+            try:
+                return self.store.get_online_features(
+                    features=self.service, entity_rows=rows, full_feature_names=True
+                ).to_dict(include_event_timestamps=True)
+            except STORE_ERRORS as e:
+                reset_online_connection(self.store)
+                raise StoreUnavailable(f"online store unavailable: {type(e).__name__}: {e}") from e
+            except registry_errors() as e:
+                # Feast rewrites its file registry in place (truncate, then write), and
+                # re-reads it whenever its mtime changes: a read that overlaps a write
+                # (`materialize` records its progress there) sees a truncated registry and
+                # may keep it cached. Wait, re-read it in full, and try again.
+                if attempt == REGISTRY_RETRIES:
+                    raise StoreUnavailable(f"feature registry unreadable: {type(e).__name__}: {e}") from e
+                time.sleep(REGISTRY_RETRY_SECONDS * (attempt + 1))
+                try:
+                    self.store.refresh_registry()
+                except registry_errors():
+                    pass
+        raise AssertionError("unreachable")
 
     def probe(self, entity: dict) -> None:
         """One real online read (the serving path) for a made-up entity; raises
