@@ -14,18 +14,21 @@ from typing import Mapping
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
-
-#: Feature store profiles: which feature_store*.yaml the platform uses. ``embedded`` is
-#: DuckDB + SQLite, nothing to start; ``spark`` is Spark offline store and batch engine,
-#: Redis online store and a SQL registry.
-PROFILES = ("embedded", "spark")
+#: Feature store profiles (PROFILE) and their Feast configuration in feature_repo/; the
+#: feature definitions are the same for all. ``embedded``: DuckDB (ASOF store) + SQLite,
+#: nothing to start. ``redis``: the same with Redis as the online store. ``spark``: Spark
+#: offline store and batch engine, Redis online store, SQL registry.
+PROFILES = {
+    "embedded": "feature_store.yaml",
+    "redis": "feature_store.redis.yaml",
+    "spark": "feature_store.spark.yaml",
+}
 
 #: Defaults the ``spark`` profile's YAML reads through ``${VAR}`` when they are not set.
 SPARK_DEFAULTS = {
     "SPARK_MASTER": "local[*]",
     "SPARK_LOCAL_IP": "127.0.0.1",
     "SPARK_DRIVER_HOST": "127.0.0.1",
-    "REDIS_URL": "127.0.0.1:6379",
 }
 
 
@@ -40,7 +43,10 @@ class Settings:
     data_dir: Path
     raw_dir: Path | None = None
     repo_root: Path = REPO_ROOT
+    #: Which feature_store YAML (see PROFILES), from PROFILE.
     profile: str = "embedded"
+    #: host:port of Redis for the ``redis`` and ``spark`` profiles (REDIS_ADDRESS).
+    redis_address: str = "127.0.0.1:6379"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
@@ -53,7 +59,8 @@ class Settings:
         profile = env.get("PROFILE") or "embedded"
         if profile not in PROFILES:
             raise ConfigError(f"PROFILE={profile!r} is not one of {', '.join(PROFILES)}")
-        return cls(data_dir=data_dir.resolve(), raw_dir=raw_dir, profile=profile)
+        return cls(data_dir=data_dir.resolve(), raw_dir=raw_dir, profile=profile,
+                   redis_address=env.get("REDIS_ADDRESS") or "127.0.0.1:6379")
 
     @property
     def feature_repo(self) -> Path:
@@ -62,8 +69,7 @@ class Settings:
     @property
     def feature_store_yaml(self) -> Path:
         """The profile's Feast configuration (the definitions are shared by all profiles)."""
-        name = "feature_store.yaml" if self.profile == "embedded" else f"feature_store.{self.profile}.yaml"
-        return self.feature_repo / name
+        return self.feature_repo / PROFILES[self.profile]
 
     @property
     def raw_snapshots(self) -> Path:
@@ -91,10 +97,11 @@ class Settings:
         return self.data_dir / "validation" / "reference_profile.json"
 
     def export(self) -> None:
-        """Publish DATA_DIR and PROFILE (and the spark profile's defaults) to the
-        environment: the Feast YAML and definitions read them (Feast expands ``${VAR}``)."""
+        """Publish DATA_DIR, PROFILE and REDIS_ADDRESS (and the spark profile's defaults) to
+        the environment: the Feast YAMLs and definitions read them (Feast expands ``${VAR}``)."""
         os.environ["DATA_DIR"] = str(self.data_dir)
         os.environ["PROFILE"] = self.profile
+        os.environ["REDIS_ADDRESS"] = self.redis_address
         if self.profile == "spark":
             for name, value in SPARK_DEFAULTS.items():
                 os.environ.setdefault(name, value)

@@ -2,21 +2,35 @@
 
 from __future__ import annotations
 
+import atexit
+import logging
+import math
 import os
+import time
+import weakref
 from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Mapping
 
-from flask import Flask, Response, current_app, jsonify, request
+from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from pipeline.config import Settings
 from pipeline.usecase import UseCase, load_use_case
-from serving.errors import RequestError, ServingError
-from serving.online import OnlineFeatures
-from serving.requests import parse_predict_body
+from serving.errors import RequestError, ServingError, StoreUnavailable
+from serving.featurelog import FeatureLogger, LogConfig
+from serving.metrics import Metrics
+from serving.model import ModelSlot, ServingModel, load_serving_model
+from serving.openapi import openapi_spec
+from serving.requests import parse_predict_body, parse_query_entity
+
+log = logging.getLogger(__name__)
 
 #: Entities per /predict request, and bytes per request body.
 MAX_BATCH = 100
 MAX_BODY_BYTES = 256 * 1024
+#: How often (seconds, at most) a request checks whether champion.json changed.
+MODEL_CHECK_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -24,51 +38,85 @@ class ServingConfig:
     settings: Settings
     use_case: UseCase
     max_batch: int = MAX_BATCH
+    model_check_seconds: float = MODEL_CHECK_SECONDS
+    log: LogConfig | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> "ServingConfig":
+        settings = Settings.from_env(env)
+        return cls(settings=settings, use_case=load_use_case(),
+                   max_batch=int(env.get("MAX_BATCH", MAX_BATCH)),
+                   model_check_seconds=float(env.get("MODEL_CHECK_SECONDS", MODEL_CHECK_SECONDS)),
+                   log=LogConfig.from_env(settings.logs / "served", env))
 
 
 class ServingState:
-    """The promoted model and the online feature path, loaded and checked once."""
+    """The model slot (hot-swappable), the Feast store, metrics and the feature log."""
 
     def __init__(self, config: ServingConfig):
         from pipeline.feast_ops import feature_store
-        from training.dataset import service_features
-        from training.errors import TrainingError
-        from training.model import booster_from_bytes
-        from training.registry import ModelRegistry
+        from training.registry import CHAMPION_FILE, ModelRegistry
 
         self.config = config
-        try:
-            self.model = ModelRegistry(config.settings.models).load_champion()
-        except TrainingError as e:
-            raise ServingError(str(e)) from e
+        self.metrics = Metrics()
+        self.registry = ModelRegistry(config.settings.models)
         self.store = feature_store(config.settings)
-        service_name = self.model.metadata["feature_service"]
-        current = service_features(self.store, service_name)
-        if current != self.model.features:
-            raise ServingError(
-                f"model {self.model.version} was trained on FeatureService {service_name!r} with features "
-                f"{self.model.features}, but the registry now lists {current}: refusing to serve it"
-            )
-        self.booster = booster_from_bytes(self.model.model_bytes, nthread=1)
-        join_keys = []
-        for view in self.store.list_feature_views():
-            for column in view.entity_columns:
-                if column.name not in join_keys:
-                    join_keys.append(column.name)
-        self.online = OnlineFeatures(self.store, service_name, self.model.features, join_keys,
-                                     config.use_case.request_time_field)
+        time_field = config.use_case.request_time_field
+        initial = load_serving_model(self.registry, self.store, time_field)
+        self.slot = ModelSlot(
+            load=lambda record: load_serving_model(self.registry, self.store, time_field, record),
+            read_champion=self.registry.champion,
+            champion_path=self.registry.root / CHAMPION_FILE,
+            initial=initial,
+            check_seconds=config.model_check_seconds,
+            on_swap=lambda result, version: self.metrics.model_swaps.labels(result).inc(),
+        )
+        self.feature_log = (FeatureLogger(config.log, config.use_case.request_fields, time_field,
+                                          config.use_case.event_timestamp)
+                            if config.log is not None else None)
 
-    def predict(self, entities: list[dict]) -> list[dict]:
+    @property
+    def model(self):
+        """The registry model being served now (``training.registry.LoadedModel``)."""
+        return self.slot.current().model
+
+    @property
+    def online(self):
+        """The current model's online feature path."""
+        return self.slot.current().online
+
+    def lookup(self, model: ServingModel, entities: list[dict]):
+        try:
+            vectors = model.online.lookup(entities)
+        except StoreUnavailable:
+            self.metrics.store_errors.inc()
+            raise
+        self.metrics.observe_vectors(vectors)
+        return vectors
+
+    def predict(self, entities: list[dict], model: ServingModel | None = None) -> tuple[ServingModel, list, list]:
+        """(model, vectors, probabilities) for ``entities``, all from one model."""
         from training.dataset import feature_matrix
         from training.model import predict_proba
 
-        vectors = self.online.lookup(entities)
-        probabilities = predict_proba(self.booster, feature_matrix([v.values for v in vectors], self.model.features))
-        return [
-            {"probability": float(p), "model_version": self.model.version,
-             "missing_features": v.missing, "stale_features": v.stale, "features": v.values}
-            for p, v in zip(probabilities, vectors)
-        ]
+        model = model or self.slot.current()
+        vectors = self.lookup(model, entities)
+        matrix = feature_matrix([v.values for v in vectors], model.model.features)
+        probabilities = predict_proba(model.booster, matrix)
+        histogram = self.metrics.predictions.labels(model.version)
+        for p in probabilities:
+            histogram.observe(float(p))
+        return model, vectors, probabilities
+
+    def log_served(self, endpoint: str, model: ServingModel, entities, vectors, probabilities) -> None:
+        if self.feature_log is not None and self.feature_log.sampled():
+            self.feature_log.append(endpoint, model.version, model.feature_service, model.model.features,
+                                    entities, vectors, probabilities)
+
+    def probe_entity(self) -> dict:
+        """A made-up entity for the readiness read (keys match nothing)."""
+        placeholder = {"string": "__readyz__", "int": 0, "timestamp": datetime.now(timezone.utc)}
+        return {f.name: None if f.nullable else placeholder[f.kind] for f in self.config.use_case.request_fields}
 
 
 def error_response(status: int, message: str, field: str | None = None) -> Response:
@@ -81,27 +129,48 @@ def error_response(status: int, message: str, field: str | None = None) -> Respo
     return response
 
 
-def _state() -> ServingState:
-    return current_app.extensions["serving"]
+def _json_value(value):
+    """NaN is not JSON: a missing value is null."""
+    return None if isinstance(value, float) and math.isnan(value) else value
+
+
+def _close_log_at_exit(ref) -> None:
+    state = ref()
+    if state is not None and state.feature_log is not None:
+        state.feature_log.close()
 
 
 def create_app(test_config: dict | None = None) -> Flask:
-    """Build the app. ``test_config`` may set ``DATA_DIR`` and ``MAX_BATCH``."""
+    """Build the app from the environment; ``test_config`` entries override it (``DATA_DIR``,
+    ``MAX_BATCH``, ``MODEL_CHECK_SECONDS``, ``FEATURE_LOG_*``)."""
     from pipeline.quiet import quiet_third_party_warnings
 
     quiet_third_party_warnings()
-    test_config = test_config or {}
-    env = dict(os.environ)
-    if "DATA_DIR" in test_config:
-        env["DATA_DIR"] = str(test_config["DATA_DIR"])
-    config = ServingConfig(
-        settings=Settings.from_env(env),
-        use_case=load_use_case(),
-        max_batch=int(test_config.get("MAX_BATCH", MAX_BATCH)),
-    )
+    env = {**os.environ, **{k: str(v) for k, v in (test_config or {}).items()}}
+    config = ServingConfig.from_env(env)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
-    app.extensions["serving"] = ServingState(config)
+    app.json.sort_keys = False  # feature vectors keep the model's order
+    state = ServingState(config)
+    app.extensions["serving"] = state
+    atexit.register(_close_log_at_exit, weakref.ref(state))
+    spec = openapi_spec(config.use_case, config.max_batch, MAX_BODY_BYTES)
+
+    @app.before_request
+    def _start_clock():
+        g.started = time.perf_counter()
+        g.model = state.slot.current()
+
+    @app.after_request
+    def _count(response: Response):
+        endpoint = request.url_rule.rule if request.url_rule is not None else "unmatched"
+        started = g.get("started")
+        if started is not None:
+            state.metrics.latency.labels(endpoint).observe(time.perf_counter() - started)
+        state.metrics.requests.labels(endpoint, str(response.status_code)).inc()
+        model = g.get("model") or state.slot.current()
+        response.headers["X-Model-Version"] = model.version
+        return response
 
     @app.errorhandler(HTTPException)
     def _http_error(e: HTTPException):
@@ -111,32 +180,82 @@ def create_app(test_config: dict | None = None) -> Flask:
     def _request_error(e: RequestError):
         return error_response(400, e.message, e.field)
 
+    @app.errorhandler(StoreUnavailable)
+    def _store_unavailable(e: StoreUnavailable):
+        response = error_response(503, str(e))
+        response.headers["Retry-After"] = "1"
+        return response
+
+    @app.errorhandler(Exception)
+    def _unexpected(e: Exception):
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return error_response(500, f"internal error: {type(e).__name__}")
+
     @app.get("/healthz")
     def healthz():
-        return jsonify({"status": "ok", "model_version": _state().model.version})
+        return jsonify({"status": "ok", "model_version": g.model.version})
+
+    @app.get("/readyz")
+    def readyz():
+        model: ServingModel = g.model
+        body = {"model_version": model.version, "refused_promotion": state.slot.refused}
+        try:
+            model.online.probe(state.probe_entity())
+        except StoreUnavailable as e:
+            state.metrics.store_errors.inc()
+            return jsonify({**body, "status": "unavailable", "error": str(e)}), 503
+        return jsonify({**body, "status": "ready"})
 
     @app.get("/model")
     def model():
-        meta = _state().model.metadata
+        meta = g.model.model.metadata
         keys = ("version", "sha256", "feature_service", "features", "trained_at", "training_window",
                 "holdout_window", "metrics", "library_versions")
-        return jsonify({k: meta.get(k) for k in keys})
+        return jsonify({**{k: meta.get(k) for k in keys}, "refused_promotion": state.slot.refused})
+
+    @app.get("/metrics")
+    def metrics():
+        body, content_type = state.metrics.exposition()
+        return Response(body, content_type=content_type)
+
+    @app.get("/openapi.json")
+    def openapi():
+        return jsonify(spec)
 
     @app.post("/predict")
     def predict():
-        state = _state()
         if not request.is_json:
             raise RequestError("body", "must be JSON (Content-Type: application/json)")
         body = request.get_json(silent=True)
         if body is None:
             raise RequestError("body", "is not valid JSON")
-        use_case = state.config.use_case
-        entities = parse_predict_body(body, use_case.request_fields, use_case.batch_key, state.config.max_batch)
-        results = state.predict(entities)
-        for result in results:
-            result.pop("features")
-        return jsonify({"model_version": state.model.version,
-                        "feature_service": state.model.metadata["feature_service"],
-                        "predictions": results})
+        use_case = config.use_case
+        entities = parse_predict_body(body, use_case.request_fields, use_case.batch_key, config.max_batch)
+        model, vectors, probabilities = state.predict(entities, g.model)
+        state.metrics.entities.labels("/predict").inc(len(entities))
+        state.log_served("/predict", model, entities, vectors, probabilities)
+        return jsonify({
+            "model_version": model.version,
+            "feature_service": model.feature_service,
+            "predictions": [
+                {"probability": float(p), "model_version": model.version,
+                 "missing_features": v.missing, "stale_features": v.stale}
+                for p, v in zip(probabilities, vectors)
+            ],
+        })
+
+    @app.get("/features")
+    def features():
+        entity = parse_query_entity(request.args.to_dict(flat=False), config.use_case.request_fields)
+        model: ServingModel = g.model
+        [vector] = state.lookup(model, [entity])
+        state.metrics.entities.labels("/features").inc()
+        state.log_served("/features", model, [entity], [vector], None)
+        return jsonify({"model_version": model.version, "feature_service": model.feature_service,
+                        "features": {f: _json_value(vector.values[f]) for f in model.model.features},
+                        "missing_features": vector.missing, "stale_features": vector.stale})
 
     return app
+
+
+__all__ = ["create_app", "error_response", "ServingError", "ServingState", "MAX_BATCH", "MAX_BODY_BYTES"]

@@ -41,13 +41,14 @@ def _post(url: str, body: dict) -> tuple[int, dict]:
         return e.code, json.loads(e.read() or b"{}")
 
 
-def wait_ready(base: str, process: subprocess.Popen, timeout: float = 120) -> None:
+def wait_ready(base: str, process: subprocess.Popen, timeout: float = 120, path: str = "/healthz") -> None:
+    """Wait until ``base + path`` answers 200 (or the process exits, or ``timeout``)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise SystemExit(f"server exited with code {process.returncode} before it was ready")
         try:
-            with urllib.request.urlopen(f"{base}/healthz", timeout=2) as resp:
+            with urllib.request.urlopen(f"{base}{path}", timeout=2) as resp:
                 if resp.status == 200:
                     return
         except (urllib.error.URLError, ConnectionError, TimeoutError):

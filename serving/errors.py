@@ -12,3 +12,7 @@ class RequestError(Exception):
 
 class ServingError(Exception):
     """The server cannot serve (no model, or a model that does not fit its FeatureService)."""
+
+
+class StoreUnavailable(ServingError):
+    """The online store could not be read: HTTP 503; the request may be retried."""

@@ -1,14 +1,59 @@
-"""gunicorn settings for `make serve` / `make demo` (HOST, PORT, WEB_CONCURRENCY from the environment)."""
+"""gunicorn settings for `make serve` / `make demo` / `serving serve`.
+
+Environment: HOST, PORT, WEB_CONCURRENCY (workers, default 2), DATA_DIR. Metrics from all
+workers are added up through prometheus_client's multiprocess mode, in
+``PROMETHEUS_MULTIPROC_DIR`` (default ``DATA_DIR/metrics/<port>``, emptied at start).
+"""
 
 import os
+import shutil
+from pathlib import Path
 
 # One OpenMP thread per worker: XGBoost's default of all cores makes small predictions
 # slower on a busy 2-core machine (thread contention), and workers already give parallelism.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
+_port = os.environ.get("PORT", "8000")
+bind = f"{os.environ.get('HOST', '127.0.0.1')}:{_port}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 worker_class = "sync"
 timeout = 60
 graceful_timeout = 10
-accesslog = "-"
+accesslog = os.environ.get("ACCESS_LOG", "-") or None
+# Never recycle workers by request count (Feast's `feast serve` does so every 1,000).
+max_requests = 0
+# gunicorn 27 opens a control socket at one fixed path in $HOME: two servers on one
+# machine (tests, bench, a second PORT) would take it from each other.
+control_socket_disable = True
+
+
+def _multiproc_dir() -> Path:
+    from pipeline.config import Settings
+
+    return Path(os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+                or Settings.from_env().data_dir / "metrics" / _port)
+
+
+# Must be in the environment before any worker imports prometheus_client.
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(_multiproc_dir())
+
+
+def on_starting(server):
+    """A fresh server starts with empty counters (old workers' files would be added in)."""
+    path = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True, exist_ok=True)
+
+
+def child_exit(server, worker):
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def worker_exit(server, worker):
+    """Write the worker's buffered feature-log rows before it goes."""
+    app = getattr(worker, "wsgi", None)
+    state = getattr(app, "extensions", {}).get("serving") if app is not None else None
+    if state is not None and state.feature_log is not None:
+        state.feature_log.close()

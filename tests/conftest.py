@@ -104,36 +104,136 @@ def require_tool(name: str) -> str:
     pytest.skip(message)
 
 
+#: Serving tests read the online store as materialized up to this instant (a held-out day).
+SERVE_END = pd.Timestamp("2013-02-27T23:00:00Z").to_pydatetime()
+
+
+def copy_data_dir(source: Path, target: Path) -> Path:
+    """A private DATA_DIR: models, registry, snapshots and online store of ``source`` (no logs).
+
+    Feast's registry records the source tables' absolute paths, so the copy reads
+    ``source``'s (read-only) Parquet files; everything it writes stays in ``target``.
+    """
+    import shutil
+
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("logs", "metrics"))
+    return target
+
+
+@pytest.fixture(scope="session")
+def served_template(slice_run, tmp_path_factory) -> Path:
+    """The slice's DATA_DIR with its SQLite online store materialized up to SERVE_END."""
+    target = copy_data_dir(slice_run["settings"].data_dir, tmp_path_factory.mktemp("served") / "data")
+    # Other tests may have materialized the slice's store past SERVE_END: start from an
+    # empty registry and store (apply creates the tables only for new feature views).
+    for name in ("online_store.db", "registry.db", "registry.redis.db"):
+        (target / name).unlink(missing_ok=True)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DATA_DIR", str(target))
+        materialize_into(Settings.from_env())
+    return target
+
+
+@pytest.fixture
+def served_dir(served_template, tmp_path, monkeypatch) -> Path:
+    """A DATA_DIR of its own for one test (promotions, logs and store changes stay there)."""
+    target = copy_data_dir(served_template, tmp_path / "data")
+    monkeypatch.setenv("DATA_DIR", str(target))
+    monkeypatch.delenv("PROFILE", raising=False)
+    return target
+
+
 def free_port() -> int:
+
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
+class RedisServer:
+    """A real redis-server on a free loopback port, data in ``directory`` (RDB on SAVE)."""
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+        self.port = free_port()
+        self.process = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> "RedisServer":
+        import shutil
+
+        import redis
+
+        binary = shutil.which("redis-server")
+        self.process = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory),
+             "--save", "", "--appendonly", "no", "--protected-mode", "yes"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=1)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                return self
+            except redis.exceptions.ConnectionError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"redis-server did not start on port {self.port}")
+                time.sleep(0.05)
+
+    def save(self) -> None:
+        import redis
+
+        redis.Redis(host="127.0.0.1", port=self.port).save()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+
+
+def require_redis_server(environ=None) -> str:
+    """The redis-server binary; else skip, or fail when CI is set (CI must test Redis)."""
+    import os
+    import shutil
+
+    env = os.environ if environ is None else environ
+    binary = shutil.which("redis-server", path=env.get("PATH"))
+    if binary is None:
+        message = "redis-server is not installed (Debian: apt-get install -y redis-server; `make test` as root does it)"
+        if env.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return binary
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    """A started redis-server, stopped afterwards. Without the binary the test is skipped
+    locally, and FAILS in CI (CI=true): CI must test Redis, not quietly skip it."""
+    require_redis_server()
+    directory = tmp_path / "redis"
+    directory.mkdir()
+    server = RedisServer(directory).start()
+    yield server
+    server.stop()
+
+
+def materialize_into(settings: Settings, end=SERVE_END) -> None:
+    """``feast apply`` + ``materialize`` from the epoch for ``settings``' online store profile."""
+    from pipeline import feast_ops
+
+    feast_ops.apply(settings)
+    feast_ops.materialize(settings, end=end, start=feast_ops.EPOCH)
+
+
 @pytest.fixture(scope="session")
-def redis_server(tmp_path_factory):
-    """A real redis-server on a free loopback port for the whole test session."""
-    binary = require_tool("redis-server")
-    port = free_port()
-    workdir = tmp_path_factory.mktemp("redis")
-    process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(workdir)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-    )
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1) as conn:
-                conn.sendall(b"PING\r\n")
-                if conn.recv(16).startswith(b"+PONG"):
-                    break
-        except OSError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"redis-server did not start on port {port}")
-        time.sleep(0.1)
-    yield f"127.0.0.1:{port}"
-    process.terminate()
-    process.wait(timeout=10)
+def redis_session(tmp_path_factory):
+    """One redis-server for a whole test session (for session-scoped fixtures, e.g. the
+    spark profile's online store)."""
+    require_redis_server()
+    server = RedisServer(tmp_path_factory.mktemp("redis-session")).start()
+    yield server
+    server.stop()

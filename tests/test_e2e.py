@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from pipeline import feast_ops
+from pipeline.config import Settings
 from serving.app import create_app
 from training.dataset import load_events
 from training.registry import ModelRegistry
@@ -34,9 +35,17 @@ def test_pipeline_trained_and_promoted_a_model(slice_run):
     assert 0 < model["rows"], "empty holdout"
 
 
-def test_served_probability_equals_offline_for_every_flight_of_a_held_out_day(slice_run, use_case, monkeypatch):
+@pytest.mark.parametrize("online_store", ["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
+def test_served_probability_equals_offline_for_every_flight_of_a_held_out_day(slice_run, use_case, monkeypatch,
+                                                                             request, online_store):
     settings = slice_run["settings"]
     monkeypatch.setenv("DATA_DIR", str(settings.data_dir))
+    if online_store == "redis":
+        # The same definitions and server over a real redis-server (its own Feast registry file).
+        monkeypatch.setenv("PROFILE", "redis")
+        monkeypatch.setenv("REDIS_ADDRESS", request.getfixturevalue("redis_server").address)
+        settings = Settings.from_env()
+        feast_ops.apply(settings)
     events = load_events(settings, use_case)
     local_day = events["scheduled_departure"].dt.tz_convert("America/New_York").dt.strftime("%Y-%m-%d")
     day = events[local_day == HELD_OUT_DAY].sort_values("scheduled_departure").reset_index(drop=True)
@@ -49,9 +58,10 @@ def test_served_probability_equals_offline_for_every_flight_of_a_held_out_day(sl
     # Within one UTC hour every flight sees the same source rows (weather is hourly, the
     # aggregates daily), so materializing up to the first departure of each hour puts the
     # online store exactly where the offline join looks for that hour's flights.
-    app = create_app({"DATA_DIR": settings.data_dir})
+    app = create_app({"DATA_DIR": settings.data_dir, "FEATURE_LOG_SAMPLE_RATE": 0})
     client = app.test_client()
     state = app.extensions["serving"]
+    assert state.store.config.online_store.type == online_store, "the app is not reading the store under test"
     first = True
     checked = present = 0
     for _, group in day.groupby(day["scheduled_departure"].dt.floor("h"), sort=True):

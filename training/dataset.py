@@ -134,7 +134,7 @@ def _utc_timestamps(frame: pd.DataFrame) -> pd.DataFrame:
 def feature_matrix(frame: pd.DataFrame | Sequence[dict], features: Sequence[str]) -> np.ndarray:
     """The model input: float64, columns in the model's order, missing values as NaN."""
     if not isinstance(frame, pd.DataFrame):
-        frame = pd.DataFrame(list(frame), columns=list(features))
+        return _vectors_matrix(list(frame), list(features))
     missing = [f for f in features if f not in frame.columns]
     if missing:
         raise TrainingError(f"feature column(s) {missing} are absent")
@@ -142,3 +142,21 @@ def feature_matrix(frame: pd.DataFrame | Sequence[dict], features: Sequence[str]
     if not columns:
         return np.empty((len(frame), 0))
     return np.column_stack(columns)
+
+
+def _vectors_matrix(rows: list[dict], features: list[str]) -> np.ndarray:
+    """:func:`feature_matrix` for online vectors (dicts), without pandas: per request, a
+    DataFrame and a ``to_numeric`` per column cost milliseconds. Same result: None -> NaN,
+    numbers (and numeric strings) -> float64, anything else an error naming the feature."""
+    wanted = set(features)
+    out = np.empty((len(rows), len(features)), dtype="float64")
+    for i, row in enumerate(rows):
+        if not wanted <= row.keys():
+            raise TrainingError(f"feature column(s) {sorted(wanted - row.keys())} are absent")
+        for j, name in enumerate(features):
+            value = row[name]
+            try:
+                out[i, j] = np.nan if value is None else float(value)
+            except (TypeError, ValueError):
+                raise TrainingError(f"feature {name!r}: {value!r} is not a number") from None
+    return out

@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.spark, pytest.mark.redis, pytest.mark.e2e]
 
 
 @pytest.fixture(scope="session")
-def spark_profile(slice_run, redis_server):
+def spark_profile(slice_run, redis_session):
     """The slice's DATA_DIR under the spark profile: its own SQL registry, Redis online store.
     One SparkSession serves the whole test session (Feast reuses the active one). The
     environment is restored before the tests run; the store keeps its configuration."""
@@ -28,7 +28,7 @@ def spark_profile(slice_run, redis_server):
             mp.delenv(name, raising=False)  # let export() set them, and undo that afterwards
         mp.setenv("DATA_DIR", str(settings.data_dir))
         mp.setenv("PROFILE", "spark")
-        mp.setenv("REDIS_URL", redis_server)
+        mp.setenv("REDIS_ADDRESS", redis_session.address)
         mp.setenv("SPARK_MASTER", "local[2]")
         spark = Settings.from_env()
         feast_ops.apply(spark)

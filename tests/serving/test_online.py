@@ -5,6 +5,9 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
 
+import pytest
+
+from serving.errors import StoreUnavailable
 from serving.online import OnlineFeatures
 
 T0 = datetime(2013, 6, 1, 12, 0, tzinfo=timezone.utc)
@@ -62,3 +65,37 @@ def test_null_entity_key_reads_as_missing_instead_of_crashing():
     vec, store = lookup({"w__x": (None, 0)}, key=None)
     assert store.entity_rows[0]["key"] == "", "a null key must not reach Feast (it raises TypeError)"
     assert vec.missing == ["w__x"] and vec.stale == []
+
+
+class FlakyRegistryStore(FakeStore):
+    """The first read finds Feast's file registry half-written (as while `materialize` runs)."""
+
+    def __init__(self, rows, failures):
+        super().__init__(rows)
+        self.failures = failures
+        self.refreshes = 0
+
+    def get_online_features(self, features, entity_rows, full_feature_names):
+        from feast.errors import FeatureViewNotFoundException
+
+        if self.failures:
+            self.failures -= 1
+            raise FeatureViewNotFoundException("w", "flights")
+        return super().get_online_features(features, entity_rows, full_feature_names)
+
+    def refresh_registry(self):
+        self.refreshes += 1
+
+
+def test_a_half_written_registry_is_re_read_and_the_read_retried():
+    store = FlakyRegistryStore({"w__x": (1.5, ts(T0))}, failures=2)
+    online = OnlineFeatures(store, "svc", ["w__x"], ["key"], "when")
+    vec = online.lookup([{"key": "K1", "when": T0}])[0]
+    assert vec.values == {"w__x": 1.5} and store.refreshes == 2
+
+
+def test_a_registry_that_stays_unreadable_is_a_503_not_a_500():
+    store = FlakyRegistryStore({"w__x": (1.5, ts(T0))}, failures=99)
+    online = OnlineFeatures(store, "svc", ["w__x"], ["key"], "when")
+    with pytest.raises(StoreUnavailable, match="registry"):
+        online.lookup([{"key": "K1", "when": T0}])

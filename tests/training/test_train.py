@@ -8,6 +8,7 @@ import pytest
 
 from training import evaluate
 from training.dataset import feature_matrix
+from training.errors import TrainingError
 from training.train import TrainConfig, fit, holdout_start
 from validation.model_gate import GateConfig, floor_failures
 
@@ -76,3 +77,15 @@ def test_floors_reject_a_candidate_that_does_not_beat_the_baseline_by_the_margin
     assert checks(0.7, 0.6) == ["floor_log_loss"]
     assert checks(0.5, 0.7) == ["floor_auc", "floor_log_loss"]
     assert checks(None, 0.5) == ["floor_auc"], "an undefined AUC fails closed"
+
+
+def test_online_vectors_and_training_frames_give_the_same_matrix():
+    rows = [{"a": 3, "b": 1.5, "c": None}, {"a": None, "b": np.float32(2.25), "c": "4"}, {"a": True, "b": 0, "c": 7}]
+    from_dicts = feature_matrix(rows, ["c", "a", "b"])
+    from_frame = feature_matrix(pd.DataFrame(rows), ["c", "a", "b"])
+    assert from_dicts.dtype == from_frame.dtype == np.float64
+    np.testing.assert_array_equal(from_dicts, from_frame)
+    with pytest.raises(TrainingError, match="'b'"):
+        feature_matrix([{"a": 1, "b": "x"}], ["a", "b"])
+    with pytest.raises(TrainingError, match="absent"):
+        feature_matrix([{"a": 1}], ["a", "b"])

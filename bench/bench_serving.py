@@ -1,0 +1,281 @@
+"""Online serving, on one materialized store: this server's /predict against `feast serve`
+(features only) and a floor app (Flask + one SQLite row per entity + inplace_predict).
+
+Each server runs 2 worker processes on 127.0.0.1, all three at once; a bounded thread-pool
+client (a new connection per request for every server) sends real flights (1 or 100 per
+request) at concurrency 1, 8 and 32 for a fixed time per cell, the three servers back to
+back in each cell, and records p50/p99 latency and requests/s.
+Needs `make pipeline` (DATA_DIR with a promoted model and a materialized online store).
+
+    .venv/bin/python bench/bench_serving.py [--seconds 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from _util import write_result  # noqa: E402
+
+from pipeline.config import Settings  # noqa: E402
+from serving.cli import wait_ready  # noqa: E402
+
+CONCURRENCY = (1, 8, 32)
+BATCHES = (1, 100)
+BODIES = 200
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def start(argv: list[str], env: dict) -> subprocess.Popen:
+    return subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+
+
+def load(port: int, path: str, bodies: list[bytes], concurrency: int, seconds: float) -> dict:
+    """Closed-loop load: ``concurrency`` threads, each sending its next request on the last answer."""
+    latencies: list[float] = []
+    errors = [0]
+    lock = threading.Lock()
+    stop_at = [0.0]
+
+    def worker(offset: int) -> None:
+        i = offset
+        mine = []
+        bad = 0
+        while time.perf_counter() < stop_at[0]:
+            body = bodies[i % len(bodies)]
+            i += concurrency
+            started = time.perf_counter()
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+                conn.request("POST", path, body, {"Content-Type": "application/json", "Connection": "close"})
+                response = conn.getresponse()
+                response.read()
+                conn.close()
+                ok = response.status == 200
+            except OSError:
+                ok = False
+            if ok:
+                mine.append(time.perf_counter() - started)
+            else:
+                bad += 1
+        with lock:
+            latencies.extend(mine)
+            errors[0] += bad
+
+    # Warm-up, then the measured window.
+    stop_at[0] = time.perf_counter() + 1.0
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(concurrency)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    latencies.clear()
+    errors[0] = 0
+    started = time.perf_counter()
+    stop_at[0] = started + seconds
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(concurrency)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - started
+    ms = np.array(latencies) * 1000
+    return {"p50_ms": float(np.percentile(ms, 50)) if len(ms) else None,
+            "p99_ms": float(np.percentile(ms, 99)) if len(ms) else None,
+            "req_s": len(ms) / wall, "errors": errors[0]}
+
+
+def bench_flights(settings: Settings, as_of: pd.Timestamp) -> pd.DataFrame:
+    from pipeline.usecase import load_use_case
+    from training.dataset import load_events
+
+    events = load_events(settings, load_use_case())
+    when = events["scheduled_departure"]
+    recent = events[(when > as_of - pd.Timedelta(days=1)) & (when <= as_of) & events["tailnum"].notna()]
+    return recent.sample(n=min(len(recent), 2000), random_state=0).reset_index(drop=True)
+
+
+def bodies_for(flights: pd.DataFrame, size: int, feast_service: str | None = None) -> list[bytes]:
+    rng = np.random.default_rng(size)
+    out = []
+    for _ in range(BODIES):
+        rows = flights.iloc[rng.choice(len(flights), size=size, replace=False)]
+        entities = [{"origin": r.origin, "dest": r.dest, "carrier": r.carrier, "tailnum": r.tailnum,
+                     "flight": int(r.flight), "scheduled_departure": r.scheduled_departure.isoformat()}
+                    for r in rows.itertuples()]
+        if feast_service:
+            columns = {k: [e[k] for e in entities] for k in ("origin", "dest", "carrier", "tailnum")}
+            columns["scheduled_departure"] = [int(r.scheduled_departure.timestamp()) for r in rows.itertuples()]
+            body = {"feature_service": feast_service, "entities": columns, "full_feature_names": True}
+        else:
+            body = {"flights": entities}
+        out.append(json.dumps(body).encode())
+    return out
+
+
+def build_floor(settings: Settings, store, model, as_of: pd.Timestamp, directory: Path) -> dict:
+    """One SQLite table per feature view: the latest source row per entity at ``as_of``."""
+    import sqlite3
+
+    import duckdb
+
+    db = directory / "floor.db"
+    conn = sqlite3.connect(db)
+    views = []
+    wanted = {f.split("__", 1)[0] for f in model.features}
+    for view in store.list_feature_views():
+        if view.name not in wanted:
+            continue
+        keys = [c.name for c in view.entity_columns]
+        columns = [f.name for f in view.features]
+        ts = view.batch_source.timestamp_field
+        frame = duckdb.sql(
+            f"SELECT {', '.join(keys + columns)} FROM read_parquet('{view.batch_source.path}') "
+            f"WHERE {ts} <= TIMESTAMPTZ '{as_of.isoformat()}' "
+            f"QUALIFY row_number() OVER (PARTITION BY {', '.join(keys)} ORDER BY {ts} DESC) = 1").df()
+        table = f"floor_{view.name}"
+        conn.execute(f"CREATE TABLE {table} ({', '.join(keys + columns)}, PRIMARY KEY ({', '.join(keys)}))")
+        conn.executemany(f"INSERT INTO {table} VALUES ({', '.join('?' * len(keys + columns))})",
+                         [tuple(None if pd.isna(v) else (v.item() if hasattr(v, "item") else v) for v in row)
+                          for row in frame.itertuples(index=False)])
+        views.append({"name": view.name, "table": table, "keys": keys, "columns": columns})
+    conn.commit()
+    conn.close()
+    spec = directory / "floor.json"
+    spec.write_text(json.dumps({"features": model.features, "views": views}))
+    return {"FLOOR_DB": str(db), "FLOOR_SPEC": str(spec),
+            "FLOOR_MODEL": str(settings.models / model.version / "model.ubj")}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=4.0, help="measured seconds per cell")
+    args = parser.parse_args()
+
+    from pipeline import feast_ops
+    from pipeline.ingest import latest_snapshot
+    from pipeline.quiet import quiet_third_party_warnings
+    from training.registry import ModelRegistry
+
+    quiet_third_party_warnings()
+    settings = Settings.from_env()
+    registry = ModelRegistry(settings.models)
+    if registry.champion() is None or not (settings.data_dir / "online_store.db").exists():
+        print("no promoted model or online store: running `pipeline run` first", file=sys.stderr)
+        subprocess.run([str(Path(sys.executable).with_name("pipeline")), "run"], check=False)
+    model = registry.load_champion()
+    as_of = pd.Timestamp(latest_snapshot(settings).as_of)
+    store = feast_ops.feature_store(settings)
+    flights = bench_flights(settings, as_of)
+    service = model.metadata["feature_service"]
+    workdir = Path(tempfile.mkdtemp(prefix="bench_serving_"))
+    env = {**os.environ, "DATA_DIR": str(settings.data_dir), "OMP_NUM_THREADS": "1"}
+    env = {k: v for k, v in env.items() if not k.upper().startswith("PROMETHEUS_MULTIPROC")}
+    floor_env = build_floor(settings, store, model, as_of, workdir)
+    bin_dir = Path(sys.executable).parent
+
+    systems = {
+        "feast serve": (
+            [str(bin_dir / "feast"), "-c", str(settings.feature_repo), "serve", "-h", "127.0.0.1", "-p", "{port}",
+             "-w", "2", "--max-requests", "0", "--no-access-log"],
+            "/get-online-features", "/health", env, service),
+        "this server /predict": (
+            [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "serving" / "gunicorn.conf.py"),
+             "serving.app:create_app()"],
+            "/predict", "/healthz",
+            {**env, "WEB_CONCURRENCY": "2", "ACCESS_LOG": "", "PROMETHEUS_MULTIPROC_DIR": str(workdir / "metrics"),
+             "DATA_DIR": str(settings.data_dir)}, None),
+        "floor app": (
+            [sys.executable, "-m", "gunicorn", "-w", "2", "--no-control-socket", "--chdir", str(ROOT / "bench"),
+             "-b", "127.0.0.1:{port}",
+             "floor_app:create_app()"],
+            "/predict", "/healthz", {**env, **floor_env}, None),
+    }
+    # All three servers run at once (idle ones cost nothing) and each cell measures them
+    # back to back, so a change in the machine's load between cells hits all three alike.
+    running = {}
+    try:
+        for name, (argv, path, health, system_env, feast_service) in systems.items():
+            port = free_port()
+            argv = [a.replace("{port}", str(port)) for a in argv]
+            process = start(argv, {**system_env, "PORT": str(port), "HOST": "127.0.0.1"})
+            running[name] = (process, port, path, feast_service)
+            wait_ready(f"http://127.0.0.1:{port}", process, timeout=180, path=health)
+        rows = []
+        for size in BATCHES:
+            bodies = {name: bodies_for(flights, size, feast_service)
+                      for name, (_, _, _, feast_service) in running.items()}
+            for concurrency in CONCURRENCY:
+                for name, (_, port, path, _) in running.items():
+                    result = load(port, path, bodies[name], concurrency, args.seconds)
+                    row = {"case": f"{size} entit{'y' if size == 1 else 'ies'}, concurrency {concurrency}",
+                           "variant": name, **result}
+                    print(json.dumps(row), flush=True)
+                    rows.append(row)
+    finally:
+        for process, *_ in running.values():
+            stop(process)
+
+    def cell(variant, size, concurrency):
+        case = f"{size} entit{'y' if size == 1 else 'ies'}, concurrency {concurrency}"
+        return next(r for r in rows if r["variant"] == variant and r["case"] == case)
+
+    ours, feast, floor = "this server /predict", "feast serve", "floor app"
+    p50_ratio = cell(ours, 1, 1)["p50_ms"] / cell(feast, 1, 1)["p50_ms"]
+    rps_ratio = cell(ours, 1, 8)["req_s"] / cell(feast, 1, 8)["req_s"]
+    floor_ratio = cell(ours, 1, 1)["p50_ms"] / cell(floor, 1, 1)["p50_ms"]
+    p99_100 = cell(ours, 100, 1)["p99_ms"]
+    goals = [
+        {"goal": "/predict p50 / feast serve p50 (1 entity, concurrency 1)", "value": p50_ratio,
+         "target": "<= 0.5", "met": p50_ratio <= 0.5},
+        {"goal": "/predict req/s / feast serve req/s (1 entity, concurrency 8)", "value": rps_ratio,
+         "target": ">= 3", "met": rps_ratio >= 3},
+        {"goal": "/predict p50 / floor app p50 (1 entity, concurrency 1)", "value": floor_ratio,
+         "target": "<= 1.3", "met": floor_ratio <= 1.3},
+        {"goal": "/predict p99 ms, 100 entities, concurrency 1", "value": p99_100,
+         "target": "<= 15", "met": p99_100 <= 15},
+    ]
+    errors = sum(r["errors"] for r in rows)
+    write_result("serving", "Online serving on one materialized SQLite store, 2 workers per server, "
+                 f"{args.seconds:.0f} s per cell, a new connection per request; /predict includes features, "
+                 "TTL checks, prediction, metrics and the feature log (sample rate 1); feast serve only "
+                 f"returns features. Failed requests in all cells: {errors}",
+                 rows, goals, extra={"as_of": as_of.isoformat(), "flights": len(flights)})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

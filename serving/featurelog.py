@@ -1,0 +1,166 @@
+"""The served-feature log: what each sampled request was answered with, as Parquet.
+
+One row per served entity, under ``DATA_DIR/logs/served/date=YYYY-MM-DD/`` (the UTC day
+it was served), with
+
+* ``request_id``, ``served_at`` (UTC), ``endpoint``, ``model_version``, ``feature_service``;
+* the request's fields (entity keys and request-time inputs) as sent, the request time
+  also as ``event_timestamp``: the log is an entity dataframe for
+  ``get_historical_features``, so monitoring can recompute the offline values and
+  compare them column by column;
+* one float64 column per model feature (``view__feature``; null where missing),
+  ``missing_features`` and ``stale_features`` (lists), and ``probability`` (null for
+  ``/features``).
+
+Rows are buffered and written in batches (``FEATURE_LOG_BATCH_ROWS`` rows, or when the
+oldest buffered row is ``FEATURE_LOG_FLUSH_SECONDS`` old), and on shutdown. A file is
+written under a dot-name and renamed into place, so readers never see half a file (read
+``*.parquet``). ``FEATURE_LOG_SAMPLE_RATE`` (0..1) samples whole requests with a seeded
+generator.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from pipeline.usecase import RequestField
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    directory: Path
+    sample_rate: float = 1.0
+    batch_rows: int = 1000
+    flush_seconds: float = 30.0
+    seed: int = 0
+
+    @classmethod
+    def from_env(cls, directory: Path, env: Mapping[str, str]) -> "LogConfig":
+        def number(name: str, default, kind):
+            raw = env.get(name)
+            try:
+                return default if raw in (None, "") else kind(raw)
+            except ValueError:
+                raise ValueError(f"{name}={raw!r} is not a {kind.__name__}") from None
+
+        config = cls(directory=directory,
+                     sample_rate=number("FEATURE_LOG_SAMPLE_RATE", 1.0, float),
+                     batch_rows=number("FEATURE_LOG_BATCH_ROWS", 1000, int),
+                     flush_seconds=number("FEATURE_LOG_FLUSH_SECONDS", 30.0, float),
+                     seed=number("FEATURE_LOG_SEED", 0, int))
+        if not 0.0 <= config.sample_rate <= 1.0:
+            raise ValueError(f"FEATURE_LOG_SAMPLE_RATE={config.sample_rate} must lie in [0, 1]")
+        if config.batch_rows < 1:
+            raise ValueError(f"FEATURE_LOG_BATCH_ROWS={config.batch_rows} must be at least 1")
+        return config
+
+
+class FeatureLogger:
+    def __init__(self, config: LogConfig, request_fields: Sequence[RequestField], time_field: str,
+                 event_timestamp: str = "event_timestamp"):
+        self.config = config
+        self.request_fields = list(request_fields)
+        self.time_field = time_field
+        self.event_timestamp = event_timestamp
+        self._random = random.Random(config.seed)
+        self._rows: list[dict] = []
+        self._oldest = 0.0
+        self._lock = threading.Lock()
+        self._files = 0
+        self.closed = False
+
+    def sampled(self) -> bool:
+        rate = self.config.sample_rate
+        if rate >= 1.0:
+            return True
+        with self._lock:
+            return self._random.random() < rate
+
+    def append(self, endpoint: str, model_version: str, feature_service: str, features: Sequence[str],
+               entities: Sequence[dict], vectors, probabilities: Sequence[float] | None) -> None:
+        """Buffer one request's rows (call only when :meth:`sampled` said so)."""
+        now = datetime.now(timezone.utc)
+        request_id = uuid.uuid4().hex
+        rows = []
+        for i, (entity, vector) in enumerate(zip(entities, vectors)):
+            row = {"request_id": request_id, "entity_index": i, "served_at": now, "endpoint": endpoint,
+                   "model_version": model_version, "feature_service": feature_service}
+            row.update({f.name: entity.get(f.name) for f in self.request_fields})
+            row[self.event_timestamp] = entity[self.time_field]
+            for feature in features:
+                value = vector.values.get(feature)
+                row[feature] = None if value is None else float(value)
+            row["missing_features"] = list(vector.missing)
+            row["stale_features"] = list(vector.stale)
+            row["probability"] = None if probabilities is None else float(probabilities[i])
+            rows.append(row)
+        with self._lock:
+            if not self._rows:
+                self._oldest = time.monotonic()
+            self._rows.extend(rows)
+            due = (len(self._rows) >= self.config.batch_rows
+                   or time.monotonic() - self._oldest >= self.config.flush_seconds)
+            batch = self._take() if due else []
+        if batch:
+            self._write(batch)
+
+    def _take(self) -> list[dict]:
+        rows, self._rows = self._rows, []
+        return rows
+
+    def flush(self) -> Path | None:
+        """Write whatever is buffered now; return the file written (None if nothing was)."""
+        with self._lock:
+            batch = self._take()
+        return self._write(batch) if batch else None
+
+    def close(self) -> None:
+        """Flush on shutdown (gunicorn's worker_exit, or atexit); safe to call twice."""
+        if not self.closed:
+            self.closed = True
+            self.flush()
+
+    def _write(self, rows: list[dict]) -> Path:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pa.Table.from_pylist(rows, schema=self._schema(rows[0]))
+        day = rows[0]["served_at"].strftime("%Y-%m-%d")
+        directory = self.config.directory / f"date={day}"
+        directory.mkdir(parents=True, exist_ok=True)
+        with self._lock:
+            self._files += 1
+            seq = self._files
+        name = f"part-{rows[0]['served_at']:%Y%m%dT%H%M%S}-{os.getpid()}-{seq:06d}-{uuid.uuid4().hex[:8]}.parquet"
+        final = directory / name
+        tmp = directory / f".{name}.tmp"
+        try:
+            pq.write_table(table, tmp)
+            os.replace(tmp, final)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return final
+
+    def _schema(self, row: dict):
+        import pyarrow as pa
+
+        utc = pa.timestamp("us", "UTC")
+        kinds = {"string": pa.string(), "int": pa.int64(), "timestamp": utc}
+        fixed = {"request_id": pa.string(), "entity_index": pa.int32(), "served_at": utc,
+                 "endpoint": pa.string(), "model_version": pa.string(), "feature_service": pa.string(),
+                 **{f.name: kinds[f.kind] for f in self.request_fields},
+                 self.event_timestamp: utc, "missing_features": pa.list_(pa.string()),
+                 "stale_features": pa.list_(pa.string()), "probability": pa.float64()}
+        return pa.schema([pa.field(name, fixed.get(name, pa.float64())) for name in row])

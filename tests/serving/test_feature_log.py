@@ -1,0 +1,89 @@
+"""The served-feature log: complete rows, whole files only, joinable to offline features."""
+
+from __future__ import annotations
+
+import random
+
+import pandas as pd
+import pyarrow.dataset as ds
+import pytest
+
+from pipeline import feast_ops
+from pipeline.config import Settings
+from serving.app import create_app
+from tests.serving.helpers import flights_after_serve_end, query_string, request_body, request_entity
+from training.dataset import training_set
+
+pytestmark = pytest.mark.serving
+
+
+def read_log(data_dir) -> pd.DataFrame:
+    root = data_dir / "logs" / "served"
+    if not root.exists():
+        return pd.DataFrame()
+    return ds.dataset(root, format="parquet", partitioning="hive").to_table().to_pandas()
+
+
+def test_rows_are_buffered_flushed_in_batches_and_on_close(served_dir, use_case):
+    app = create_app({"DATA_DIR": served_dir, "FEATURE_LOG_BATCH_ROWS": 6})
+    client = app.test_client()
+    flights = flights_after_serve_end(served_dir, use_case, 4)
+    body = request_body(flights)
+    assert client.post("/predict", json=body).status_code == 200
+    assert read_log(served_dir).empty, "4 rows < batch of 6: nothing written yet"
+    assert client.post("/predict", json=body).status_code == 200
+    assert len(read_log(served_dir)) == 8, "the batch was not flushed once it reached 6 rows"
+    assert client.get("/features", query_string=query_string(body["flights"][0])).status_code == 200
+    app.extensions["serving"].feature_log.close()
+    log = read_log(served_dir)
+    assert len(log) == 9
+    files = list((served_dir / "logs" / "served").rglob("*"))
+    assert not [f for f in files if f.name.startswith(".")], f"temporary files left: {files}"
+
+
+def test_logged_rows_hold_what_was_served_and_join_back_to_offline_features(served_dir, use_case):
+    app = create_app({"DATA_DIR": served_dir})
+    client = app.test_client()
+    flights = flights_after_serve_end(served_dir, use_case, 8)
+    body = request_body(flights)
+    answer = client.post("/predict", json=body).get_json()
+    state = app.extensions["serving"]
+    state.feature_log.close()
+    log = read_log(served_dir).sort_values("entity_index").reset_index(drop=True)
+    features = state.model.features
+    assert len(log) == len(flights)
+    assert (log["model_version"] == answer["model_version"]).all()
+    assert log["probability"].tolist() == [p["probability"] for p in answer["predictions"]]
+    assert log["missing_features"].map(list).tolist() == [p["missing_features"] for p in answer["predictions"]]
+    assert log["flight"].tolist() == flights["flight"].astype(int).tolist()
+    assert (log[use_case.event_timestamp] == flights["scheduled_departure"]).all()
+
+    # The log is an entity dataframe: the point-in-time join over it gives the logged values.
+    store = feast_ops.feature_store(Settings.from_env({"DATA_DIR": str(served_dir)}))
+    entity_log = log.assign(**{use_case.id_column: range(len(log)), use_case.label: 0})
+    offline = training_set(store, use_case, entity_log)
+    for feature in features:
+        served_values = log[feature].astype("float64")
+        offline_values = pd.to_numeric(offline[feature]).astype("float64")
+        same = (served_values == offline_values) | (served_values.isna() & offline_values.isna())
+        assert same.all(), f"{feature}: logged {served_values[~same].tolist()} vs offline {offline_values[~same].tolist()}"
+
+
+def test_sample_rate_samples_whole_requests_with_a_seeded_generator(served_dir, use_case):
+    app = create_app({"DATA_DIR": served_dir, "FEATURE_LOG_SAMPLE_RATE": 0.3, "FEATURE_LOG_SEED": 7})
+    client = app.test_client()
+    entity = request_entity(next(flights_after_serve_end(served_dir, use_case, 1).itertuples()))
+    for _ in range(40):
+        assert client.post("/predict", json={"flights": [entity, entity]}).status_code == 200
+    app.extensions["serving"].feature_log.close()
+    rng = random.Random(7)
+    expected = sum(rng.random() < 0.3 for _ in range(40))
+    log = read_log(served_dir)
+    assert len(log) == 2 * expected, f"expected {expected} sampled requests of 2 rows, got {len(log)} rows"
+    assert 0 < expected < 40
+    assert log.groupby("request_id").size().eq(2).all(), "a request must be logged whole or not at all"
+
+
+def test_bad_sample_rate_is_refused_naming_the_setting(served_dir):
+    with pytest.raises(ValueError, match="FEATURE_LOG_SAMPLE_RATE"):
+        create_app({"DATA_DIR": served_dir, "FEATURE_LOG_SAMPLE_RATE": 1.5})

@@ -1,0 +1,162 @@
+"""The production endpoints over a real Feast registry and SQLite online store."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from serving.app import create_app
+from tests.serving.helpers import flights_after_serve_end, query_string, request_body, request_entity
+
+pytestmark = pytest.mark.serving
+
+
+@pytest.fixture
+def app(served_dir):
+    return create_app({"DATA_DIR": served_dir, "MODEL_CHECK_SECONDS": 0})
+
+
+def samples(text: str, name: str) -> dict:
+    """{labels-tuple: value} of metric samples called ``name``."""
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == name:
+                out[tuple(sorted(s.labels.items()))] = s.value
+    return out
+
+
+def test_features_endpoint_returns_the_vector_predict_uses(app, served_dir, use_case):
+    client = app.test_client()
+    flights = flights_after_serve_end(served_dir, use_case, 5)
+    state = app.extensions["serving"]
+    for row in flights.itertuples():
+        entity = request_entity(row)
+        response = client.get("/features", query_string=query_string(entity))
+        assert response.status_code == 200, response.get_json()
+        body = response.get_json()
+        assert list(body["features"]) == state.model.features, "features must come in the model's order"
+        predicted = client.post("/predict", json=entity).get_json()["predictions"][0]
+        assert body["missing_features"] == predicted["missing_features"]
+        assert body["model_version"] == predicted["model_version"] == response.headers["X-Model-Version"]
+        assert any(v is not None for v in body["features"].values()), "no feature was found online"
+
+
+@pytest.mark.parametrize("query, field", [
+    ({"origin": "JFK"}, "dest"),
+    ({"flight": "abc"}, "flight"),
+    ({"flight": "1.5"}, "flight"),
+    ({"scheduled_departure": "2013-02-27T08:00:00"}, "scheduled_departure"),
+    ({"scheduled_departure": "0001-01-01T00:00:00+05:00"}, "scheduled_departure"),
+    ({"colour": "red"}, "colour"),
+    ({"tailnum": ""}, "tailnum"),
+])
+def test_features_endpoint_rejects_bad_queries_naming_the_field(app, query, field):
+    good = {"origin": "JFK", "dest": "LAX", "carrier": "AA", "flight": "1",
+            "scheduled_departure": "2013-02-27T08:00:00-05:00"}
+    base = {k: v for k, v in good.items() if k not in ("dest",)} if field == "dest" else good
+    response = app.test_client().get("/features", query_string={**base, **query})
+    assert response.status_code == 400, response.get_json()
+    assert response.get_json()["field"] == field, response.get_json()
+
+
+def test_repeated_query_parameter_is_rejected(app):
+    response = app.test_client().get("/features?origin=JFK&origin=LGA&dest=LAX&carrier=AA&flight=1"
+                                     "&scheduled_departure=2013-02-27T08:00:00Z")
+    assert response.status_code == 400 and response.get_json()["field"] == "origin"
+
+
+def test_body_over_the_limit_is_413_and_batch_over_the_limit_is_400(app, served_dir, use_case):
+    client = app.test_client()
+    response = client.post("/predict", data=b"{" + b" " * (300 * 1024) + b"}", content_type="application/json")
+    assert response.status_code == 413 and "error" in response.get_json()
+    entity = request_entity(next(flights_after_serve_end(served_dir, use_case, 1).itertuples()))
+    response = client.post("/predict", json={"flights": [entity] * 101})
+    assert response.status_code == 400 and response.get_json()["field"] == "flights"
+
+
+def test_openapi_lists_exactly_the_routes_and_the_validators_fields(app, use_case):
+    spec = app.test_client().get("/openapi.json").get_json()
+    routes = {(rule.rule, method.lower()) for rule in app.url_map.iter_rules() if rule.endpoint != "static"
+              for method in rule.methods - {"HEAD", "OPTIONS"}}
+    documented = {(path, method) for path, item in spec["paths"].items() for method in item}
+    assert documented == routes, f"undocumented {routes - documented}, stale {documented - routes}"
+    entity = spec["components"]["schemas"]["Entity"]
+    assert set(entity["properties"]) == {f.name for f in use_case.request_fields}
+    assert set(entity["required"]) == {f.name for f in use_case.request_fields if not f.nullable}
+    batch = spec["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]["schema"]["anyOf"][1]
+    assert batch["properties"][use_case.batch_key]["maxItems"] == 100
+
+
+def test_healthz_readyz_and_model_name_the_version(app):
+    client = app.test_client()
+    version = app.extensions["serving"].model.version
+    for path in ("/healthz", "/readyz", "/model"):
+        response = client.get(path)
+        assert response.status_code == 200, (path, response.get_json())
+        assert response.headers["X-Model-Version"] == version
+    assert client.get("/readyz").get_json()["status"] == "ready"
+    model = client.get("/model").get_json()
+    assert model["version"] == version and model["trained_at"] and model["metrics"]["model"]["auc"] > 0.5
+
+
+def test_metrics_count_requests_latency_missing_features_and_predictions(app, served_dir, use_case):
+    client = app.test_client()
+    body = request_body(flights_after_serve_end(served_dir, use_case, 4))
+    body["flights"].append({**body["flights"][0], "tailnum": None})  # no aircraft features
+    assert client.post("/predict", json=body).status_code == 200  # warm-up: Feast's first read
+    before = client.get("/metrics").get_data(as_text=True)
+    for _ in range(3):
+        assert client.post("/predict", json=body).status_code == 200
+    assert client.post("/predict", json={"nope": 1}).status_code == 400
+    after = client.get("/metrics").get_data(as_text=True)
+
+    def grew(name, labels):
+        key = tuple(sorted(labels.items()))
+        return samples(after, name).get(key, 0) - samples(before, name).get(key, 0)
+
+    assert grew("serving_requests_total", {"endpoint": "/predict", "status": "200"}) == 3
+    assert grew("serving_requests_total", {"endpoint": "/predict", "status": "400"}) == 1
+    assert grew("serving_request_duration_seconds_count", {"endpoint": "/predict"}) == 4
+    assert grew("serving_missing_features_total", {"feature": "aircraft__seats"}) >= 3, (
+        "the null tailnum's aircraft features were not counted")
+    version = app.extensions["serving"].model.version
+    assert grew("serving_prediction_probability_count", {"model_version": version}) == 15
+    assert "serving_stale_features_total" in after
+
+
+def _break_sqlite_store(data_dir):
+    """Put a directory where the SQLite file was: SQLite cannot open it."""
+    path = data_dir / "online_store.db"
+    path.rename(data_dir / "online_store.db.away")
+    path.mkdir()
+    return path
+
+
+def _restore_sqlite_store(data_dir):
+    path = data_dir / "online_store.db"
+    path.rmdir()
+    (data_dir / "online_store.db.away").rename(path)
+
+
+def test_unreachable_sqlite_store_is_503_and_the_server_recovers_by_itself(served_dir, use_case):
+    app = create_app({"DATA_DIR": served_dir})
+    client = app.test_client()
+    body = request_body(flights_after_serve_end(served_dir, use_case, 3))
+    _break_sqlite_store(served_dir)
+    started = time.monotonic()
+    response = client.post("/predict", json=body)
+    assert response.status_code == 503, response.get_json()
+    assert time.monotonic() - started < 10, "a failing store must be answered within a bounded time"
+    assert "online store unavailable" in response.get_json()["error"]
+    assert response.headers["Retry-After"] == "1"
+    assert client.get("/readyz").status_code == 503
+    assert client.get("/healthz").status_code == 200, "alive even when not ready"
+    _restore_sqlite_store(served_dir)
+    assert client.get("/readyz").status_code == 200
+    response = client.post("/predict", json=body)
+    assert response.status_code == 200, response.get_json()
+    metric = samples(client.get("/metrics").get_data(as_text=True), "serving_online_store_errors_total")
+    assert metric[()] >= 2
