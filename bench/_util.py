@@ -17,6 +17,7 @@ import multiprocessing as mp
 import os
 import platform
 import resource
+import threading
 import time
 from datetime import datetime, timezone
 from importlib import metadata
@@ -38,27 +39,76 @@ def machine() -> dict:
             "platform": platform.platform(), "versions": versions}
 
 
+class _TreePeak:
+    """Samples the resident memory of this process and all its descendants (a JVM that
+    Spark starts, for instance), keeping the peak. ``ru_maxrss`` alone misses children."""
+
+    def __init__(self, interval: float = 0.1):
+        import psutil
+
+        self._psutil = psutil
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(interval,), daemon=True)
+
+    def _sample(self) -> int:
+        me = self._psutil.Process()
+        total = 0
+        for p in [me, *me.children(recursive=True)]:
+            try:
+                total += p.memory_info().rss
+            except self._psutil.Error:
+                pass
+        return total
+
+    def _run(self, interval: float) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._sample())
+            self._stop.wait(interval)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._sample())
+
+
 def _child(conn, fn: Callable, args: tuple) -> None:
     start = time.perf_counter()
-    try:
-        value = fn(*args)
-        error = None
-    except BaseException as e:  # reported to the parent, which raises
-        value, error = None, f"{type(e).__name__}: {e}"
+    with _TreePeak() as tree:
+        try:
+            value = fn(*args)
+            error = None
+        except BaseException as e:  # reported to the parent, which raises
+            value, error = None, f"{type(e).__name__}: {e}"
     wall = time.perf_counter() - start
-    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    own_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak_mib = max(own_peak, tree.peak) / 2**20
     conn.send({"wall_s": wall, "peak_mib": peak_mib, "value": value, "error": error})
     conn.close()
 
 
-def run_isolated(fn: Callable, *args: Any) -> dict:
-    """Run ``fn(*args)`` in a fresh process; return wall time, the process's peak RSS (MiB)
-    and ``fn``'s (picklable, small) return value. ``fn`` must be a module-level function."""
+def run_isolated(fn: Callable, *args: Any, timeout: float | None = None) -> dict:
+    """Run ``fn(*args)`` in a fresh process; return wall time, the peak RSS (MiB) of that
+    process and its descendants, and ``fn``'s (picklable, small) return value. ``fn`` must
+    be a module-level function. Past ``timeout`` seconds the process (and its children)
+    is killed and ``{"timeout": True, "wall_s": timeout}`` returned."""
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe(duplex=False)
     process = ctx.Process(target=_child, args=(child, fn, args))
     process.start()
     child.close()
+    if not parent.poll(timeout):
+        import psutil
+
+        for p in psutil.Process(process.pid).children(recursive=True):
+            p.kill()
+        process.kill()
+        process.join()
+        return {"timeout": True, "wall_s": timeout}
     result = parent.recv()
     process.join()
     if result["error"]:
