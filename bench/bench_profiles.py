@@ -33,7 +33,7 @@ def _env(data_dir: str, profile: str, redis_url: str | None) -> None:
     os.environ["PROFILE"] = profile
     os.environ["SPARK_MASTER"] = "local[2]"
     if redis_url:
-        os.environ["REDIS_URL"] = redis_url
+        os.environ["REDIS_ADDRESS"] = redis_url
 
 
 def prepare(data_dir: str, redis_url: str) -> str:
