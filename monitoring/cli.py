@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from pipeline.entry import context, run
 
@@ -34,7 +35,7 @@ def cmd_report(args) -> int:
     from pipeline.feast_ops import feature_store
 
     settings, use_case = context()
-    rules = load_rules(settings.feature_repo / RULES_FILE)
+    rules = load_rules(args.rules or settings.feature_repo / RULES_FILE)
     summary = run_monitoring(settings, use_case, feature_store(settings), rules, start=args.start, end=args.end,
                              recent_since=args.recent_since, at=args.at)
     paths = write_summary(settings, summary)
@@ -82,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "(default: the start of the last serving day, when there are several)")
     report.add_argument("--at", type=_instant,
                         help="judge freshness at this instant (default: the newest served request time)")
+    report.add_argument("--rules", type=Path,
+                        help="alert rules (TOML; default: the use case's feature_repo/monitoring.toml)")
     report.add_argument("--json", action="store_true", help="print the alerts and paths as JSON")
     report.set_defaults(func=cmd_report)
     return parser
