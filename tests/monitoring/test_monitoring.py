@@ -4,7 +4,9 @@ shifted source's features, stale views for an unmaterialized day, and the alert 
 from __future__ import annotations
 
 import json
+import re
 import shutil
+import subprocess
 from datetime import timedelta
 
 import pandas as pd
@@ -19,7 +21,7 @@ from monitoring.servedlog import read_served_log
 from monitoring.skew import feature_skew, offline_features
 from pipeline import feast_ops
 from pipeline.config import Settings
-from tests.conftest import SERVE_END, copy_data_dir, materialize_into
+from tests.conftest import SERVE_END, copy_data_dir, materialize_into, require_tool
 from tests.monitoring.conftest import REPLAY_HOURS, replay
 from training.registry import ModelRegistry
 
@@ -163,3 +165,23 @@ def test_report_without_traffic_still_reports_freshness(served_template, tmp_pat
     page = write_summary(Settings.from_env(), summary)["html"].read_text()
     assert "no served traffic in the window" in page
     assert all(f'id="{plot}"' in page for plot in PLOT_IDS), "a plot (or its placeholder) is missing"
+
+
+#: Flags for headless Chromium on a machine without network or display (a fresh profile).
+CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync")
+
+
+def test_html_report_renders_every_plot_in_headless_chromium(replayed, use_case, tmp_path, monkeypatch):
+    chromium = require_tool("chromium")
+    monkeypatch.setenv("DATA_DIR", str(replayed["data_dir"]))
+    page = write_summary(Settings.from_env(), monitor(replayed["data_dir"], use_case))["html"]
+    dom = subprocess.run(
+        [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=10000",
+         "--dump-dom", page.as_uri()],
+        capture_output=True, text=True, timeout=120, check=True).stdout
+    # Each plot marks itself with its decoded width once the browser has drawn it.
+    rendered = dict(re.findall(r'<img class="plot" id="([\w-]+)"[^>]*?data-rendered="(\d+)"', dom))
+    assert set(rendered) == set(PLOT_IDS), f"plots drawn: {rendered}; expected {PLOT_IDS}"
+    assert all(int(width) > 100 for width in rendered.values()), rendered
+    assert '<p class="ok" id="status">no alerts</p>' in dom
