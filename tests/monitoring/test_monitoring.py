@@ -185,3 +185,20 @@ def test_html_report_renders_every_plot_in_headless_chromium(replayed, use_case,
     assert set(rendered) == set(PLOT_IDS), f"plots drawn: {rendered}; expected {PLOT_IDS}"
     assert all(int(width) > 100 for width in rendered.values()), rendered
     assert '<p class="ok" id="status">no alerts</p>' in dom
+
+
+def test_server_metrics_carry_the_last_reports_gauges(replayed, use_case, monkeypatch):
+    from serving.app import create_app
+
+    monkeypatch.setenv("DATA_DIR", str(replayed["data_dir"]))
+    summary = monitor(replayed["data_dir"], use_case)
+    write_summary(Settings.from_env(), summary)
+    text = create_app({"DATA_DIR": replayed["data_dir"]}).test_client().get("/metrics").get_data(as_text=True)
+    psi = summary["drift"]["vs_training"]["weather_hourly__temp"]
+    expected = [f'monitoring_drift_psi{{comparison="training",feature="weather_hourly__temp"}} {psi}',
+                'monitoring_view_stale{view="weather_hourly"} 0.0',
+                'monitoring_skew_mismatch_rate{feature="weather_hourly__temp"} 0.0',
+                f'monitoring_served_rows {float(replayed["served"])}',
+                f'monitoring_quality{{metric="auc"}} {summary["quality"]["overall"]["auc"]}']
+    missing = [line for line in expected if line not in text]
+    assert not missing, f"/metrics lacks {missing}"
