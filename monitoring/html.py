@@ -13,6 +13,8 @@ import io
 
 from matplotlib.figure import Figure
 
+from training.evaluate import MIN_SLICE_ROWS
+
 PLOT_IDS = ("plot-drift", "plot-distributions", "plot-drift-over-time", "plot-quality-over-time",
             "plot-freshness")
 _TOP = 6
@@ -61,6 +63,15 @@ def _top_drift(drift: dict) -> list[str]:
     recent = {c: v for c, v in drift["recent_vs_earlier"].get("psi", {}).items() if v is not None}
     ranked = sorted(values, key=lambda c: -max(values[c], recent.get(c, 0)))
     return ranked[:_TOP]
+
+
+def _recent_text(recent: dict) -> str:
+    if recent.get("since") is None:
+        return f"Recent vs earlier served traffic: not compared ({html.escape(recent['note'])})."
+    moved = ", ".join(f"{c} {v}" for c, v in recent.get("drifted", {}).items()) or "none"
+    note = f" ({recent['note']})" if recent.get("note") else ""
+    return (f"Recent (served since {html.escape(recent['since'])}, {recent['recent_rows']} rows) vs earlier "
+            f"({recent['earlier_rows']} rows), above the threshold: {html.escape(moved + note)}.")
 
 
 def drift_plot(drift: dict) -> str:
@@ -128,17 +139,21 @@ def quality_over_time_plot(quality: dict) -> str:
 
 
 def freshness_plot(views: dict) -> str:
-    names = list(views)
+    # Views without a TTL never go stale (aircraft rows sit at the epoch): their age would
+    # only stretch the axis, so they stay in the table.
+    names = [n for n in views if views[n]["ttl_hours"]]
+    if not names:
+        return _empty("plot-freshness", "no feature view has a TTL")
     fig = Figure(figsize=(8, 0.4 * len(names) + 1.2))
     ax = fig.subplots()
     ages = [views[n]["age_hours"] or 0 for n in names]
     colors = ["tab:red" if views[n]["stale"] else "tab:green" for n in names]
     ax.barh(names, ages, color=colors, label="age of newest online value")
-    ttl = [(i, views[n]["ttl_hours"]) for i, n in enumerate(names) if views[n]["ttl_hours"]]
+    ttl = [(i, views[n]["ttl_hours"]) for i, n in enumerate(names)]
     ax.scatter([t for _, t in ttl], [i for i, _ in ttl], marker="|", s=400, color="black", label="TTL")
     ax.set_xlabel("hours")
     ax.legend(fontsize=7)
-    return _img("plot-freshness", fig, "age of the newest materialized value per view against its TTL")
+    return _img("plot-freshness", fig, "age of the newest materialized value per view with a TTL, against it")
 
 
 _STYLE = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}
@@ -173,9 +188,7 @@ def render_html(summary: dict) -> str:
                      f"{html.escape(str(drift['reference_window']['end']))} ({drift['reference_rows']} rows). "
                      f"Above {drift['psi_max']} against training: "
                      f"{html.escape(', '.join(f'{c} {v}' for c, v in drift['vs_training_drifted'].items()) or 'none')}."
-                     f" Recent (served since {html.escape(str(recent.get('since')))}) vs earlier: "
-                     f"{html.escape(', '.join(f'{c} {v}' for c, v in recent.get('drifted', {}).items()) or 'none')}"
-                     f"{html.escape(' — ' + recent['note']) if recent.get('note') else ''}.</p>")
+                     f" {_recent_text(recent)}</p>")
         top = _top_drift(drift)
         parts += [drift_plot(drift), "<h3>Distributions (most moved features, and the predictions)</h3>",
                   distributions_plot(summary["distributions"], top),
@@ -211,7 +224,7 @@ def render_html(summary: dict) -> str:
         parts.append(_table([{"day": d, **m} for d, m in quality["by_day"].items()],
                             ["day", "rows", "auc", "log_loss", "brier", "positive_rate", "mean_prediction"]))
         for column, values in quality["slices"].items():
-            parts.append(f"<h3>By {html.escape(column)}</h3>")
+            parts.append(f"<h3>By {html.escape(column)} (values with {MIN_SLICE_ROWS}+ labelled rows)</h3>")
             parts.append(_table([{column: v, **m} for v, m in values.items()],
                                 [column, "rows", "auc", "log_loss", "positive_rate", "mean_prediction"]))
         parts.append("<h3>Calibration</h3>")
