@@ -17,6 +17,7 @@ from pipeline.config import Settings
 from pipeline.usecase import UseCase
 from training.dataset import load_events
 from training.registry import ModelRegistry
+from validation.drift import profile_proportions
 
 
 def report_dir(settings: Settings):
@@ -67,8 +68,6 @@ def run_monitoring(settings: Settings, use_case: UseCase, store, rules: AlertRul
 
 def _distributions(reference: dict, log: pd.DataFrame, features) -> dict:
     """Reference and served bin proportions per column, for the report's plots."""
-    from validation.drift import profile_proportions
-
     out = {}
     for column in [*features, drift.PREDICTION]:
         profile = reference["columns"][column]
