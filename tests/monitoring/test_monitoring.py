@@ -202,3 +202,12 @@ def test_server_metrics_carry_the_last_reports_gauges(replayed, use_case, monkey
                 f'monitoring_quality{{metric="auc"}} {summary["quality"]["overall"]["auc"]}']
     missing = [line for line in expected if line not in text]
     assert not missing, f"/metrics lacks {missing}"
+
+
+def test_a_log_file_without_a_feature_column_is_refused_naming_the_file(tmp_path):
+    part = tmp_path / "served" / "date=2013-02-28" / "part-1.parquet"
+    part.parent.mkdir(parents=True)
+    pd.DataFrame({"request_id": ["r"], "event_timestamp": [pd.Timestamp("2013-02-28", tz="UTC")]}).to_parquet(part)
+    with pytest.raises(MonitoringError, match=r"part-1\.parquet.*weather_hourly__temp"):
+        read_served_log(tmp_path / "served", ["weather_hourly__temp"], "event_timestamp")
+    assert read_served_log(tmp_path / "absent", ["weather_hourly__temp"], "event_timestamp").empty
