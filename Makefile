@@ -11,13 +11,14 @@ PROFILE ?= embedded
 export DATA_DIR HOST PORT PROFILE
 FS_YAML := feature_repo/$(if $(filter spark,$(PROFILE)),feature_store.spark.yaml,feature_store.yaml)
 
-.PHONY: install sysdeps demo pipeline serve test bench feast clean help
+.PHONY: install sysdeps demo pipeline serve monitor test bench feast clean help
 
 help:
 	@echo "make demo       set up, run the whole pipeline, start the server on $(HOST):$(PORT), query it"
 	@echo "make test       set up and run the test suite"
 	@echo "make pipeline   the pipeline without the server (ingest -> features -> apply -> materialize -> train -> promote)"
 	@echo "make serve      only the server (gunicorn), serving the promoted model"
+	@echo "make monitor    the monitoring report (skew, drift, freshness, quality) of the served traffic; exit 1 on an alert"
 	@echo "make bench      every benchmark in bench/ (results in bench/results/, table in README)"
 	@echo "make feast ARGS='plan'   the Feast CLI on feature_repo/ with this DATA_DIR and PROFILE"
 	@echo "PROFILE=spark make ...   any target on the scale-out profile (Spark + Redis + SQL registry)"
@@ -31,12 +32,14 @@ $(BIN)/.installed: pyproject.toml
 
 install: $(BIN)/.installed
 
-# System packages the tests and the spark profile use: redis-server and Java (for Spark),
-# from Debian's packages when missing and when we are root (as CI is).
+# System packages the tests and the spark profile use: redis-server, Java (for Spark) and
+# Chromium (the monitoring report's rendering test), from Debian's packages when missing
+# and when we are root (as CI is).
 sysdeps:
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	command -v java >/dev/null || missing="$$missing default-jre-headless"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    echo "installing:$$missing"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
@@ -48,6 +51,9 @@ pipeline: install
 
 serve: install
 	$(BIN)/serving serve
+
+monitor: install
+	$(BIN)/monitoring report $(ARGS)
 
 demo: pipeline
 	$(BIN)/serving demo

@@ -58,7 +58,7 @@ class ServingState:
         from training.registry import CHAMPION_FILE, ModelRegistry
 
         self.config = config
-        self.metrics = Metrics()
+        self.metrics = Metrics(monitoring_summary=config.settings.reports / "monitoring" / "summary.json")
         self.registry = ModelRegistry(config.settings.models)
         self.store = feature_store(config.settings)
         time_field = config.use_case.request_time_field

@@ -12,6 +12,9 @@ so whether prometheus_client runs in multiprocess mode depends on import order. 
 is therefore read from prometheus_client itself (:func:`multiprocess_mode`), never from
 the environment at exposition time. In multiprocess mode, apps built in one process
 share their values (files are per process): tests compare before/after.
+
+The last monitoring report's gauges (``monitoring/gauges.py``) are a collector read at
+scrape time, registered in both modes.
 """
 
 from __future__ import annotations
@@ -36,9 +39,16 @@ def multiprocess_mode() -> bool:
 
 
 class Metrics:
-    def __init__(self):
+    def __init__(self, monitoring_summary=None):
         self.registry = CollectorRegistry()
         r = self.registry
+        #: Gauges from the last monitoring report (monitoring/gauges.py), read at scrape time.
+        self.collectors = []
+        if monitoring_summary is not None:
+            from monitoring.gauges import MonitoringCollector
+
+            self.collectors.append(MonitoringCollector(monitoring_summary))
+            r.register(self.collectors[-1])
         self.latency = Histogram("serving_request_duration_seconds", "Request latency by endpoint",
                                  ["endpoint"], buckets=LATENCY_BUCKETS, registry=r)
         self.requests = Counter("serving_requests_total", "Requests by endpoint and HTTP status",
@@ -77,5 +87,7 @@ class Metrics:
 
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry, path=self.multiprocess_dir)
+            for collector in self.collectors:
+                registry.register(collector)
             return generate_latest(registry), CONTENT_TYPE_LATEST
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

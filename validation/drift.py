@@ -66,6 +66,13 @@ def column_profile(values: pd.Series) -> dict:
             "proportions": _categorical_proportions(values, categories)}
 
 
+def profile_proportions(reference: dict, values: pd.Series) -> list[float]:
+    """The proportions of ``values`` in the bins (or categories) of a :func:`column_profile`."""
+    if reference["kind"] == "numeric":
+        return _numeric_proportions(values, reference["edges"])
+    return _categorical_proportions(values, reference["categories"])
+
+
 def psi(expected: list[float], actual: list[float]) -> float:
     """Population Stability Index, sum((a - e) * ln(a / e)), empty bins floored at 1e-4."""
     e = np.clip(np.asarray(expected, dtype=float), _EPS, None)
@@ -100,10 +107,7 @@ def distribution_failures(frames: Mapping[str, pd.DataFrame], reference: dict) -
         for column, col_ref in ref["columns"].items():
             if column not in frame.columns:
                 continue  # the column contract reports a missing column
-            if col_ref["kind"] == "numeric":
-                actual = _numeric_proportions(frame[column], col_ref["edges"])
-            else:
-                actual = _categorical_proportions(frame[column], col_ref["categories"])
+            actual = profile_proportions(col_ref, frame[column])
             value = psi(col_ref["proportions"], actual)
             stats[f"{table}.{column}"] = round(value, 4)
             if value > PSI_MAX or not math.isfinite(value):

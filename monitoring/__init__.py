@@ -1,0 +1,1 @@
+"""Monitoring: training/serving skew, drift, freshness and model quality, as a report."""

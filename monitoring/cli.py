@@ -1,0 +1,98 @@
+"""`monitoring`: skew, drift, freshness and quality of what was served, as a report.
+
+`monitoring report` writes DATA_DIR/reports/monitoring/summary.json and report.html and
+prints the alerts. Exit codes: 0 no alert rule breached, 1 at least one breached (the
+rules: the use case's feature_repo/monitoring.toml), 2 the report could not be made.
+Heavy imports happen inside the command: --help is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from pipeline.entry import context, run
+
+#: Exit code when an alert rule is breached.
+EXIT_ALERT = 1
+
+
+def _instant(text: str):
+    import pandas as pd
+
+    try:
+        ts = pd.Timestamp(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO date or date-time") from None
+    return (ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")).to_pydatetime()
+
+
+def cmd_report(args) -> int:
+    from monitoring.config import RULES_FILE, load_rules
+    from monitoring.monitor import run_monitoring, write_summary
+    from pipeline.feast_ops import feature_store
+
+    settings, use_case = context()
+    rules = load_rules(args.rules or settings.feature_repo / RULES_FILE)
+    summary = run_monitoring(settings, use_case, feature_store(settings), rules, start=args.start, end=args.end,
+                             recent_since=args.recent_since, at=args.at)
+    paths = write_summary(settings, summary)
+    if args.json:
+        print(json.dumps({"alerts": summary["alerts"], **{k: str(v) for k, v in paths.items()}}, indent=2))
+    else:
+        print(render_text(summary))
+        print(f"report: {paths['html']}\nsummary: {paths['json']}")
+    return EXIT_ALERT if summary["alerts"] else 0
+
+
+def render_text(summary: dict) -> str:
+    """The few lines a person reads in a terminal: counts per section, then each alert."""
+    skew = summary["skew"]
+    mismatched = sum(1 for s in skew.values() if s["mismatches"])
+    drift = summary.get("drift") or {}
+    views = summary["freshness"]["views"]
+    quality = summary.get("quality") or {}
+    overall = quality.get("overall") or {}
+    lines = [
+        f"monitoring at {summary['at']}: {summary['log']['rows']} served rows, model {summary['model']['version']}",
+        f"  skew: {mismatched} of {len(skew)} features with mismatches",
+        f"  drift vs training (PSI > {summary['rules']['psi_max']}): "
+        f"{', '.join(drift.get('vs_training_drifted', {})) or 'none'}",
+        f"  drift recent vs earlier: {', '.join((drift.get('recent_vs_earlier') or {}).get('drifted', {})) or 'none'}",
+        f"  stale views: {', '.join(v for v, f in views.items() if f['stale']) or 'none'}",
+        f"  quality: {quality.get('rows', 0)} labelled predictions"
+        + (f", AUC {overall['auc']:.3f}, log loss {overall['log_loss']:.3f}" if overall.get("auc") else ""),
+    ]
+    alerts = summary["alerts"]
+    lines.append(f"{len(alerts)} alert(s)" if alerts else "no alerts")
+    lines += [f"  ALERT [{a['rule']}] {a['subject']}: {a['message']}" for a in alerts]
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="monitoring", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    report = sub.add_parser("report", help="write the monitoring report; exit 1 when an alert rule is breached")
+    report.add_argument("--start", type=_instant, help="only requests at or after this instant (request time)")
+    report.add_argument("--end", type=_instant, help="only requests before this instant (request time)")
+    report.add_argument("--recent-since", type=_instant,
+                        help="split served traffic here (serving time) for recent-vs-earlier drift "
+                             "(default: the start of the last serving day, when there are several)")
+    report.add_argument("--at", type=_instant,
+                        help="judge freshness at this instant (default: the newest served request time)")
+    report.add_argument("--rules", type=Path,
+                        help="alert rules (TOML; default: the use case's feature_repo/monitoring.toml)")
+    report.add_argument("--json", action="store_true", help="print the alerts and paths as JSON")
+    report.set_defaults(func=cmd_report)
+    return parser
+
+
+def main(argv=None) -> int:
+    return run(build_parser().parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

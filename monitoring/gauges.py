@@ -1,0 +1,87 @@
+"""The newest monitoring summary as Prometheus gauges, for the server's ``/metrics``.
+
+A custom collector: each scrape reads ``summary.json`` (again only when its modification
+time changed), so the gauges are whatever the last ``monitoring report`` found, in every
+gunicorn worker alike, without shared state. No summary yet: no monitoring gauges.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from prometheus_client.core import GaugeMetricFamily
+
+QUALITY_METRICS = ("auc", "log_loss", "brier")
+
+
+class MonitoringCollector:
+    def __init__(self, summary_path: Path):
+        self.path = Path(summary_path)
+        self._cached: tuple[float, dict] | None = None
+
+    def _summary(self) -> dict | None:
+        try:
+            mtime = os.stat(self.path).st_mtime
+        except FileNotFoundError:
+            return None
+        if self._cached is None or self._cached[0] != mtime:
+            try:
+                self._cached = (mtime, json.loads(self.path.read_text()))
+            except (OSError, ValueError):
+                return None  # replaced between stat and read: the next scrape sees it
+        return self._cached[1]
+
+    def collect(self):
+        summary = self._summary()
+        if summary is None:
+            return
+        alerts = GaugeMetricFamily("monitoring_alerts", "Alert rules breached in the last monitoring report",
+                                   labels=["rule"])
+        per_rule: dict[str, int] = {}
+        for alert in summary["alerts"]:
+            per_rule[alert["rule"]] = per_rule.get(alert["rule"], 0) + 1
+        for rule, n in per_rule.items():
+            alerts.add_metric([rule], n)
+        yield alerts
+        yield GaugeMetricFamily("monitoring_served_rows", "Served rows the last monitoring report covered",
+                                value=summary["log"]["rows"])
+        skew = GaugeMetricFamily("monitoring_skew_mismatch_rate",
+                                 "Share of served values differing from the offline point-in-time value",
+                                 labels=["feature"])
+        for feature, s in summary.get("skew", {}).items():
+            skew.add_metric([feature], s["rate"])
+        yield skew
+        psi = GaugeMetricFamily("monitoring_drift_psi", "PSI of served traffic (vs training, or recent vs earlier)",
+                                labels=["feature", "comparison"])
+        drift = summary.get("drift") or {}
+        for comparison, values in (("training", drift.get("vs_training", {})),
+                                   ("recent", (drift.get("recent_vs_earlier") or {}).get("psi", {}))):
+            for feature, value in values.items():
+                if value is not None:
+                    psi.add_metric([feature, comparison], value)
+        yield psi
+        age = GaugeMetricFamily("monitoring_view_age_hours", "Age of the newest online value per feature view",
+                                labels=["view"])
+        stale = GaugeMetricFamily("monitoring_view_stale", "1 when a view's newest online value is older than its TTL",
+                                  labels=["view"])
+        for view, f in summary["freshness"]["views"].items():
+            if f["age_hours"] is not None:
+                age.add_metric([view], f["age_hours"])
+            stale.add_metric([view], 1.0 if f["stale"] else 0.0)
+        yield age
+        yield stale
+        yield GaugeMetricFamily("monitoring_model_data_age_days",
+                                "Days from the end of the model's training window to the newest served request",
+                                value=summary["model"]["data_age_days"])
+        quality = GaugeMetricFamily("monitoring_quality", "Quality of logged predictions with labels",
+                                    labels=["metric"])
+        q = summary.get("quality") or {}
+        for metric in QUALITY_METRICS:
+            value = (q.get("overall") or {}).get(metric)
+            if value is not None:
+                quality.add_metric([metric], value)
+        if q.get("calibration"):
+            quality.add_metric(["ece"], q["calibration"]["ece"])
+        yield quality

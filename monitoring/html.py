@@ -1,0 +1,236 @@
+"""The monitoring report as one self-contained HTML page: alerts first, then skew, drift,
+freshness and quality, each with its table and plot (matplotlib PNGs inlined as data URIs).
+
+Each plot is an ``<img class="plot" id=...>`` that marks itself ``data-rendered`` with its
+decoded width once the browser has drawn it (the headless-Chromium test reads that back).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+
+from matplotlib.figure import Figure
+
+from training.evaluate import MIN_SLICE_ROWS
+
+PLOT_IDS = ("plot-drift", "plot-distributions", "plot-drift-over-time", "plot-quality-over-time",
+            "plot-freshness")
+_TOP = 6
+
+
+def _png(fig: Figure) -> str:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=80, bbox_inches="tight")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def _img(plot_id: str, fig: Figure, alt: str) -> str:
+    return (f'<img class="plot" id="{plot_id}" alt="{html.escape(alt)}" '
+            f'onload="this.dataset.rendered = this.naturalWidth" src="data:image/png;base64,{_png(fig)}">')
+
+
+def _empty(plot_id: str, why: str) -> str:
+    fig = Figure(figsize=(6, 1))
+    fig.text(0.5, 0.5, why, ha="center", va="center")
+    return _img(plot_id, fig, why)
+
+
+def _table(rows: list[dict], columns: list[str]) -> str:
+    if not rows:
+        return "<p><em>none</em></p>"
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(r.get(c)))}</td>" for c in columns) + "</tr>"
+                   for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _short(name: str) -> str:
+    return name.split("__", 1)[-1] if "__" in name else name
+
+
+def _top_drift(drift: dict) -> list[str]:
+    values = {c: v for c, v in drift["vs_training"].items() if v is not None}
+    recent = {c: v for c, v in drift["recent_vs_earlier"].get("psi", {}).items() if v is not None}
+    ranked = sorted(values, key=lambda c: -max(values[c], recent.get(c, 0)))
+    return ranked[:_TOP]
+
+
+def _recent_text(recent: dict) -> str:
+    if recent.get("since") is None:
+        return f"Recent vs earlier served traffic: not compared ({html.escape(recent['note'])})."
+    moved = ", ".join(f"{c} {v}" for c, v in recent.get("drifted", {}).items()) or "none"
+    note = f" ({recent['note']})" if recent.get("note") else ""
+    return (f"Recent (served since {html.escape(recent['since'])}, {recent['recent_rows']} rows) vs earlier "
+            f"({recent['earlier_rows']} rows), above the threshold: {html.escape(moved + note)}.")
+
+
+def drift_plot(drift: dict) -> str:
+    columns = list(drift["vs_training"])
+    fig = Figure(figsize=(10, 0.25 * len(columns) + 1.5))
+    ax = fig.subplots()
+    train = [drift["vs_training"][c] or 0 for c in columns]
+    recent = [drift["recent_vs_earlier"].get("psi", {}).get(c) or 0 for c in columns]
+    y = range(len(columns))
+    ax.barh([i + 0.2 for i in y], train, height=0.4, label="served vs training")
+    if any(recent):
+        ax.barh([i - 0.2 for i in y], recent, height=0.4, label="recent vs earlier served")
+    ax.axvline(drift["psi_max"], color="red", linestyle="--", label=f"alert at PSI {drift['psi_max']}")
+    ax.set_yticks(list(y), columns, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("PSI")
+    ax.legend(loc="lower right", fontsize=8)
+    return _img("plot-drift", fig, "PSI per feature")
+
+
+def distributions_plot(distributions: dict, columns: list[str]) -> str:
+    columns = [*columns, "probability"]
+    fig = Figure(figsize=(12, 2.4 * ((len(columns) + 2) // 3)))
+    axes = fig.subplots((len(columns) + 2) // 3, 3, squeeze=False).ravel()
+    for ax, column in zip(axes, columns):
+        d = distributions[column]
+        bins = range(len(d["training"]))
+        ax.bar([b - 0.2 for b in bins], d["training"], width=0.4, label="training")
+        ax.bar([b + 0.2 for b in bins], d["served"], width=0.4, label="served")
+        labels = ([f"≤{e:.3g}" for e in d["edges"]] + [">", "null"]) if d["kind"] == "numeric" else None
+        if labels and len(labels) == len(d["training"]):
+            ax.set_xticks(list(bins), labels, fontsize=6, rotation=45)
+        ax.set_title(column, fontsize=8)
+    for ax in axes[len(columns):]:
+        ax.set_visible(False)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    return _img("plot-distributions", fig, "share of rows per reference bin, training vs served")
+
+
+def drift_over_time_plot(drift: dict, columns: list[str]) -> str:
+    days = list(drift["by_day"])
+    fig = Figure(figsize=(10, 3.5))
+    ax = fig.subplots()
+    for column in [*columns, "probability"]:
+        ax.plot(days, [drift["by_day"][d].get(column) for d in days], marker="o", label=_short(column))
+    ax.axhline(drift["psi_max"], color="red", linestyle="--")
+    ax.set_ylabel("PSI vs training")
+    ax.tick_params(axis="x", labelrotation=45, labelsize=7)
+    ax.legend(fontsize=7, ncol=2)
+    return _img("plot-drift-over-time", fig, "PSI against the training set per request day")
+
+
+def quality_over_time_plot(quality: dict) -> str:
+    days = list(quality["by_day"])
+    fig = Figure(figsize=(10, 3.5))
+    ax = fig.subplots()
+    for metric in ("auc", "log_loss", "brier"):
+        ax.plot(days, [quality["by_day"][d][metric] for d in days], marker="o", label=metric)
+    ax.plot(days, [quality["by_day"][d]["positive_rate"] for d in days], linestyle=":", label="observed rate")
+    ax.plot(days, [quality["by_day"][d]["mean_prediction"] for d in days], linestyle=":", label="mean prediction")
+    ax.tick_params(axis="x", labelrotation=45, labelsize=7)
+    ax.legend(fontsize=7, ncol=3)
+    return _img("plot-quality-over-time", fig, "quality of logged predictions per request day")
+
+
+def freshness_plot(views: dict) -> str:
+    # Views without a TTL never go stale (aircraft rows sit at the epoch): their age would
+    # only stretch the axis, so they stay in the table.
+    names = [n for n in views if views[n]["ttl_hours"]]
+    if not names:
+        return _empty("plot-freshness", "no feature view has a TTL")
+    fig = Figure(figsize=(8, 0.4 * len(names) + 1.2))
+    ax = fig.subplots()
+    ages = [views[n]["age_hours"] or 0 for n in names]
+    colors = ["tab:red" if views[n]["stale"] else "tab:green" for n in names]
+    ax.barh(names, ages, color=colors, label="age of newest online value")
+    ttl = [(i, views[n]["ttl_hours"]) for i, n in enumerate(names)]
+    ax.scatter([t for _, t in ttl], [i for i, _ in ttl], marker="|", s=400, color="black", label="TTL")
+    ax.set_xlabel("hours")
+    ax.legend(fontsize=7)
+    return _img("plot-freshness", fig, "age of the newest materialized value per view with a TTL, against it")
+
+
+_STYLE = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}
+table{border-collapse:collapse;font-size:13px;margin:.5em 0}td,th{border:1px solid #ccc;padding:2px 6px}
+.alert{color:#a00}.ok{color:#070}img.plot{max-width:100%;display:block;margin:.5em 0}"""
+
+
+def render_html(summary: dict) -> str:
+    """The whole page for one monitoring summary."""
+    alerts = summary["alerts"]
+    parts = [f"<h1>Monitoring report</h1><p>Judged at {html.escape(summary['at'])} (newest served request); "
+             f"generated {html.escape(summary['generated_at'])}. Served rows: {summary['log']['rows']} in "
+             f"{summary['log']['requests']} requests, model(s) "
+             f"{html.escape(', '.join(summary['log']['model_versions']) or '—')}.</p>"]
+    status = (f'<p class="alert" id="status">{len(alerts)} alert(s)</p>' if alerts
+              else '<p class="ok" id="status">no alerts</p>')
+    parts += ["<h2>Alerts</h2>", status, _table(alerts, ["rule", "subject", "value", "limit", "message"])]
+
+    parts.append("<h2>Skew: served vs offline point-in-time features</h2>")
+    skew_rows = [{"feature": f, **{k: s[k] for k in ("rows", "mismatches", "rate", "served_missing")},
+                  "example": s["examples"][0] if s["examples"] else None} for f, s in summary["skew"].items()]
+    total = sum(r["mismatches"] for r in skew_rows)
+    parts.append(f"<p>{total} mismatching value(s) over {len(skew_rows)} features.</p>")
+    parts.append(_table([r for r in skew_rows if r["mismatches"]] or skew_rows[:0],
+                        ["feature", "rows", "mismatches", "rate", "example"]))
+
+    drift = summary.get("drift")
+    parts.append("<h2>Drift (PSI)</h2>")
+    if drift:
+        recent = drift["recent_vs_earlier"]
+        parts.append(f"<p>Reference: training window {html.escape(str(drift['reference_window']['start']))} – "
+                     f"{html.escape(str(drift['reference_window']['end']))} ({drift['reference_rows']} rows). "
+                     f"Above {drift['psi_max']} against training: "
+                     f"{html.escape(', '.join(f'{c} {v}' for c, v in drift['vs_training_drifted'].items()) or 'none')}."
+                     f" {_recent_text(recent)}</p>")
+        top = _top_drift(drift)
+        parts += [drift_plot(drift), "<h3>Distributions (most moved features, and the predictions)</h3>",
+                  distributions_plot(summary["distributions"], top),
+                  "<h3>Drift over time</h3>", drift_over_time_plot(drift, top[:4])]
+    else:
+        parts += [_empty(i, "no served traffic in the window") for i in PLOT_IDS[:3]]
+
+    parts.append("<h2>Freshness and age</h2>")
+    views = summary["freshness"]["views"]
+    parts.append(_table([{"view": v, **f} for v, f in views.items()],
+                        ["view", "materialized_until", "newest_online_value", "age_hours", "ttl_hours", "stale",
+                         "materialization_lag_hours"]))
+    parts.append(freshness_plot(views))
+    model = summary["model"]
+    parts.append(f"<p>Model {html.escape(model['version'])}: trained {html.escape(model['trained_at'])} "
+                 f"({model['wall_clock_age_days']} days ago) on data up to "
+                 f"{html.escape(model['training_window_end'])}, {model['data_age_days']} days before the newest "
+                 f"served request.</p>")
+    stale = summary["freshness"]["served_stale_rate"]
+    stale_text = ", ".join(f"{_short(f)} {r:.1%}" for f, r in stale.items()) or "none"
+    parts.append(f"<p>Share of served rows with a feature dropped as older than its TTL: "
+                 f"{html.escape(stale_text)}.</p>")
+
+    parts.append("<h2>Quality (logged predictions with labels)</h2>")
+    quality = summary.get("quality")
+    if quality and quality["rows"]:
+        overall = quality["overall"]
+        parts.append(f"<p>{quality['rows']} labelled predictions: AUC {_fmt(overall['auc'])}, log loss "
+                     f"{_fmt(overall['log_loss'])}, Brier {_fmt(overall['brier'])}, observed rate "
+                     f"{_fmt(overall['positive_rate'])} vs mean prediction {_fmt(overall['mean_prediction'])}, "
+                     f"ECE {_fmt(quality['calibration']['ece'])}.</p>")
+        parts.append(quality_over_time_plot(quality))
+        parts.append(_table([{"day": d, **m} for d, m in quality["by_day"].items()],
+                            ["day", "rows", "auc", "log_loss", "brier", "positive_rate", "mean_prediction"]))
+        for column, values in quality["slices"].items():
+            parts.append(f"<h3>By {html.escape(column)} (values with {MIN_SLICE_ROWS}+ labelled rows)</h3>")
+            parts.append(_table([{column: v, **m} for v, m in values.items()],
+                                [column, "rows", "auc", "log_loss", "positive_rate", "mean_prediction"]))
+        parts.append("<h3>Calibration</h3>")
+        parts.append(_table(quality["calibration"]["bins"], ["bin", "rows", "mean_prediction", "observed_rate"]))
+    else:
+        parts.append("<p>No logged prediction has a label yet.</p>")
+        parts.append(_empty("plot-quality-over-time", "no labelled predictions yet"))
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>Monitoring report</title>"
+            f"<style>{_STYLE}</style></head><body>{''.join(parts)}</body></html>")

@@ -1,0 +1,63 @@
+"""Training/serving skew: the served-feature log joined back to the offline point-in-time
+features for the same entities and request times, feature by feature.
+
+The log is an entity dataframe as it stands (request fields + ``event_timestamp``), so the
+offline side is exactly what training would have seen: ``training.dataset.training_set``
+through the model's FeatureService (the ASOF store, leakage guard included).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from pipeline.usecase import UseCase
+from training.dataset import training_set
+
+#: Examples kept per feature with mismatches.
+EXAMPLES = 3
+
+
+def offline_features(store, use_case: UseCase, log: pd.DataFrame) -> pd.DataFrame:
+    """The offline point-in-time features for every logged row, in the log's order."""
+    entities = log.assign(**{use_case.id_column: np.arange(len(log)), use_case.label: 0})
+    return training_set(store, use_case, entities)
+
+
+def feature_skew(log: pd.DataFrame, offline: pd.DataFrame, features: Sequence[str], keys: Sequence[str],
+                 tolerance: float = 0.0) -> dict:
+    """Per feature: rows compared, mismatches (a value on one side only counts too), their
+    rate, and a few examples with the request's keys and both values."""
+    out = {}
+    for feature in features:
+        served = pd.to_numeric(log[feature]).astype("float64").to_numpy()
+        offline_values = pd.to_numeric(offline[feature]).astype("float64").to_numpy()
+        both_missing = np.isnan(served) & np.isnan(offline_values)
+        with np.errstate(invalid="ignore"):
+            close = np.abs(served - offline_values) <= tolerance
+        mismatch = ~(both_missing | close)
+        rows = np.flatnonzero(mismatch)
+        examples = [
+            {**{k: _plain(log[k].iloc[i]) for k in keys},
+             "served": _plain(served[i]), "offline": _plain(offline_values[i])}
+            for i in rows[:EXAMPLES]
+        ]
+        out[feature] = {"rows": int(len(served)), "mismatches": int(mismatch.sum()),
+                        "rate": float(mismatch.mean()) if len(served) else 0.0,
+                        "served_missing": int(np.isnan(served).sum()), "examples": examples}
+    return out
+
+
+def _plain(value):
+    """A JSON-friendly scalar (NaN -> None, timestamps -> ISO text)."""
+    if value is None:
+        return None
+    if isinstance(value, pd.Timestamp):
+        return value.isoformat()
+    if isinstance(value, (float, np.floating)):
+        return None if np.isnan(value) else float(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
