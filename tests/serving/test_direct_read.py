@@ -57,7 +57,7 @@ def test_direct_read_equals_get_online_features(both_paths, use_case):
         assert got == want
     # Not vacuous: found and missing values, real timestamps, on-demand values.
     assert any(v is None for v in want["aircraft__seats"]) and any(v is not None for v in want["aircraft__seats"])
-    assert 0 in want["aircraft__seats__ts"] and max(want["aircraft__seats__ts"]) > 0
+    assert 0 in want["route_daily__departures_7d__ts"] and max(want["route_daily__departures_7d__ts"]) > 0
     assert None not in want["departure_time__dep_hour_local"] and len(set(want["departure_time__dep_hour_local"])) > 3
 
 
