@@ -21,6 +21,18 @@ own serialization; the last write for a key wins (the stock upsert, per feature,
 same); ``requested_features`` is ignored, as the stock store does. Event timestamps are
 stored as integer microseconds since the epoch (UTC), the stock store's precision.
 
+**Materialization.** Feast's local engine converts every cell of the offline result to a
+protobuf ``Value`` (``feast.utils._convert_arrow_to_proto``, most of a stock
+materialization's time) before ``online_write_batch``. The batch engine named next to this
+store, :class:`PackedLocalComputeEngine` (``batch_engine:`` in ``feature_store.yaml``; the
+stock local engine otherwise), hands the Arrow table to :meth:`PackedSqliteOnlineStore.
+online_write_arrow` instead, which writes each row's packed ``Value`` in protobuf's wire
+format directly, with Feast's conversion rules (null and NaN -> an empty ``Value``;
+``float``/``int``/``str``/``bool`` into the view type's field), and string/int64 entity keys
+in Feast's serialization (version 3). Views with other feature types, or also written
+offline, take Feast's own path. ``tests/pipeline/test_packed_sqlite_store.py`` checks that
+both paths store the same bytes.
+
 Everything else (connection caching, ``teardown`` deleting the file) is the stock
 :class:`~feast.infra.online_stores.sqlite.SqliteOnlineStore`, inherited unchanged. Vector
 search is not supported (``vector_enabled`` is refused). The tables are named
@@ -32,11 +44,16 @@ in one file). :func:`read_packed` is the raw read the server's direct path uses
 from __future__ import annotations
 
 import sqlite3
+import struct
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Literal, Optional, Sequence
 
 from feast import Entity
 from feast.feature_view import FeatureView
+from feast.infra.compute_engines.local.arrow_table_value import ArrowTableValue
+from feast.infra.compute_engines.local.compute import LocalComputeEngine, LocalComputeEngineConfig
+from feast.infra.compute_engines.local.feature_builder import LocalFeatureBuilder
+from feast.infra.compute_engines.local.nodes import LocalOutputNode
 from feast.infra.key_encoding_utils import serialize_entity_key
 from feast.infra.online_stores.sqlite import SqliteOnlineStore, SqliteOnlineStoreConfig
 from feast.protos.feast.core.Registry_pb2 import Registry as RegistryProto
@@ -44,6 +61,7 @@ from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import Map as MapProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.repo_config import RepoConfig
+from feast.value_type import ValueType
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _US = timedelta(microseconds=1)
@@ -107,6 +125,104 @@ def read_packed(conn: sqlite3.Connection, table: str, keys: Sequence[bytes]) -> 
     return found
 
 
+#: Feature value types packed straight from Arrow (:func:`_wire_value`).
+_ARROW_TYPES = {ValueType.DOUBLE, ValueType.FLOAT, ValueType.INT64, ValueType.INT32, ValueType.STRING, ValueType.BOOL}
+
+
+# Protocol Buffers wire format (https://protobuf.dev/programming-guides/encoding/) of
+# ``Value{map_val: Map{val: map<string, Value>}}``, written directly: building a message per
+# cell costs more than the rest of materialization. Field numbers from Value.proto.
+_MAP_TAG = b"\xa2\x01"  # Value.map_val = 20, length-delimited
+_MASK64 = (1 << 64) - 1
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _wire_value(value_type: ValueType):
+    """The bytes of a non-null ``Value`` of this type, as protobuf serializes it."""
+    pack_d, pack_f = struct.Struct("<d").pack, struct.Struct("<f").pack
+    if value_type == ValueType.DOUBLE:
+        return lambda v: b"\x29" + pack_d(float(v))  # double_val = 5, 64-bit
+    if value_type == ValueType.FLOAT:
+        return lambda v: b"\x35" + pack_f(float(v))  # float_val = 6, 32-bit
+    if value_type == ValueType.INT64:
+        return lambda v: b"\x20" + _varint(int(v) & _MASK64)  # int64_val = 4, varint
+    if value_type == ValueType.INT32:
+        return lambda v: b"\x18" + _varint(int(v) & _MASK64)  # int32_val = 3 (negatives: 10 bytes)
+    if value_type == ValueType.STRING:
+        def string(v):
+            encoded = str(v).encode("utf8")
+            return b"\x12" + _varint(len(encoded)) + encoded  # string_val = 2
+        return string
+    if value_type == ValueType.BOOL:
+        return lambda v: b"\x38\x01" if v else b"\x38\x00"  # bool_val = 7
+    raise KeyError(value_type)
+
+
+def _wire_entries(name: str, value_type: ValueType, values: list) -> list[bytes]:
+    """One map entry (``Map.val = 1``: key = 1, value = 2) per row; null and NaN -> empty Value."""
+    encode = _wire_value(value_type)
+    key = name.encode("utf8")
+    key_part = b"\x0a" + _varint(len(key)) + key
+    null = b"\x0a" + _varint(len(key_part) + 2) + key_part + b"\x12\x00"
+    out = []
+    for v in values:
+        if v is None or v != v:
+            out.append(null)
+        else:
+            encoded = encode(v)
+            entry = key_part + b"\x12" + _varint(len(encoded)) + encoded
+            out.append(b"\x0a" + _varint(len(entry)) + entry)
+    return out
+
+
+def _wire_keys(view: FeatureView, data) -> Optional[list[bytes]]:
+    """Feast's entity key serialization (version 3) for string and int64 keys without nulls;
+    None for anything else (then Feast serializes)."""
+    columns = sorted(view.entity_columns, key=lambda c: c.name)
+    if not columns:
+        return None
+    head = [struct.pack("<I", len(columns))]
+    encoders = []
+    for c in columns:
+        name = c.name.encode("utf8")
+        head += [struct.pack("<I", ValueType.STRING.value), struct.pack("<I", len(name)), name]
+        column = data.column(c.name)
+        if column.null_count:
+            return None
+        value_type = c.dtype.to_value_type()
+        if value_type == ValueType.STRING:
+            encoders.append((b"\x02\x00\x00\x00", lambda v: v.encode("utf8"), column.to_pylist()))
+        elif value_type == ValueType.INT64:
+            encoders.append((b"\x04\x00\x00\x00", struct.Struct("<q").pack, column.to_pylist()))
+        else:
+            return None
+    prefix = b"".join(head)
+    parts = [[type_tag + struct.pack("<I", len(b)) + b for b in map(encode, values)]
+             for type_tag, encode, values in encoders]
+    return [prefix + b"".join(p) for p in zip(*parts)]
+
+
+def packs_from_arrow(view: FeatureView) -> bool:
+    return all(f.dtype.to_value_type() in _ARROW_TYPES for f in view.features)
+
+
+def _arrow_micros(column) -> list:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if not pa.types.is_timestamp(column.type):
+        column = pc.cast(column, pa.timestamp("us"))
+    return pc.cast(pc.cast(column, pa.timestamp("us", tz=column.type.tz), safe=False), pa.int64()).to_pylist()
+
+
 class PackedSqliteOnlineStore(SqliteOnlineStore):
     """SQLite online store, one row per entity per feature view (see the module doc)."""
 
@@ -135,14 +251,47 @@ class PackedSqliteOnlineStore(SqliteOnlineStore):
             for key, values, event_ts, created_ts in data
             if values  # the stock store writes no row for an entity without features
         ]
+        self._upsert(conn, config, table, rows)
+        if progress:
+            progress(len(data))
+
+    def online_write_arrow(self, config: RepoConfig, table: FeatureView, data) -> None:
+        """Write a materialization's Arrow table (one transaction), packing each row's values
+        as :meth:`online_write_batch` would after Feast's own conversion."""
+        from feast.type_map import python_values_to_proto_values
+
+        conn = self._conn_for(config)
+        version = config.entity_key_serialization_version
+        n = data.num_rows
+        key_names = [c.name for c in table.entity_columns]
+        keys = _wire_keys(table, data) if version == 3 else None
+        if keys is None:  # Feast's own conversion and serialization
+            key_names = [c.name for c in table.entity_columns]
+            key_values = [python_values_to_proto_values(data.column(c.name).to_numpy(zero_copy_only=False),
+                                                        c.dtype.to_value_type())
+                          for c in table.entity_columns]
+            keys = [serialize_entity_key(EntityKeyProto(join_keys=key_names, entity_values=list(values)),
+                                         entity_key_serialization_version=version)
+                    for values in zip(*key_values)]
+        event_us = _arrow_micros(data.column(table.batch_source.timestamp_field))
+        created = table.batch_source.created_timestamp_column
+        created_us = _arrow_micros(data.column(created)) if created else [None] * n
+        entries = [_wire_entries(feature.name, feature.dtype.to_value_type(), data.column(feature.name).to_pylist())
+                   for feature in table.features]
+        rows = []
+        append = rows.append
+        for i, cells in enumerate(zip(*entries)):
+            body = b"".join(cells)
+            append((keys[i], event_us[i], created_us[i], _MAP_TAG + _varint(len(body)) + body))
+        self._upsert(conn, config, table, rows)
+
+    def _upsert(self, conn, config: RepoConfig, table: FeatureView, rows: list[tuple]) -> None:
         with conn:  # one transaction: readers see all of the batch or none of it
             conn.executemany(
                 f"INSERT INTO {_quote(self._table(config, table))} (entity_key, event_ts, created_ts, packed) "
                 "VALUES (?, ?, ?, ?) ON CONFLICT(entity_key) DO UPDATE SET "
                 "event_ts = excluded.event_ts, created_ts = excluded.created_ts, packed = excluded.packed",
                 rows)
-        if progress:
-            progress(len(data))
 
     def online_read(
         self,
@@ -185,3 +334,51 @@ class PackedSqliteOnlineStore(SqliteOnlineStore):
         # The stock store plans its own table layout as infra objects (which `feast plan`
         # would create); this store's tables are made by `update` (`feast apply`).
         return []
+
+
+class _PackedOutputNode(LocalOutputNode):
+    """The local engine's output node, writing Arrow straight into the packed store."""
+
+    def execute(self, context):
+        store = context.online_store
+        view = self.feature_view
+        if not (isinstance(store, PackedSqliteOnlineStore) and view.online and not view.offline
+                and packs_from_arrow(view)):
+            return super().execute(context)
+        data = self.get_single_table(context).data
+        output = ArrowTableValue(data=data)
+        context.node_outputs[self.name] = output
+        if data.num_rows:
+            store.online_write_arrow(context.repo_config, view, data)
+        return output
+
+
+class _PackedFeatureBuilder(LocalFeatureBuilder):
+    def build_output_nodes(self, view, input_node):
+        node = _PackedOutputNode("output", self.dag_root.view, inputs=[input_node])
+        self.nodes.append(node)
+        return node
+
+
+class PackedLocalComputeEngineConfig(LocalComputeEngineConfig):
+    type: Literal["pipeline.packed_sqlite_store.PackedLocalComputeEngine"] = (  # type: ignore[assignment]
+        "pipeline.packed_sqlite_store.PackedLocalComputeEngine"
+    )
+
+
+class PackedLocalComputeEngine(LocalComputeEngine):
+    """Feast's local engine; only its output node differs (see the module doc)."""
+
+    def _materialize_one(self, registry, task, **kwargs):
+        from feast.infra.common.materialization_job import MaterializationJobStatus
+        from feast.infra.compute_engines.local.job import LocalMaterializationJob
+
+        # LocalComputeEngine._materialize_one with this module's feature builder.
+        job_id = f"{task.feature_view.name}-{task.start_time}-{task.end_time}"
+        context = self.get_execution_context(registry, task)
+        backend = self._get_backend(context)
+        try:
+            _PackedFeatureBuilder(registry, task, backend=backend).build().execute(context)
+            return LocalMaterializationJob(job_id=job_id, status=MaterializationJobStatus.SUCCEEDED)
+        except Exception as e:
+            return LocalMaterializationJob(job_id=job_id, status=MaterializationJobStatus.ERROR, error=e)

@@ -138,3 +138,53 @@ def test_pack_round_trips_nulls_and_types():
     assert unpack(pack({})) == {}
     ts = datetime(2013, 2, 1, 5, 6, 7, 891011, tzinfo=timezone.utc)
     assert from_micros(to_micros(ts)) == ts == from_micros(to_micros(ts.replace(tzinfo=None)))
+
+
+def test_arrow_write_stores_the_bytes_feasts_conversion_gives(tmp_path):
+    """The engine's Arrow path and Feast's own conversion + online_write_batch store the
+    same rows, for every packed type, nulls, NaN, a created timestamp and a repeated key."""
+    import pyarrow as pa
+    from feast import Entity, FeatureView, Field, FileSource, ValueType
+    from feast.repo_config import RepoConfig
+    from feast.types import Bool, Float32, Float64, Int32, Int64, String
+    from feast.utils import _convert_arrow_to_proto
+
+    from pipeline.packed_sqlite_store import PackedSqliteOnlineStore, table_name
+
+    entity = Entity(name="k", join_keys=["k"], value_type=ValueType.STRING)
+    number = Entity(name="n", join_keys=["n"], value_type=ValueType.INT64)
+    source = FileSource(path=str(tmp_path / "x.parquet"), timestamp_field="ts", created_timestamp_column="created")
+    view = FeatureView(name="v", entities=[entity, number], source=source, schema=[
+        Field(name="d", dtype=Float64), Field(name="f", dtype=Float32), Field(name="i", dtype=Int64),
+        Field(name="j", dtype=Int32), Field(name="s", dtype=String), Field(name="b", dtype=Bool),
+        Field(name="k", dtype=String), Field(name="n", dtype=Int64)])
+    ts = pa.array([1_356_998_400_123_456_789, 1_356_998_401_000_000_000, 0, 1_356_998_402_000_000_001],
+                  pa.timestamp("ns", tz="UTC"))
+    data = pa.table({
+        "k": ["a", "b", "c", "a"], "n": [5, -2**40, 5, 5],
+        "d": [0.1, None, float("nan"), -2.5], "f": pa.array([1.5, None, 2.25, 0.0], pa.float32()),
+        "i": [1, None, -3, 2**40], "j": pa.array([7, -1, None, 0], pa.int32()),
+        "s": ["x", None, "é", ""], "b": [True, False, None, True],
+        "ts": ts, "created": ts})
+    results = []
+    for name, write in (("arrow", lambda store, config: store.online_write_arrow(config, view, data)),
+                        ("feast", lambda store, config: store.online_write_batch(
+                            config, view, _convert_arrow_to_proto(data, view, {"k": ValueType.STRING, "n": ValueType.INT64}), None))):
+        config = RepoConfig(project="p", provider="local", registry=str(tmp_path / f"{name}.registry"),
+                            online_store={"type": "pipeline.packed_sqlite_store.PackedSqliteOnlineStore",
+                                          "path": str(tmp_path / f"{name}.db")},
+                            entity_key_serialization_version=3, repo_path=str(tmp_path))
+        store = PackedSqliteOnlineStore()
+        store.update(config, [], [view], [], [], partial=False)
+        write(store, config)
+        conn = store._get_conn(config)
+        rows = conn.execute(f'SELECT * FROM "{table_name("p", "v")}" ORDER BY entity_key').fetchall()
+        results.append([(key, ts, created, unpack_sorted(packed)) for key, ts, created, packed in rows])
+    assert results[0] == results[1]
+    assert len(results[0]) == 3
+
+
+def unpack_sorted(blob):
+    from pipeline.packed_sqlite_store import unpack
+
+    return sorted((name, value.SerializeToString()) for name, value in unpack(blob).items())
