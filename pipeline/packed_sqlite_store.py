@@ -166,20 +166,40 @@ def _wire_value(value_type: ValueType):
     raise KeyError(value_type)
 
 
-def _wire_entries(name: str, value_type: ValueType, values: list) -> list[bytes]:
-    """One map entry (``Map.val = 1``: key = 1, value = 2) per row; null and NaN -> empty Value."""
-    encode = _wire_value(value_type)
+def _wire_entries(name: str, value_type: ValueType, column) -> list[bytes]:
+    """One map entry (``Map.val = 1``: key = 1, value = 2) per row of an Arrow column; null
+    and NaN -> an empty Value."""
     key = name.encode("utf8")
     key_part = b"\x0a" + _varint(len(key)) + key
     null = b"\x0a" + _varint(len(key_part) + 2) + key_part + b"\x12\x00"
+    if value_type in (ValueType.DOUBLE, ValueType.FLOAT):
+        # Fixed width: one prefix, then each value's little-endian bytes (NumPy packs them all).
+        import numpy as np
+
+        width, tag, dtype = (8, b"\x29", "<f8") if value_type == ValueType.DOUBLE else (4, b"\x35", "<f4")
+        values = column.to_numpy(zero_copy_only=False).astype("<f8")  # null -> NaN
+        missing = np.isnan(values).tolist()
+        raw = values.astype(dtype).tobytes()
+        entry_len = len(key_part) + 2 + 1 + width
+        prefix = b"\x0a" + _varint(entry_len) + key_part + b"\x12" + _varint(1 + width) + tag
+        return [null if missing[i] else prefix + raw[i * width:(i + 1) * width] for i in range(len(missing))]
+    encode = _wire_value(value_type)
+    seen: dict = {}  # repeated values (counts, categories) are encoded once
+
+    def entry(v) -> bytes:
+        encoded = encode(v)
+        body = key_part + b"\x12" + _varint(len(encoded)) + encoded
+        return b"\x0a" + _varint(len(body)) + body
+
     out = []
-    for v in values:
+    for v in column.to_pylist():
         if v is None or v != v:
             out.append(null)
         else:
-            encoded = encode(v)
-            entry = key_part + b"\x12" + _varint(len(encoded)) + encoded
-            out.append(b"\x0a" + _varint(len(entry)) + entry)
+            cached = seen.get(v)
+            if cached is None:
+                cached = seen[v] = entry(v)
+            out.append(cached)
     return out
 
 
@@ -276,13 +296,16 @@ class PackedSqliteOnlineStore(SqliteOnlineStore):
         event_us = _arrow_micros(data.column(table.batch_source.timestamp_field))
         created = table.batch_source.created_timestamp_column
         created_us = _arrow_micros(data.column(created)) if created else [None] * n
-        entries = [_wire_entries(feature.name, feature.dtype.to_value_type(), data.column(feature.name).to_pylist())
+        entries = [_wire_entries(feature.name, feature.dtype.to_value_type(), data.column(feature.name))
                    for feature in table.features]
         rows = []
         append = rows.append
         for i, cells in enumerate(zip(*entries)):
             body = b"".join(cells)
             append((keys[i], event_us[i], created_us[i], _MAP_TAG + _varint(len(body)) + body))
+        # Inserting in key order keeps SQLite's B-tree writes sequential; the sort is stable,
+        # so for a repeated key the last row still wins, as in the input order.
+        rows.sort(key=lambda row: row[0])
         self._upsert(conn, config, table, rows)
 
     def _upsert(self, conn, config: RepoConfig, table: FeatureView, rows: list[tuple]) -> None:
