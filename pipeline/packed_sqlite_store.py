@@ -203,31 +203,41 @@ def _wire_entries(name: str, value_type: ValueType, column) -> list[bytes]:
     return out
 
 
-def _wire_keys(view: FeatureView, data) -> Optional[list[bytes]]:
-    """Feast's entity key serialization (version 3) for string and int64 keys without nulls;
-    None for anything else (then Feast serializes)."""
-    columns = sorted(view.entity_columns, key=lambda c: c.name)
+def encode_entity_keys(columns: list[tuple[str, ValueType, list]]) -> Optional[list[bytes]]:
+    """Feast's entity key serialization (version 3, ``serialize_entity_key``) of many keys at
+    once, for ``(join key, type, values)`` columns of str (STRING) or int (INT64) values;
+    None for anything else (nulls, other types): then Feast serializes."""
     if not columns:
         return None
     head = [struct.pack("<I", len(columns))]
-    encoders = []
-    for c in columns:
-        name = c.name.encode("utf8")
-        head += [struct.pack("<I", ValueType.STRING.value), struct.pack("<I", len(name)), name]
-        column = data.column(c.name)
-        if column.null_count:
-            return None
-        value_type = c.dtype.to_value_type()
-        if value_type == ValueType.STRING:
-            encoders.append((b"\x02\x00\x00\x00", lambda v: v.encode("utf8"), column.to_pylist()))
-        elif value_type == ValueType.INT64:
-            encoders.append((b"\x04\x00\x00\x00", struct.Struct("<q").pack, column.to_pylist()))
+    parts = []
+    pack_q = struct.Struct("<q").pack
+    for name, value_type, values in sorted(columns, key=lambda c: c[0]):
+        encoded_name = name.encode("utf8")
+        head += [struct.pack("<I", ValueType.STRING.value), struct.pack("<I", len(encoded_name)), encoded_name]
+        if value_type == ValueType.STRING and all(type(v) is str for v in values):
+            encoded = [v.encode("utf8") for v in values]
+            tag = b"\x02\x00\x00\x00"
+        elif value_type == ValueType.INT64 and all(type(v) is int for v in values):
+            encoded = [pack_q(v) for v in values]
+            tag = b"\x04\x00\x00\x00"
         else:
             return None
+        parts.append([tag + struct.pack("<I", len(b)) + b for b in encoded])
     prefix = b"".join(head)
-    parts = [[type_tag + struct.pack("<I", len(b)) + b for b in map(encode, values)]
-             for type_tag, encode, values in encoders]
     return [prefix + b"".join(p) for p in zip(*parts)]
+
+
+def _wire_keys(view: FeatureView, data) -> Optional[list[bytes]]:
+    if any(data.column(c.name).null_count for c in view.entity_columns):
+        return None
+    return encode_entity_keys([(c.name, c.dtype.to_value_type(), data.column(c.name).to_pylist())
+                               for c in view.entity_columns])
+
+
+#: ``Value`` fields whose Python value is the field itself (as Feast's
+#: ``feast_value_type_to_python_type`` returns it).
+SCALAR_FIELDS = frozenset({"double_val", "float_val", "int64_val", "int32_val", "string_val", "bool_val", "bytes_val"})
 
 
 def packs_from_arrow(view: FeatureView) -> bool:

@@ -106,11 +106,12 @@ class DirectRead:
         from feast.protos.feast.types.EntityKey_pb2 import EntityKey
         from feast.type_map import feast_value_type_to_python_type, python_values_to_proto_values
 
-        from pipeline.packed_sqlite_store import read_packed, table_name, unpack
+        from pipeline.packed_sqlite_store import SCALAR_FIELDS, encode_entity_keys, read_packed, table_name, unpack
 
         self._serialize, self._entity_key = serialize_entity_key, EntityKey
         self._to_python, self._to_protos = feast_value_type_to_python_type, python_values_to_proto_values
         self._read_packed, self._unpack = read_packed, unpack
+        self._encode_keys, self._scalar = encode_entity_keys, SCALAR_FIELDS
         self.store = store
         config = store.config
         self._version = config.entity_key_serialization_version
@@ -149,7 +150,33 @@ class DirectRead:
         except _NotDirect:
             return None
 
+    def _python(self, value, value_type):
+        """``feast_value_type_to_python_type``, without its checks for the scalar fields."""
+        field = value.WhichOneof("val")
+        if field is None:
+            return None
+        if field in self._scalar:
+            return getattr(value, field)
+        return self._to_python(value, value_type)
+
+    def _round_trip(self, values: list, value_type) -> list:
+        """What Feast's response gives back for these values (to ``Value`` and back):
+        unchanged for str, int and float columns (NaN -> None); Feast's conversion otherwise."""
+        from feast.value_type import ValueType
+
+        kinds = {type(v) for v in values} - {type(None)}
+        if (value_type == ValueType.STRING and kinds <= {str}) or (value_type == ValueType.INT64 and kinds <= {int}):
+            return list(values)
+        if value_type == ValueType.DOUBLE and kinds <= {float}:
+            return [None if v is None or v != v else v for v in values]
+        return [self._to_python(v, value_type) for v in self._to_protos(values, value_type)]
+
     def _keys(self, rows: list[dict], keys) -> list[bytes]:
+        if self._version == 3:
+            fast = self._encode_keys([(name, value_type, [row[field] for row in rows])
+                                      for name, field, value_type in keys])
+            if fast is not None:
+                return fast
         columns = [self._to_protos([row[field] for row in rows], value_type) for _, field, value_type in keys]
         names = [name for name, _, _ in keys]
         return [self._serialize(self._entity_key(join_keys=names, entity_values=list(values)),
@@ -165,8 +192,7 @@ class DirectRead:
         for table, keys, outputs in self.batch:
             for _, field, value_type in keys:
                 if field not in out:  # Feast's response echoes the join keys (timestamp 0)
-                    out[field] = [self._to_python(v, value_type)
-                                  for v in self._to_protos([row[field] for row in rows], value_type)]
+                    out[field] = self._round_trip([row[field] for row in rows], value_type)
                     out[field + TS_SUFFIX] = [0] * len(rows)
             signature = tuple(keys)
             if signature not in by_keys:
@@ -182,20 +208,18 @@ class DirectRead:
                 stamps.append(row[0] // 1_000_000 if values else 0)
                 for feature, name, value_type in outputs:
                     value = values.get(feature)
-                    columns[name].append(None if value is None else self._to_python(value, value_type))
+                    columns[name].append(None if value is None else self._python(value, value_type))
             for _, name, _ in outputs:
                 out[name] = columns[name]
                 out[name + TS_SUFFIX] = stamps
         for odfv, fields, outputs in self.on_demand:
             # The request values go through Feast's own conversions (to Value and back), then
             # the view's own transformation, as get_online_features does.
-            table = pa.table({name: [self._to_python(v, value_type)
-                                     for v in self._to_protos([row.get(name) for row in rows], value_type)]
+            table = pa.table({name: self._round_trip([row.get(name) for row in rows], value_type)
                               for name, value_type in fields})
             result = odfv.transform_arrow(table, True)
             for feature, name, value_type in outputs:
-                column = result.column(name).to_pylist()
-                out[name] = [self._to_python(v, value_type) for v in self._to_protos(column, value_type)]
+                out[name] = self._round_trip(result.column(name).to_pylist(), value_type)
                 out[name + TS_SUFFIX] = [0] * len(rows)
         return out
 
