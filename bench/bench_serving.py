@@ -198,7 +198,7 @@ def build_stock_store(settings: Settings, as_of: pd.Timestamp, directory: Path) 
     text = text.replace("type: pipeline.packed_sqlite_store.PackedSqliteOnlineStore", "type: sqlite")
     text = text.replace("${DATA_DIR}/online_store.db", str(directory / "online_stock.db"))
     text = text.replace("type: pipeline.packed_sqlite_store.PackedLocalComputeEngine", "type: local")
-    if "packed" in text:
+    if "packed_sqlite_store" in text:
         raise RuntimeError(f"could not derive a stock-store YAML from {settings.feature_store_yaml}")
     path = directory / "feature_store_stock.yaml"
     path.write_text(text)

@@ -18,8 +18,9 @@ truncated is retried after a full re-read (:func:`registry_errors`).
 **Direct read.** With the packed SQLite store (``pipeline/packed_sqlite_store.py``, the
 embedded profile) the batch views are read straight from its tables (one ``SELECT`` per
 view for all entities, Feast's own entity-key serialization and value types) and the
-on-demand view is computed by the very ``OnDemandFeatureView`` object Feast would call
-(``transform_arrow``), so no transformation is written twice. It returns what
+on-demand view is computed by the very transformation object of the ``OnDemandFeatureView``
+Feast would call (its pandas ``transform`` on the frame Feast would build), so no
+transformation is written twice. It returns what
 ``get_online_features(...).to_dict(include_event_timestamps=True)`` returns
 (``tests/serving/test_direct_read.py``); Feast's ``get_online_features`` spends most of a
 request on protobuf responses and pandas around that. Other stores (Redis), and services
@@ -215,11 +216,13 @@ class DirectRead:
         for odfv, fields, outputs in self.on_demand:
             # The request values go through Feast's own conversions (to Value and back), then
             # the view's own transformation, as get_online_features does.
-            table = pa.table({name: self._round_trip([row.get(name) for row in rows], value_type)
-                              for name, value_type in fields})
-            result = odfv.transform_arrow(table, True)
+            # Feast's pandas-mode transform_arrow is udf(table.to_pandas()) then back to Arrow;
+            # the view's transformation gets the frame directly here (half the cost).
+            frame = pa.table({name: self._round_trip([row.get(name) for row in rows], value_type)
+                              for name, value_type in fields}).to_pandas()
+            result = odfv.feature_transformation.transform(frame)
             for feature, name, value_type in outputs:
-                out[name] = self._round_trip(result.column(name).to_pylist(), value_type)
+                out[name] = self._round_trip(result[feature].tolist(), value_type)
                 out[name + TS_SUFFIX] = [0] * len(rows)
         return out
 
