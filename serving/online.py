@@ -119,7 +119,8 @@ class DirectRead:
         self._online_store = store._get_provider().online_store
         views = {v.name: v for v in store.list_feature_views()}
         odfvs = {v.name: v for v in store.list_on_demand_feature_views()}
-        #: Per batch view: (table, entity columns [(name, request field, value type)], [(feature, output name, value type)]).
+        #: Per batch view: (table, entity columns [(name, request field, value type)],
+        #: features [(feature, output name, value type)]).
         self.batch = []
         #: Per on-demand view: (view, request fields [(name, value type)], [(feature, output name, value type)]).
         self.on_demand = []

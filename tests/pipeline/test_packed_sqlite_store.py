@@ -88,9 +88,8 @@ def assert_same_reads(packed, stock):
 
 
 def entity_rows(slice_run, n=300):
-    from training.dataset import load_events
-
     from pipeline.usecase import load_use_case
+    from training.dataset import load_events
 
     events = load_events(slice_run["settings"], load_use_case()).sample(n=n, random_state=3)
     rows = [{"origin": r.origin, "dest": r.dest, "carrier": r.carrier, "tailnum": r.tailnum if isinstance(r.tailnum, str) else "",
