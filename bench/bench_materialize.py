@@ -86,12 +86,21 @@ def read_back(root: str, online_type: str, source: str, keys: list[int]) -> list
 
 
 def main() -> int:
+    import shutil
+
+    work = Path(tempfile.mkdtemp(prefix="bench_materialize_"))
+    try:
+        return run(work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)  # ~0.5 GB of Parquet and SQLite
+
+
+def run(work: Path) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000, help="entity rows for the packed store")
     parser.add_argument("--stock-rows", type=int, default=100_000, help="entity rows for the stock store")
     args = parser.parse_args()
 
-    work = Path(tempfile.mkdtemp(prefix="bench_materialize_"))
     rows_out = []
     rates = {}
     roots = {}
