@@ -1,5 +1,7 @@
-"""Online serving, on one materialized store: this server's /predict against `feast serve`
-(features only) and a floor app (Flask + one SQLite row per entity + inplace_predict).
+"""Online serving on the same data: this server's /predict (packed SQLite store, direct read)
+against `feast serve` (features only, Feast's stock SQLite store materialized from the same
+sources up to the same instant) and a floor app (Flask + one SQLite row per entity +
+inplace_predict).
 
 Each server runs 2 worker processes on 127.0.0.1, all three at once; a bounded thread-pool
 client (a new connection per request for every server) sends real flights (1 or 100 per
@@ -180,6 +182,33 @@ def build_floor(settings: Settings, store, model, as_of: pd.Timestamp, directory
             "FLOOR_MODEL": str(settings.models / model.version / "model.ubj")}
 
 
+def build_stock_store(settings: Settings, as_of: pd.Timestamp, directory: Path) -> Path:
+    """The anchor's store: Feast's stock SQLite online store (and local engine), materialized
+    from a copy of the registry over the same source tables up to ``as_of``; `feast serve`
+    reads it. (This server reads the packed store named in feature_store.yaml.)"""
+    import shutil
+
+    from feast import FeatureStore
+
+    from pipeline import feast_ops
+
+    shutil.copy(settings.data_dir / "registry.db", directory / "registry_stock.db")
+    text = settings.feature_store_yaml.read_text()
+    text = text.replace("${DATA_DIR}/registry.db", str(directory / "registry_stock.db"))
+    text = text.replace("type: pipeline.packed_sqlite_store.PackedSqliteOnlineStore", "type: sqlite")
+    text = text.replace("${DATA_DIR}/online_store.db", str(directory / "online_stock.db"))
+    text = text.replace("type: pipeline.packed_sqlite_store.PackedLocalComputeEngine", "type: local")
+    if "packed_sqlite_store" in text:
+        raise RuntimeError(f"could not derive a stock-store YAML from {settings.feature_store_yaml}")
+    path = directory / "feature_store_stock.yaml"
+    path.write_text(text)
+    store = FeatureStore(repo_path=str(settings.feature_repo), fs_yaml_file=path)
+    views = store.list_feature_views()
+    store._get_provider().online_store.update(store.config, [], views, [], [], partial=False)
+    store.materialize(start_date=feast_ops.EPOCH, end_date=as_of.to_pydatetime())
+    return path
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=4.0, help="measured seconds per cell")
@@ -205,11 +234,13 @@ def main() -> int:
     env = {**os.environ, "DATA_DIR": str(settings.data_dir), "OMP_NUM_THREADS": "1"}
     env = {k: v for k, v in env.items() if not k.upper().startswith("PROMETHEUS_MULTIPROC")}
     floor_env = build_floor(settings, store, model, as_of, workdir)
+    stock_yaml = build_stock_store(settings, as_of, workdir)
     bin_dir = Path(sys.executable).parent
 
     systems = {
         "feast serve": (
-            [str(bin_dir / "feast"), "-c", str(settings.feature_repo), "serve", "-h", "127.0.0.1", "-p", "{port}",
+            [str(bin_dir / "feast"), "-c", str(settings.feature_repo), "-f", str(stock_yaml), "serve",
+             "-h", "127.0.0.1", "-p", "{port}",
              "-w", "2", "--max-requests", "0", "--no-access-log"],
             "/get-online-features", "/health", env, service),
         "this server /predict": (
@@ -269,7 +300,8 @@ def main() -> int:
          "target": "<= 15", "met": p99_100 <= 15},
     ]
     errors = sum(r["errors"] for r in rows)
-    write_result("serving", "Online serving on one materialized SQLite store, 2 workers per server, "
+    write_result("serving", "Online serving, the same data materialized to the same instant (this server: "
+                 "packed SQLite store, direct read; feast serve: Feast's stock SQLite store), 2 workers per server, "
                  f"{args.seconds:.0f} s per cell, a new connection per request; /predict includes features, "
                  "TTL checks, prediction, metrics and the feature log (sample rate 1); feast serve only "
                  f"returns features. Failed requests in all cells: {errors}",

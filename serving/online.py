@@ -14,6 +14,17 @@ cached connection is dropped and the next request connects afresh
 (:func:`reset_online_connection`). Redis clients reconnect by themselves. And Feast's
 file registry is rewritten in place while readers may re-read it: a read that finds it
 truncated is retried after a full re-read (:func:`registry_errors`).
+
+**Direct read.** With the packed SQLite store (``pipeline/packed_sqlite_store.py``, the
+embedded profile) the batch views are read straight from its tables (one ``SELECT`` per
+view for all entities, Feast's own entity-key serialization and value types) and the
+on-demand view is computed by the very transformation object of the ``OnDemandFeatureView``
+Feast would call (its pandas ``transform`` on the frame Feast would build), so no
+transformation is written twice. It returns what
+``get_online_features(...).to_dict(include_event_timestamps=True)`` returns
+(``tests/serving/test_direct_read.py``); Feast's ``get_online_features`` spends most of a
+request on protobuf responses and pandas around that. Other stores (Redis), and services
+with on-demand views that read batch features, use ``get_online_features``.
 """
 
 from __future__ import annotations
@@ -83,11 +94,151 @@ class OnlineVector:
     stale: list[str]
 
 
+class DirectRead:
+    """The FeatureService's vectors read from the packed SQLite store's tables directly.
+
+    ``read(rows)`` returns the dict ``get_online_features(service, rows,
+    full_feature_names=True).to_dict(include_event_timestamps=True)`` returns. Built by
+    :meth:`for_store`, which answers None when the store or the service does not qualify.
+    """
+
+    def __init__(self, store, service):
+        from feast.infra.key_encoding_utils import serialize_entity_key
+        from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+        from feast.type_map import feast_value_type_to_python_type, python_values_to_proto_values
+
+        from pipeline.packed_sqlite_store import SCALAR_FIELDS, encode_entity_keys, read_packed, table_name, unpack
+
+        self._serialize, self._entity_key = serialize_entity_key, EntityKey
+        self._to_python, self._to_protos = feast_value_type_to_python_type, python_values_to_proto_values
+        self._read_packed, self._unpack = read_packed, unpack
+        self._encode_keys, self._scalar = encode_entity_keys, SCALAR_FIELDS
+        self.store = store
+        config = store.config
+        self._version = config.entity_key_serialization_version
+        self._online_store = store._get_provider().online_store
+        views = {v.name: v for v in store.list_feature_views()}
+        odfvs = {v.name: v for v in store.list_on_demand_feature_views()}
+        #: Per batch view: (table, entity columns [(name, request field, value type)],
+        #: features [(feature, output name, value type)]).
+        self.batch = []
+        #: Per on-demand view: (view, request fields [(name, value type)], [(feature, output name, value type)]).
+        self.on_demand = []
+        for projection in service.feature_view_projections:
+            prefix = projection.name_to_use()
+            outputs = [(f.name, f"{prefix}__{f.name}", f.dtype.to_value_type()) for f in projection.features]
+            if projection.name in views:
+                view = views[projection.name]
+                keys = [(c.name, projection.join_key_map.get(c.name, c.name), c.dtype.to_value_type())
+                        for c in view.entity_columns]
+                self.batch.append((table_name(config.project, view.name), keys, outputs))
+            else:
+                odfv = odfvs[projection.name]
+                if odfv.source_feature_view_projections or odfv.mode != "pandas" or odfv.aggregations \
+                        or odfv.write_to_online_store:
+                    raise _NotDirect(f"on-demand view {odfv.name}")
+                fields = [(f.name, f.dtype.to_value_type()) for source in odfv.source_request_sources.values()
+                          for f in source.schema]
+                self.on_demand.append((odfv, fields, outputs))
+
+    @classmethod
+    def for_store(cls, store, service) -> "DirectRead | None":
+        from pipeline.packed_sqlite_store import PackedSqliteOnlineStore
+
+        if not isinstance(store._get_provider().online_store, PackedSqliteOnlineStore):
+            return None
+        try:
+            return cls(store, service)
+        except _NotDirect:
+            return None
+
+    def _python(self, value, value_type):
+        """``feast_value_type_to_python_type``, without its checks for the scalar fields."""
+        field = value.WhichOneof("val")
+        if field is None:
+            return None
+        if field in self._scalar:
+            return getattr(value, field)
+        return self._to_python(value, value_type)
+
+    def _round_trip(self, values: list, value_type) -> list:
+        """What Feast's response gives back for these values (to ``Value`` and back):
+        unchanged for str, int and float columns (NaN -> None); Feast's conversion otherwise."""
+        from feast.value_type import ValueType
+
+        kinds = {type(v) for v in values} - {type(None)}
+        if (value_type == ValueType.STRING and kinds <= {str}) or (value_type == ValueType.INT64 and kinds <= {int}):
+            return list(values)
+        if value_type == ValueType.DOUBLE and kinds <= {float}:
+            return [None if v is None or v != v else v for v in values]
+        return [self._to_python(v, value_type) for v in self._to_protos(values, value_type)]
+
+    def _keys(self, rows: list[dict], keys) -> list[bytes]:
+        if self._version == 3:
+            fast = self._encode_keys([(name, value_type, [row[field] for row in rows])
+                                      for name, field, value_type in keys])
+            if fast is not None:
+                return fast
+        columns = [self._to_protos([row[field] for row in rows], value_type) for _, field, value_type in keys]
+        names = [name for name, _, _ in keys]
+        return [self._serialize(self._entity_key(join_keys=names, entity_values=list(values)),
+                                entity_key_serialization_version=self._version)
+                for values in zip(*columns)]
+
+    def read(self, rows: list[dict]) -> dict:
+        import pyarrow as pa
+
+        conn = self._online_store._get_conn(self.store.config)
+        out: dict = {}
+        by_keys: dict[tuple, list[bytes]] = {}
+        for table, keys, outputs in self.batch:
+            for _, field, value_type in keys:
+                if field not in out:  # Feast's response echoes the join keys (timestamp 0)
+                    out[field] = self._round_trip([row[field] for row in rows], value_type)
+                    out[field + TS_SUFFIX] = [0] * len(rows)
+            signature = tuple(keys)
+            if signature not in by_keys:
+                by_keys[signature] = self._keys(rows, keys)
+            serialized = by_keys[signature]
+            found = self._read_packed(conn, table, serialized)
+            columns = {name: [] for _, name, _ in outputs}
+            stamps = []
+            for key in serialized:
+                row = found.get(key)
+                values = self._unpack(row[1]) if row else {}
+                # Feast: a key without a row has timestamp 0; to_dict gives whole seconds.
+                stamps.append(row[0] // 1_000_000 if values else 0)
+                for feature, name, value_type in outputs:
+                    value = values.get(feature)
+                    columns[name].append(None if value is None else self._python(value, value_type))
+            for _, name, _ in outputs:
+                out[name] = columns[name]
+                out[name + TS_SUFFIX] = stamps
+        for odfv, fields, outputs in self.on_demand:
+            # The request values go through Feast's own conversions (to Value and back), then
+            # the view's own transformation, as get_online_features does.
+            # Feast's pandas-mode transform_arrow is udf(table.to_pandas()) then back to Arrow;
+            # the view's transformation gets the frame directly here (half the cost).
+            frame = pa.table({name: self._round_trip([row.get(name) for row in rows], value_type)
+                              for name, value_type in fields}).to_pandas()
+            result = odfv.feature_transformation.transform(frame)
+            for feature, name, value_type in outputs:
+                out[name] = self._round_trip(result[feature].tolist(), value_type)
+                out[name + TS_SUFFIX] = [0] * len(rows)
+        return out
+
+
+class _NotDirect(Exception):
+    """The FeatureService needs something only get_online_features does."""
+
+
 class OnlineFeatures:
     def __init__(self, store, feature_service: str, features: Sequence[str], join_keys: Sequence[str],
-                 request_time_field: str):
+                 request_time_field: str, direct: bool = True):
         self.store = store
         self.service = store.get_feature_service(feature_service)
+        #: The direct read path when the store allows it (else Feast's get_online_features).
+        self.direct = DirectRead.for_store(store, self.service) if direct else None
         self.features = list(features)
         self.join_keys = list(join_keys)
         self.request_time_field = request_time_field
@@ -111,6 +262,8 @@ class OnlineFeatures:
     def _read(self, rows: list[dict]) -> dict:
         for attempt in range(REGISTRY_RETRIES + 1):
             try:
+                if self.direct is not None:
+                    return self.direct.read(rows)
                 return self.store.get_online_features(
                     features=self.service, entity_rows=rows, full_feature_names=True
                 ).to_dict(include_event_timestamps=True)

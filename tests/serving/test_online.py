@@ -38,7 +38,7 @@ class FakeStore:
 
 def lookup(rows, as_of=T0, key="K1"):
     store = FakeStore(rows)
-    online = OnlineFeatures(store, "svc", list(rows), ["key"], "when")
+    online = OnlineFeatures(store, "svc", list(rows), ["key"], "when", direct=False)
     return online.lookup([{"key": key, "when": as_of}])[0], store
 
 
@@ -89,13 +89,13 @@ class FlakyRegistryStore(FakeStore):
 
 def test_a_half_written_registry_is_re_read_and_the_read_retried():
     store = FlakyRegistryStore({"w__x": (1.5, ts(T0))}, failures=2)
-    online = OnlineFeatures(store, "svc", ["w__x"], ["key"], "when")
+    online = OnlineFeatures(store, "svc", ["w__x"], ["key"], "when", direct=False)
     vec = online.lookup([{"key": "K1", "when": T0}])[0]
     assert vec.values == {"w__x": 1.5} and store.refreshes == 2
 
 
 def test_a_registry_that_stays_unreadable_is_a_503_not_a_500():
     store = FlakyRegistryStore({"w__x": (1.5, ts(T0))}, failures=99)
-    online = OnlineFeatures(store, "svc", ["w__x"], ["key"], "when")
+    online = OnlineFeatures(store, "svc", ["w__x"], ["key"], "when", direct=False)
     with pytest.raises(StoreUnavailable, match="registry"):
         online.lookup([{"key": "K1", "when": T0}])
