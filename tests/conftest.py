@@ -92,16 +92,16 @@ def slice_run(tmp_path_factory, raw_slice_dir, use_case):
            "config": config, "store": store}
 
 
-def require_tool(name: str) -> str:
-    """The path of a system tool the test needs. In CI (CI=true) a missing tool fails the
-    run: the project's own files (Makefile `sysdeps`) must install it. Elsewhere it skips."""
-    path = shutil.which(name)
-    if path:
-        return path
-    message = f"{name} is not installed (`make sysdeps` installs it from Debian's packages)"
-    if os.environ.get("CI"):
-        pytest.fail(message)
-    pytest.skip(message)
+def require_tool(name: str, environ=None) -> str:
+    """The path of a system tool the tests need (redis-server, java, chromium). A missing
+    tool FAILS the test, in CI and locally alike: a skip would let a run pass without
+    testing what it claims to. `make test` installs them (Makefile `sysdeps`)."""
+    env = os.environ if environ is None else environ
+    path = shutil.which(name, path=env.get("PATH"))
+    if path is None:
+        pytest.fail(f"{name} is not installed: run `make sysdeps` as root "
+                    f"(it installs it from Debian's packages), or install it yourself")
+    return path
 
 
 #: Serving tests read the online store as materialized up to this instant (a held-out day).
@@ -194,26 +194,10 @@ class RedisServer:
             self.process.wait(timeout=10)
 
 
-def require_redis_server(environ=None) -> str:
-    """The redis-server binary; else skip, or fail when CI is set (CI must test Redis)."""
-    import os
-    import shutil
-
-    env = os.environ if environ is None else environ
-    binary = shutil.which("redis-server", path=env.get("PATH"))
-    if binary is None:
-        message = "redis-server is not installed (Debian: apt-get install -y redis-server; `make test` as root does it)"
-        if env.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return binary
-
-
 @pytest.fixture
 def redis_server(tmp_path):
-    """A started redis-server, stopped afterwards. Without the binary the test is skipped
-    locally, and FAILS in CI (CI=true): CI must test Redis, not quietly skip it."""
-    require_redis_server()
+    """A started redis-server, stopped afterwards (a missing binary fails the test)."""
+    require_tool("redis-server")
     directory = tmp_path / "redis"
     directory.mkdir()
     server = RedisServer(directory).start()
@@ -233,7 +217,22 @@ def materialize_into(settings: Settings, end=SERVE_END) -> None:
 def redis_session(tmp_path_factory):
     """One redis-server for a whole test session (for session-scoped fixtures, e.g. the
     spark profile's online store)."""
-    require_redis_server()
+    require_tool("redis-server")
     server = RedisServer(tmp_path_factory.mktemp("redis-session")).start()
     yield server
     server.stop()
+
+
+_SKIPPED: list[str] = []
+
+
+def pytest_runtest_logreport(report):
+    if report.skipped:
+        _SKIPPED.append(report.nodeid)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """No test may pass the suite by skipping: any skipped test fails the run."""
+    if _SKIPPED and session.exitstatus == 0:
+        print(f"\nerror: {len(_SKIPPED)} test(s) skipped; this suite allows none: {_SKIPPED[:5]}")
+        session.exitstatus = 1
