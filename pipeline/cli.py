@@ -13,7 +13,7 @@ import json
 import sys
 from datetime import datetime, timezone
 
-from pipeline.entry import context, run
+from pipeline.entry import add_accept_argument, context, run
 
 STAGES = ("ingest", "features", "apply", "materialize", "train", "promote")
 
@@ -113,9 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     ingest = sub.add_parser("ingest", help="check the raw tables (ingest gate) and land them as an immutable snapshot")
     ingest.set_defaults(func=cmd_ingest)
     for command in (run, ingest):
-        command.add_argument("--accept", action="append", default=[], metavar="CHECK",
-                             help="an intended change: report this ingest check's failures (e.g. volume_change, "
-                                  "distribution_psi) without refusing the data; repeatable")
+        add_accept_argument(command)
     sub.add_parser("features", help="build the source tables from the newest snapshot").set_defaults(func=cmd_features)
     sub.add_parser("apply", help="feast apply on feature_repo/").set_defaults(func=cmd_apply)
     mat = sub.add_parser("materialize", help="load the online store (incremental unless --start)")

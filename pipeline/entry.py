@@ -24,3 +24,11 @@ def run(args, gate_stream=None) -> int:
 
     quiet_third_party_warnings()
     return run_command(args.func, args, gate_stream=gate_stream)
+
+
+def add_accept_argument(parser) -> None:
+    """``--accept CHECK``: the ingest gate reports that check's failures without refusing
+    the data (an intended change). Shared by ``pipeline run/ingest`` and ``validation raw``."""
+    parser.add_argument("--accept", action="append", default=[], metavar="CHECK",
+                        help="an intended change: report this ingest check's failures (e.g. volume_change, "
+                             "distribution_psi) without refusing the data; repeatable")

@@ -11,7 +11,7 @@ import argparse
 import json
 import sys
 
-from pipeline.entry import context, run
+from pipeline.entry import add_accept_argument, context, run
 
 
 def _show(report, path) -> int:
@@ -124,8 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     raw = sub.add_parser("raw", help="the ingest gate on RAW_DIR (or the built-in data), without writing a snapshot")
-    raw.add_argument("--accept", action="append", default=[], metavar="CHECK",
-                     help="report this check's failures without failing (e.g. volume_change); repeatable")
+    add_accept_argument(raw)
     raw.set_defaults(func=cmd_raw)
     sub.add_parser("sources", help="the source tables' contracts (types from the Feast views) on DATA_DIR/sources"
                    ).set_defaults(func=cmd_sources)
