@@ -121,5 +121,4 @@ MODEL_EXPECTATIONS = ModelExpectations(
         Direction("weather_hourly__precip", +1, low=0.0, high=0.5),
         Direction("weather_hourly__visib", -1, low=0.5, high=10.0),
     ),
-    slices=("origin", "carrier", "departure_time__dep_month_local"),
 )

@@ -120,7 +120,8 @@ USE_CASE = UseCase(
                      description="Scheduled departure, ISO 8601 with a UTC offset"),
     ),
     request_time_field="scheduled_departure",
-    slices=("origin", "carrier"),
+    # Evaluation, the model gate and monitoring all slice by these (one list).
+    slices=("origin", "carrier", "departure_time__dep_month_local"),
     baseline_key="carrier",
     example_request=example_request,
     id_column="flight_id",

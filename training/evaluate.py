@@ -45,11 +45,17 @@ def calibration(y: np.ndarray, p: np.ndarray, bins: int = 10) -> dict:
     return {"ece": float(ece), "bins": table}
 
 
+def group_key(values: pd.Series) -> pd.Series:
+    """The grouping key for slices and the baseline: the value as text, nulls as "<null>"
+    (one definition, so baseline rates, slices and the model gate line up)."""
+    return values.astype("string").fillna("<null>")
+
+
 def slice_metrics(frame: pd.DataFrame, y: np.ndarray, p: np.ndarray, slices: Sequence[str]) -> dict:
     """Per-value metrics for each slice column, for values with at least MIN_SLICE_ROWS rows."""
     out = {}
     for column in slices:
-        values = frame[column].astype("string").fillna("<null>").to_numpy()
+        values = group_key(frame[column]).to_numpy()
         per_value = {}
         for value in sorted(set(values)):
             mask = values == value
@@ -62,10 +68,10 @@ def slice_metrics(frame: pd.DataFrame, y: np.ndarray, p: np.ndarray, slices: Seq
 def baseline_rates(train: pd.DataFrame, label: str, key: str) -> tuple[dict, float]:
     """The historical positive rate per ``key`` value in the training window (the baseline)."""
     overall = float(train[label].mean())
-    per_key = train.groupby(train[key].astype("string").fillna("<null>"))[label].mean()
+    per_key = train.groupby(group_key(train[key]))[label].mean()
     return {str(k): float(v) for k, v in per_key.items()}, overall
 
 
 def baseline_predictions(frame: pd.DataFrame, key: str, rates: dict, overall: float) -> np.ndarray:
-    keys = frame[key].astype("string").fillna("<null>")
+    keys = group_key(frame[key])
     return keys.map(rates).astype("float64").fillna(overall).to_numpy()

@@ -74,6 +74,7 @@ def model_report(settings: Settings, use_case: UseCase, store, version: str,
         service_features=service_features(store, use_case.feature_service),
         baseline=baseline_metrics(frame, use_case, metadata),
         expectations=use_case.model_expectations,
+        slices=use_case.slices,
         refetch=refetch,
         config=config,
     )

@@ -277,5 +277,3 @@ class ModelExpectations:
     #: Request fields that must not change a prediction (e.g. a flight number).
     invariant_fields: tuple[str, ...] = ()
     directions: tuple[Direction, ...] = ()
-    #: Columns of the evaluation frame to compare candidate and champion on, per value.
-    slices: tuple[str, ...] = ()

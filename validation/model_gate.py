@@ -24,14 +24,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
 
 from training.dataset import feature_matrix
 from training.errors import TrainingError
-from training.evaluate import holdout_metrics
+from training.evaluate import group_key, holdout_metrics
 from training.model import booster_from_bytes, predict_proba
 from training.registry import LoadedModel, ModelRegistry
 from validation.contracts import ModelExpectations
@@ -123,7 +123,7 @@ def _slice_failures(frame: pd.DataFrame, y: np.ndarray, p_new: np.ndarray, p_old
     for column in columns:
         if column not in frame.columns:
             continue
-        values = frame[column].astype("string").fillna("<null>").to_numpy()
+        values = group_key(frame[column]).to_numpy()
         for value in sorted(set(values)):
             mask = values == value
             n, positives = int(mask.sum()), int(y[mask].sum())
@@ -152,6 +152,7 @@ def judge(
     service_features: list[str],
     baseline: dict,
     expectations: ModelExpectations,
+    slices: Sequence[str] = (),
     refetch: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
     config: GateConfig = GateConfig(),
 ) -> Report:
@@ -219,7 +220,7 @@ def judge(
                     "champion_log_loss", "model", None,
                     f"log loss {metrics['log_loss']:.4f} vs the champion's {old['log_loss']:.4f}"))
             report.stats["slices"] = {}
-            report.extend(_slice_failures(frame, y, p, p_old, expectations.slices, config, report.stats["slices"]))
+            report.extend(_slice_failures(frame, y, p, p_old, slices, config, report.stats["slices"]))
         else:
             report.stats["champion_comparison"] = "skipped: the champion uses another feature list"
 

@@ -62,7 +62,7 @@ def _judge(env, use_case, version, refetch=None, config=GateConfig()):
     metadata = env["registry"].metadata(version)
     return judge(env["registry"], version, frame, label=use_case.label, feature_service=use_case.feature_service,
                  service_features=env["features"], baseline=baseline_metrics(frame, use_case, metadata),
-                 expectations=use_case.model_expectations, refetch=refetch or fetch, config=config)
+                 expectations=use_case.model_expectations, slices=use_case.slices, refetch=refetch or fetch, config=config)
 
 
 def _checks(report) -> set[str]:
