@@ -12,6 +12,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from monitoring.errors import MonitoringError
+from validation.drift import PSI_MAX
 
 #: The use case's rules, next to its Feast definitions.
 RULES_FILE = "monitoring.toml"
@@ -26,7 +27,7 @@ class AlertRules:
     #: float64 read from the same Parquet values (Feast types Float64/Int64), so 0.
     skew_tolerance: float = 0.0
     #: PSI (validation.drift.psi) above which a feature, or the predictions, drifted.
-    psi_max: float = 0.25
+    psi_max: float = PSI_MAX  # the data gates' threshold: drift means the same everywhere
     #: Alert on drift of served traffic against the training set, or only report it.
     #: One day of traffic is one day of weather: against six weeks of training data its
     #: weather features always score high, so by default only the recent-vs-earlier

@@ -7,7 +7,6 @@ bins (nulls are a bin of their own), so drift means the same here as at the data
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from pathlib import Path
 from typing import Sequence
@@ -18,7 +17,7 @@ from pipeline.usecase import UseCase
 from training.dataset import load_events
 from training.registry import LoadedModel
 from training.score import score_events
-from validation.drift import column_profile, profile_proportions, psi
+from validation.drift import column_profile, load_reference, profile_proportions, psi, write_reference
 
 PREDICTION = "probability"
 
@@ -31,8 +30,9 @@ def training_reference(settings, store, use_case: UseCase, model: LoadedModel) -
     changes to the sources must not move the reference they are measured against.
     """
     path = reference_path(settings.data_dir, model.version)
-    if path.is_file():
-        return json.loads(path.read_text())
+    cached = load_reference(path)
+    if cached is not None:
+        return cached
     window = model.metadata["training_window"]
     events = load_events(settings, use_case)
     when = pd.to_datetime(events[use_case.event_timestamp], utc=True)
@@ -42,10 +42,7 @@ def training_reference(settings, store, use_case: UseCase, model: LoadedModel) -
         "model_version": model.version, "window": window, "rows": int(len(scored)),
         "columns": {c: column_profile(scored[c]) for c in [*model.features, PREDICTION]},
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(reference))
-    tmp.replace(path)
+    write_reference(path, reference)
     return reference
 
 

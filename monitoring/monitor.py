@@ -14,6 +14,7 @@ from monitoring.config import AlertRules
 from monitoring.errors import MonitoringError
 from monitoring.servedlog import read_served_log
 from pipeline.config import Settings
+from pipeline.files import atomic_write
 from pipeline.usecase import UseCase
 from training.dataset import load_events
 from training.registry import ModelRegistry
@@ -131,9 +132,7 @@ def write_summary(settings: Settings, summary: dict) -> dict:
     payloads = {"json": json.dumps(summary, indent=2, default=_json_default, allow_nan=False),
                 "html": render_html(summary)}
     for kind, path in paths.items():
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(payloads[kind])
-        tmp.replace(path)
+        atomic_write(path, payloads[kind])
     return paths
 
 

@@ -14,11 +14,12 @@ import json
 import pandas as pd
 
 from pipeline.config import Settings
+from pipeline.files import atomic_write
 from pipeline.usecase import UseCase
 from training import evaluate
 from training.dataset import load_events, service_features, training_set
 from training.errors import TrainingError
-from training.registry import ModelRegistry, atomic_write
+from training.registry import ModelRegistry
 from validation.model_gate import GateConfig, judge
 from validation.report import Failure, Report
 

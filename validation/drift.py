@@ -16,6 +16,7 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
+from pipeline.files import atomic_write
 from validation.contracts import TableContract
 from validation.report import Failure
 
@@ -157,6 +158,4 @@ def load_reference(path: Path) -> dict | None:
 
 def write_reference(path: Path, reference: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(reference, indent=2, default=str))
-    tmp.replace(path)
+    atomic_write(path, json.dumps(reference, indent=2, default=str))

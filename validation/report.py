@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
+
+from pipeline.files import atomic_write
 
 #: How many example values a failure keeps.
 MAX_EXAMPLES = 5
@@ -124,10 +124,7 @@ class Report:
         data = json.dumps(self.to_dict(), indent=2, default=str).encode()
         path = reports_dir / f"{self.gate}-{stamp}.json"
         for target in (path, reports_dir / f"{self.gate}-latest.json"):
-            fd, tmp = tempfile.mkstemp(dir=reports_dir, prefix=f".{target.name}.")
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(tmp, target)
+            atomic_write(target, data)
         return path
 
 
