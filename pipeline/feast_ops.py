@@ -127,15 +127,24 @@ def check_sources(settings: Settings, use_case, store, end: datetime) -> Path:
     return finish(report, settings.reports)
 
 
+def _clear_online(store, views) -> None:
+    """Drop ``views``' online data and recreate their empty tables (any online store)."""
+    online = store._get_provider().online_store
+    online.update(config=store.config, tables_to_delete=views, tables_to_keep=[],
+                  entities_to_delete=[], entities_to_keep=[], partial=True)
+    online.update(config=store.config, tables_to_delete=[], tables_to_keep=views,
+                  entities_to_delete=[], entities_to_keep=[], partial=True)
+
+
 def materialize(settings: Settings, end: datetime, start: datetime | None = None, use_case=None) -> None:
     """Load feature values into the online store up to ``end``, after the source tables
     passed their contracts (:func:`check_sources`; nothing is loaded otherwise).
 
     With ``start`` it is ``feast materialize start end``; without, it continues from the
     last materialization of each view (``materialize-incremental``). It starts from the
-    epoch instead when a view was never materialized, or was materialized past ``end``
-    (a snapshot with an earlier as-of time): incremental would then load nothing and
-    leave values from after ``end`` online.
+    epoch instead when a view was never materialized, or was materialized past ``end`` (a
+    snapshot with an earlier as-of time); in that case those views are emptied online
+    first, so no value from after ``end`` stays there.
     """
     if use_case is None:
         from pipeline.usecase import load_use_case
@@ -146,11 +155,18 @@ def materialize(settings: Settings, end: datetime, start: datetime | None = None
     end = end if end.tzinfo else end.replace(tzinfo=timezone.utc)
     check_sources(settings, use_case, store, end)
 
-    def needs_full(view) -> bool:
+    def last_end(view):
         last = view.most_recent_end_time
-        return last is None or (last if last.tzinfo else last.replace(tzinfo=timezone.utc)) > end
+        return None if last is None else (last if last.tzinfo else last.replace(tzinfo=timezone.utc))
 
-    if start is None and any(needs_full(v) for v in views):
+    ahead = [v for v in views if last_end(v) is not None and last_end(v) > end]
+    if ahead:
+        # Rolling back: a reload alone would leave newer values online (Redis skips writes
+        # older than what it holds; any store keeps keys that have no row up to ``end``).
+        # Empty those views in the online store first, then load them from the epoch.
+        _clear_online(store, ahead)
+        start = EPOCH
+    if start is None and any(last_end(v) is None for v in views):
         start = EPOCH
     if start is not None:
         store.materialize(start_date=start, end_date=end)
