@@ -62,6 +62,8 @@ from feast.repo_config import RepoConfig
 from feast.saved_dataset import SavedDatasetStorage
 from pydantic import StrictStr
 
+from pipeline.duck import connect, sql_ident, sql_str
+
 EntitySet = Union[pd.DataFrame, str, Path]
 
 #: Prefix of the per-view event-time columns a job adds when ``include_event_timestamps`` is set.
@@ -83,14 +85,6 @@ class AsofDuckDBOfflineStoreConfig(DuckDBOfflineStoreConfig):
     memory_limit: Optional[StrictStr] = None
     threads: Optional[int] = None
     temp_directory: Optional[StrictStr] = None
-
-
-def quote_ident(name: str) -> str:
-    return '"' + str(name).replace('"', '""') + '"'
-
-
-def quote_str(value: str | Path) -> str:
-    return "'" + str(value).replace("'", "''") + "'"
 
 
 def is_parquet_path(entity_df: EntitySet) -> bool:
@@ -131,7 +125,7 @@ def _parquet_source_sql(source: FileSource) -> Optional[str]:
     path = path.removeprefix("file://")
     if Path(path).is_dir():
         path = str(Path(path) / "**" / "*.parquet")
-    return f"read_parquet({quote_str(path)})"
+    return f"read_parquet({sql_str(path)})"
 
 
 def view_plan(feature_view: FeatureView, feature_refs: Sequence[str], full_feature_names: bool
@@ -190,18 +184,18 @@ def point_in_time_sql(entity_relation: str, entity_columns: Sequence[str], times
     ``event_timestamps``, each view adds ``__event_timestamp__<view>``: the event time of
     the row its values came from (null when they are missing), for the leakage guard.
     """
-    ts_entity = f"CAST({quote_ident(timestamp_column)} AS TIMESTAMPTZ)"
+    ts_entity = f"CAST({sql_ident(timestamp_column)} AS TIMESTAMPTZ)"
     ets = "e.__feast_ts"
-    select = [f"e.{quote_ident(c)}" if c != timestamp_column else f"{ets} AS {quote_ident(c)}"
+    select = [f"e.{sql_ident(c)}" if c != timestamp_column else f"{ets} AS {sql_ident(c)}"
               for c in entity_columns]
     parts, aligned = [], []
     for i, view in enumerate(views):
-        key_cols = [f"{quote_ident(src)} AS __k{j}" for j, (src, _) in enumerate(view.join_keys)]
-        feat_cols = [f"{quote_ident(src)} AS __v{j}" for j, (src, _) in enumerate(view.features)]
-        ts = f"CAST({quote_ident(view.timestamp_field)} AS TIMESTAMPTZ)"
+        key_cols = [f"{sql_ident(src)} AS __k{j}" for j, (src, _) in enumerate(view.join_keys)]
+        feat_cols = [f"{sql_ident(src)} AS __v{j}" for j, (src, _) in enumerate(view.features)]
+        ts = f"CAST({sql_ident(view.timestamp_field)} AS TIMESTAMPTZ)"
         inner = [*key_cols, f"{ts} AS __ts", *feat_cols]
         if view.created_timestamp_column:
-            created = (f"COALESCE(CAST({quote_ident(view.created_timestamp_column)} AS TIMESTAMPTZ),"
+            created = (f"COALESCE(CAST({sql_ident(view.created_timestamp_column)} AS TIMESTAMPTZ),"
                        f" '-infinity'::TIMESTAMPTZ)")
             # Ties on the event timestamp go to the newest created timestamp: the ASOF
             # inequality runs on the pair (event, created) against (entity_ts, +infinity).
@@ -215,38 +209,37 @@ def point_in_time_sql(entity_relation: str, entity_columns: Sequence[str], times
         if view.ttl_us is not None:
             conditions.append(f"f.__ts >= {ets} - to_microseconds({view.ttl_us})")
         valid = " AND ".join(conditions)
-        outputs = [f"CASE WHEN {valid} THEN f.__v{j} END AS {quote_ident(out)}"
+        outputs = [f"CASE WHEN {valid} THEN f.__v{j} END AS {sql_ident(out)}"
                    for j, (_, out) in enumerate(view.features)]
         if event_timestamps:
-            outputs.append(f"CASE WHEN {valid} THEN f.__ts END AS {quote_ident(EVENT_TIMESTAMP_PREFIX + view.name)}")
-        entity_keys = ", ".join(dict.fromkeys(quote_ident(ent) for _, ent in view.join_keys))
-        on = [f"e.{quote_ident(ent)} = f.__k{j}" for j, (_, ent) in enumerate(view.join_keys)]
+            outputs.append(f"CASE WHEN {valid} THEN f.__ts END AS {sql_ident(EVENT_TIMESTAMP_PREFIX + view.name)}")
+        entity_keys = ", ".join(dict.fromkeys(sql_ident(ent) for _, ent in view.join_keys))
+        on = [f"e.{sql_ident(ent)} = f.__k{j}" for j, (_, ent) in enumerate(view.join_keys)]
         parts.append(
             f"POSITIONAL JOIN (SELECT e.__feast_row AS __r{i}, {', '.join(outputs)}\n"
             f"  FROM (SELECT __feast_row, {entity_keys}, {ts_entity} AS __feast_ts FROM {entity_relation}) e\n"
             f"  ASOF LEFT JOIN (SELECT {', '.join(inner)} FROM {view.source_sql}) f"
             f" ON {' AND '.join([*on, inequality])}\n"
             f"  ORDER BY e.__feast_row) m{i}")
-        select += [f"m{i}.{quote_ident(out)}" for _, out in view.features]
+        select += [f"m{i}.{sql_ident(out)}" for _, out in view.features]
         if event_timestamps:
-            select.append(f"m{i}.{quote_ident(EVENT_TIMESTAMP_PREFIX + view.name)}")
+            select.append(f"m{i}.{sql_ident(EVENT_TIMESTAMP_PREFIX + view.name)}")
         aligned.append(f"e.__feast_row IS DISTINCT FROM m{i}.__r{i}")
     where = (f"\nWHERE CASE WHEN {' OR '.join(aligned)} THEN error('point-in-time join: rows misaligned')"
              f" ELSE TRUE END") if aligned else ""
     return (
         f"SELECT {', '.join(select)}\n"
-        f"FROM (SELECT * EXCLUDE ({quote_ident(timestamp_column)}), {ts_entity} AS __feast_ts"
+        f"FROM (SELECT * EXCLUDE ({sql_ident(timestamp_column)}), {ts_entity} AS __feast_ts"
         f" FROM {entity_relation}) e\n" + "\n".join(parts) + where
     )
 
 
 def _connect(config: Optional[AsofDuckDBOfflineStoreConfig]) -> duckdb.DuckDBPyConnection:
-    con = duckdb.connect()
-    con.execute("SET TimeZone = 'UTC'")
+    con = connect()
     if config is not None and config.memory_limit:
-        con.execute(f"SET memory_limit = {quote_str(config.memory_limit)}")
+        con.execute(f"SET memory_limit = {sql_str(config.memory_limit)}")
         spill = config.temp_directory or str(Path(tempfile.gettempdir()) / "duckdb_asof_spill")
-        con.execute(f"SET temp_directory = {quote_str(spill)}")
+        con.execute(f"SET temp_directory = {sql_str(spill)}")
     if config is not None and config.threads:
         con.execute(f"SET threads = {int(config.threads)}")
     return con
@@ -271,12 +264,12 @@ def register_entity_set(con: duckdb.DuckDBPyConnection, entity_df: EntitySet,
         con.execute(
             "CREATE TEMP VIEW __feast_entity AS SELECT * EXCLUDE (file_row_number),"
             " file_row_number AS __feast_row"
-            f" FROM read_parquet({quote_str(entity_df)}, file_row_number = true)")
+            f" FROM read_parquet({sql_str(entity_df)}, file_row_number = true)")
     elif is_parquet_path(entity_df):  # a glob: files in name order, rows in file order
         con.execute(
             "CREATE TEMP VIEW __feast_entity AS SELECT * EXCLUDE (filename, file_row_number),"
             " dense_rank() OVER (ORDER BY filename) * 4294967296 + file_row_number AS __feast_row"
-            f" FROM read_parquet({quote_str(entity_df)}, filename = true, file_row_number = true)")
+            f" FROM read_parquet({sql_str(entity_df)}, filename = true, file_row_number = true)")
     elif isinstance(entity_df, str):
         if materialize:
             con.execute(f"CREATE TEMP TABLE __feast_entity_input AS {entity_df}")
@@ -373,7 +366,7 @@ class AsofRetrievalJob(RetrievalJob):
             raise ValueError("to_parquet cannot apply on-demand feature views; use to_arrow()")
         con = self._connection()
         try:
-            con.execute(f"COPY ({self.query(con)}) TO {quote_str(path)} (FORMAT parquet)")
+            con.execute(f"COPY ({self.query(con)}) TO {sql_str(path)} (FORMAT parquet)")
         finally:
             con.close()
         return Path(path)
@@ -400,8 +393,8 @@ class AsofRetrievalJob(RetrievalJob):
         schema = entity_schema(con)
         ts_col = entity_timestamp_column(schema)
         low, high = con.execute(
-            f"SELECT min(CAST({quote_ident(ts_col)} AS TIMESTAMPTZ)),"
-            f" max(CAST({quote_ident(ts_col)} AS TIMESTAMPTZ)) FROM __feast_entity").fetchone()
+            f"SELECT min(CAST({sql_ident(ts_col)} AS TIMESTAMPTZ)),"
+            f" max(CAST({sql_ident(ts_col)} AS TIMESTAMPTZ)) FROM __feast_entity").fetchone()
         epoch = datetime(1970, 1, 1, tzinfo=timezone.utc)
         self._metadata = RetrievalMetadata(
             features=self._feature_refs,

@@ -43,7 +43,8 @@ def cmd_run(args) -> int:
     with progress.stage("apply"):
         feast_ops.apply(settings)
     with progress.stage("materialize"):
-        feast_ops.materialize(settings, end=snapshot.as_of, use_case=use_case)
+        # The features stage has just checked these very files against the same contracts.
+        feast_ops.materialize(settings, end=snapshot.as_of, use_case=use_case, check=False)
     with progress.stage("train"):
         store = feast_ops.feature_store(settings)
         config = TrainConfig(holdout_start=args.holdout_start)
@@ -93,10 +94,10 @@ def cmd_materialize(args) -> int:
     from pipeline import feast_ops
     from pipeline.ingest import latest_snapshot
 
-    settings, _ = context()
+    settings, use_case = context()
     end = _parse_time(args.end) if args.end else latest_snapshot(settings).as_of
     start = _parse_time(args.start) if args.start else None
-    feast_ops.materialize(settings, end=end, start=start)
+    feast_ops.materialize(settings, end=end, start=start, use_case=use_case)
     return 0
 
 

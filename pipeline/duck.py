@@ -13,6 +13,11 @@ def connect() -> duckdb.DuckDBPyConnection:
     return con
 
 
+def sql_ident(name: str) -> str:
+    """Quote an identifier (a table or column name) for SQL (DuckDB and SQLite alike)."""
+    return '"' + str(name).replace('"', '""') + '"'
+
+
 def sql_str(value: str | Path) -> str:
     """Quote a string (e.g. a file path) as a SQL literal."""
     return "'" + str(value).replace("'", "''") + "'"

@@ -43,9 +43,10 @@ def stock_feature_store(settings: Settings):
 
 @contextmanager
 def _cwd(path) -> Iterator[None]:
-    # Feast's apply derives module names from the working directory and chdirs into the
-    # repository; restore the caller's directory afterwards.
+    # Feast derives module names from the working directory (apply also chdirs into the
+    # repository itself): work from ``path``, then restore the caller's directory.
     before = os.getcwd()
+    os.chdir(path)
     try:
         yield
     finally:
@@ -87,7 +88,6 @@ def source_contracts(settings: Settings, use_case) -> dict:
 
     repo = _fresh_definitions(settings)
     with _cwd(repo):
-        os.chdir(repo)
         contents = parse_repo(repo)
     return derive(contents.feature_views, contents.entities, use_case.source_rules)
 
@@ -136,9 +136,12 @@ def _clear_online(store, views) -> None:
                   entities_to_delete=[], entities_to_keep=[], partial=True)
 
 
-def materialize(settings: Settings, end: datetime, start: datetime | None = None, use_case=None) -> None:
+def materialize(settings: Settings, end: datetime, start: datetime | None = None, use_case=None,
+                check: bool = True) -> None:
     """Load feature values into the online store up to ``end``, after the source tables
     passed their contracts (:func:`check_sources`; nothing is loaded otherwise).
+    ``check=False`` only right after :func:`pipeline.features.build_sources` checked
+    the very same files against the same contracts (as ``pipeline run`` does).
 
     With ``start`` it is ``feast materialize start end``; without, it continues from the
     last materialization of each view (``materialize-incremental``). It starts from the
@@ -153,7 +156,8 @@ def materialize(settings: Settings, end: datetime, start: datetime | None = None
     store = feature_store(settings)
     views = store.list_feature_views()
     end = end if end.tzinfo else end.replace(tzinfo=timezone.utc)
-    check_sources(settings, use_case, store, end)
+    if check:
+        check_sources(settings, use_case, store, end)
 
     def last_end(view):
         last = view.most_recent_end_time

@@ -62,6 +62,8 @@ from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.repo_config import RepoConfig
 from feast.value_type import ValueType
 
+from pipeline.duck import sql_ident
+
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _US = timedelta(microseconds=1)
 
@@ -76,10 +78,6 @@ class PackedSqliteOnlineStoreConfig(SqliteOnlineStoreConfig):
 
 def table_name(project: str, view_name: str) -> str:
     return f"{project}_{view_name}_packed"
-
-
-def _quote(identifier: str) -> str:
-    return '"' + identifier.replace('"', '""') + '"'
 
 
 def to_micros(ts: datetime) -> int:
@@ -118,7 +116,7 @@ def read_packed(conn: sqlite3.Connection, table: str, keys: Sequence[bytes]) -> 
     for start in range(0, len(unique), 30_000):
         chunk = unique[start:start + 30_000]
         rows = conn.execute(
-            f"SELECT entity_key, event_ts, packed FROM {_quote(table)} "
+            f"SELECT entity_key, event_ts, packed FROM {sql_ident(table)} "
             f"WHERE entity_key IN ({','.join('?' * len(chunk))})", chunk).fetchall()
         found.update((key, (ts, packed)) for key, ts, packed in rows)
     return found
@@ -146,11 +144,7 @@ def _varint(n: int) -> bytes:
 
 def _wire_value(value_type: ValueType):
     """The bytes of a non-null ``Value`` of this type, as protobuf serializes it."""
-    pack_d, pack_f = struct.Struct("<d").pack, struct.Struct("<f").pack
-    if value_type == ValueType.DOUBLE:
-        return lambda v: b"\x29" + pack_d(float(v))  # double_val = 5, 64-bit
-    if value_type == ValueType.FLOAT:
-        return lambda v: b"\x35" + pack_f(float(v))  # float_val = 6, 32-bit
+    # (DOUBLE and FLOAT columns never get here: _wire_entries packs them vectorised.)
     if value_type == ValueType.INT64:
         return lambda v: b"\x20" + _varint(int(v) & _MASK64)  # int64_val = 4, varint
     if value_type == ValueType.INT32:
@@ -295,7 +289,6 @@ class PackedSqliteOnlineStore(SqliteOnlineStore):
         key_names = [c.name for c in table.entity_columns]
         keys = _wire_keys(table, data) if version == 3 else None
         if keys is None:  # Feast's own conversion and serialization
-            key_names = [c.name for c in table.entity_columns]
             key_values = [python_values_to_proto_values(data.column(c.name).to_numpy(zero_copy_only=False),
                                                         c.dtype.to_value_type())
                           for c in table.entity_columns]
@@ -320,7 +313,7 @@ class PackedSqliteOnlineStore(SqliteOnlineStore):
     def _upsert(self, conn, config: RepoConfig, table: FeatureView, rows: list[tuple]) -> None:
         with conn:  # one transaction: readers see all of the batch or none of it
             conn.executemany(
-                f"INSERT INTO {_quote(self._table(config, table))} (entity_key, event_ts, created_ts, packed) "
+                f"INSERT INTO {sql_ident(self._table(config, table))} (entity_key, event_ts, created_ts, packed) "
                 "VALUES (?, ?, ?, ?) ON CONFLICT(entity_key) DO UPDATE SET "
                 "event_ts = excluded.event_ts, created_ts = excluded.created_ts, packed = excluded.packed",
                 rows)
@@ -356,11 +349,11 @@ class PackedSqliteOnlineStore(SqliteOnlineStore):
         with conn:
             for view in tables_to_keep:
                 conn.execute(
-                    f"CREATE TABLE IF NOT EXISTS {_quote(self._table(config, view))} ("
+                    f"CREATE TABLE IF NOT EXISTS {sql_ident(self._table(config, view))} ("
                     "entity_key BLOB PRIMARY KEY, event_ts INTEGER NOT NULL, created_ts INTEGER, "
                     "packed BLOB NOT NULL) WITHOUT ROWID")
             for view in tables_to_delete:
-                conn.execute(f"DROP TABLE IF EXISTS {_quote(self._table(config, view))}")
+                conn.execute(f"DROP TABLE IF EXISTS {sql_ident(self._table(config, view))}")
 
     def plan(self, config: RepoConfig, desired_registry_proto: RegistryProto) -> list:
         # The stock store plans its own table layout as infra objects (which `feast plan`
