@@ -249,6 +249,9 @@ class OnlineFeatures:
             for p in self.service.feature_view_projections
             if p.name in batch_views
         }
+        #: Per feature, once: (feature, whether its view is time-stamped, its TTL or None).
+        self._plan = [(f, f.split("__", 1)[0] in self.ttl, self.ttl.get(f.split("__", 1)[0]))
+                      for f in self.features]
 
     def _entity_row(self, entity: dict) -> dict:
         row = dict(entity)
@@ -292,12 +295,8 @@ class OnlineFeatures:
     def lookup(self, entities: Sequence[dict]) -> list[OnlineVector]:
         response = self._read([self._entity_row(e) for e in entities])
         # Per feature: its values, and for batch views its timestamps and TTL (None: on-demand).
-        columns = []
-        for feature in self.features:
-            view = feature.split("__", 1)[0]
-            timed = view in self.ttl
-            columns.append((feature, response[feature], response[feature + TS_SUFFIX] if timed else None,
-                            self.ttl.get(view)))
+        columns = [(feature, response[feature], response[feature + TS_SUFFIX] if timed else None, ttl)
+                   for feature, timed, ttl in self._plan]
         out = []
         for i, entity in enumerate(entities):
             as_of: datetime = entity[self.request_time_field]
