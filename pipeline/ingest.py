@@ -122,7 +122,7 @@ def _table_fingerprints(path: Path) -> dict[str, str]:
     return {name: t["sha256"] for name, t in manifest["tables"].items()}
 
 
-def _write_reference(settings: Settings, use_case: UseCase, frames, snapshot_id: str, as_of: str,
+def write_reference_profile(settings: Settings, use_case: UseCase, frames, snapshot_id: str, as_of: str,
                      progress: Progress | None) -> None:
     """The first accepted snapshot becomes the reference later ones are compared with
     (``validation profile`` replaces it deliberately)."""
@@ -209,7 +209,7 @@ def ingest(settings: Settings, use_case: UseCase, progress: Progress | None = No
             if progress:
                 progress.say(f"unchanged since snapshot {previous[-1].name}: reusing it")
             if reference is None:
-                _write_reference(settings, use_case, frames, last.id, last.as_of.isoformat(), progress)
+                write_reference_profile(settings, use_case, frames, last.id, last.as_of.isoformat(), progress)
             return last
 
         snapshot_id = now.strftime("%Y-%m-%d")
@@ -230,7 +230,7 @@ def ingest(settings: Settings, use_case: UseCase, progress: Progress | None = No
         for p in final.iterdir():
             p.chmod(0o444)
         if reference is None:
-            _write_reference(settings, use_case, frames, snapshot_id, manifest["as_of"], progress)
+            write_reference_profile(settings, use_case, frames, snapshot_id, manifest["as_of"], progress)
         if progress:
             progress.say(f"new snapshot {snapshot_id} (as of {manifest['as_of']})")
         return Snapshot.load(final)

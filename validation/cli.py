@@ -73,15 +73,13 @@ def cmd_model(args) -> int:
 
 
 def cmd_profile(args) -> int:
-    from pipeline.ingest import latest_snapshot
+    from pipeline.ingest import latest_snapshot, write_reference_profile
     from validation.contracts import read_table
-    from validation.drift import profile, write_reference
 
     settings, use_case = context()
     snapshot = latest_snapshot(settings)
     frames = {name: read_table(snapshot.table_path(name)) for name in snapshot.tables}
-    write_reference(settings.reference_profile, profile(frames, use_case.raw_contracts, snapshot=snapshot.id,
-                                                        as_of=snapshot.as_of.isoformat()))
+    write_reference_profile(settings, use_case, frames, snapshot.id, snapshot.as_of.isoformat(), None)
     print(f"reference profile from snapshot {snapshot.id} -> {settings.reference_profile}")
     return 0
 
