@@ -91,11 +91,18 @@ def fit(train_x: np.ndarray, train_y: np.ndarray, features: list[str], config: T
 def check_events(settings: Settings, use_case: UseCase, report: Report) -> None:
     """The training gate's first half, before any feature is fetched: the events table's
     contract. Raises :class:`~validation.report.GateFailed`."""
+    from pipeline.errors import PipelineError
+    from pipeline.ingest import latest_snapshot
+
     contract = use_case.source_rules.get(use_case.events_table)
-    if contract is not None:
-        path = settings.sources / f"{use_case.events_table}.parquet"
+    path = settings.sources / f"{use_case.events_table}.parquet"
+    if contract is not None and path.is_file():  # a missing file: load_events says so
+        try:  # the same context the features gate used: no event after the snapshot's as-of
+            as_of = latest_snapshot(settings).as_of
+        except PipelineError:
+            as_of = None
         run_contracts(report, {contract.name: read_table(path)}, {contract.name: contract},
-                      Context(now=datetime.now(timezone.utc)))
+                      Context(now=datetime.now(timezone.utc), as_of=as_of))
     if not report.passed:
         finish(report, settings.reports)
 
@@ -114,9 +121,9 @@ def check_training_set(settings: Settings, use_case: UseCase, report: Report, fr
 def run_training(settings: Settings, use_case: UseCase, store, config: TrainConfig, say=print) -> dict:
     """Build the training set through the FeatureService, check it (training gate), train
     on the earlier window, evaluate on the later one (next to a baseline), and register."""
-    events = load_events(settings, use_case)
     report = Report("training", f"FeatureService {use_case.feature_service}")
     check_events(settings, use_case, report)
+    events = load_events(settings, use_case)
     features = service_features(store, use_case.feature_service)
     start = time.perf_counter()
     guard: dict = {}
