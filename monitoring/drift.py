@@ -34,10 +34,8 @@ def training_reference(settings, store, use_case: UseCase, model: LoadedModel) -
     if cached is not None:
         return cached
     window = model.metadata["training_window"]
-    events = load_events(settings, use_case)
-    when = pd.to_datetime(events[use_case.event_timestamp], utc=True)
-    events = events[(when >= pd.Timestamp(window["start"])) & (when < pd.Timestamp(window["end"]))]
-    scored = score_events(store, use_case, model, events.reset_index(drop=True))
+    events = load_events(settings, use_case, window["start"], window["end"])
+    scored = score_events(store, use_case, model, events)
     reference = {
         "model_version": model.version, "window": window, "rows": int(len(scored)),
         "columns": {c: column_profile(scored[c]) for c in [*model.features, PREDICTION]},

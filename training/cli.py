@@ -63,20 +63,13 @@ def cmd_promote(args) -> int:
 
 
 def cmd_score(args) -> int:
-    import pandas as pd
-
     from pipeline.feast_ops import feature_store
     from training.dataset import load_events
     from training.registry import ModelRegistry
     from training.score import score_events
 
     settings, use_case = context()
-    events = load_events(settings, use_case)
-    ts = events[use_case.event_timestamp]
-    if args.start:
-        events = events[ts >= pd.Timestamp(args.start, tz="UTC")]
-    if args.end:
-        events = events[events[use_case.event_timestamp] < pd.Timestamp(args.end, tz="UTC")]
+    events = load_events(settings, use_case, args.start, args.end)
     registry = ModelRegistry(settings.models)
     model = registry.load(args.version) if args.version else registry.load_champion()
     scored = score_events(feature_store(settings), use_case, model, events)

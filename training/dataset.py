@@ -65,12 +65,24 @@ def without_leakage(frame: pd.DataFrame, timestamp_column: str, id_column: str,
     return frame.drop(columns=[c for c in frame.columns if c.startswith(EVENT_TIMESTAMP_PREFIX)])
 
 
-def load_events(settings: Settings, use_case: UseCase) -> pd.DataFrame:
-    """The labelled events table built by the feature pipelines."""
+def _utc(value) -> pd.Timestamp:
+    stamp = pd.Timestamp(value)
+    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+
+
+def load_events(settings: Settings, use_case: UseCase, start=None, end=None,
+                include_end: bool = False) -> pd.DataFrame:
+    """The labelled events table built by the feature pipelines, optionally only the rows
+    whose event timestamp is in [start, end) ([start, end] with ``include_end``; naive
+    times are UTC). The window is applied while reading the Parquet file, so a week of
+    events does not cost a year's conversion to pandas."""
     path = settings.sources / f"{use_case.events_table}.parquet"
     if not path.is_file():
         raise TrainingError(f"{path} is missing: run the feature pipelines (`pipeline features`) first")
-    return pd.read_parquet(path)
+    ts = use_case.event_timestamp
+    filters = ([(ts, ">=", _utc(start))] if start is not None else []) + \
+              ([(ts, "<=" if include_end else "<", _utc(end))] if end is not None else [])
+    return pd.read_parquet(path, filters=filters or None)
 
 
 def entity_frame(events: pd.DataFrame, use_case: UseCase, extra_columns: Sequence[str] = ()) -> pd.DataFrame:

@@ -30,10 +30,8 @@ REQUIRED_METADATA = {"holdout_window", "features", "feature_service", "sha256"}
 def evaluation_frame(settings: Settings, use_case: UseCase, store, metadata: dict) -> pd.DataFrame:
     """The candidate's holdout window, with the FeatureService's features and the fields
     the behaviour checks vary."""
-    events = load_events(settings, use_case)
     window = metadata["holdout_window"]
-    ts = events[use_case.event_timestamp]
-    rows = events[(ts >= pd.Timestamp(window["start"])) & (ts <= pd.Timestamp(window["end"]))]
+    rows = load_events(settings, use_case, window["start"], window["end"], include_end=True)
     if rows.empty:
         raise TrainingError(f"no events in the candidate's holdout window {window['start']} .. {window['end']}")
     return training_set(store, use_case, rows, extra_columns=use_case.model_expectations.invariant_fields)

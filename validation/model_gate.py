@@ -68,8 +68,10 @@ def auc_standard_error(auc: float, positives: int, negatives: int) -> float:
     return math.sqrt(max(var, 0.0))
 
 
-def _predict(model: LoadedModel, frame: pd.DataFrame) -> np.ndarray:
-    return predict_proba(booster_from_bytes(model.model_bytes), feature_matrix(frame, model.features))
+def _predictor(model: LoadedModel) -> Callable[[pd.DataFrame], np.ndarray]:
+    """The model's probabilities for feature rows (the booster is parsed once)."""
+    booster = booster_from_bytes(model.model_bytes)
+    return lambda frame: predict_proba(booster, feature_matrix(frame, model.features))
 
 
 def load_candidate(registry: ModelRegistry, version: str, report: Report) -> LoadedModel | None:
@@ -171,7 +173,8 @@ def judge(
         return report
 
     y = frame[label].to_numpy(dtype=float)
-    p = _predict(candidate, frame)
+    predict = _predictor(candidate)
+    p = predict(frame)
     report.ran("finite_predictions")
     bad = ~np.isfinite(p)
     if bad.any():
@@ -200,7 +203,7 @@ def judge(
         report.stats["champion_comparison"] = "skipped: AUC undefined on this window (one label value)"
     elif champion is not None:
         if champion.features == candidate.features:
-            p_old = _predict(champion, frame)
+            p_old = _predictor(champion)(frame)
             old = holdout_metrics(y, p_old)
             report.stats["champion"] = old
             report.ran("champion_auc")
@@ -226,7 +229,7 @@ def judge(
 
     sample = frame.sample(n=min(config.behaviour_rows, len(frame)), random_state=config.seed)
     sample = sample.reset_index(drop=True)
-    base = _predict(candidate, sample)
+    base = predict(sample)
     report.stats["behaviour"] = {}
     for field in expectations.invariant_fields:
         report.ran(f"invariance:{field}")
@@ -236,7 +239,7 @@ def judge(
             continue
         varied = sample.copy()
         varied[field] = _perturbed(varied[field])
-        moved = np.abs(_predict(candidate, refetch(varied)) - base)
+        moved = np.abs(predict(refetch(varied)) - base)
         report.stats["behaviour"][f"invariance:{field}"] = float(moved.max(initial=0.0))
         if (moved > 1e-9).any():
             report.failures.append(Failure("invariance", "model", field,
@@ -249,7 +252,7 @@ def judge(
             continue
         low, high = sample.copy(), sample.copy()
         low[direction.feature], high[direction.feature] = direction.low, direction.high
-        shift = float(np.mean(_predict(candidate, high)) - np.mean(_predict(candidate, low)))
+        shift = float(np.mean(predict(high)) - np.mean(predict(low)))
         report.stats["behaviour"][f"direction:{direction.feature}"] = round(shift, 5)
         if direction.sign * shift < 0:
             report.failures.append(Failure(

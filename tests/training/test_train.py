@@ -89,3 +89,22 @@ def test_online_vectors_and_training_frames_give_the_same_matrix():
         feature_matrix([{"a": 1, "b": "x"}], ["a", "b"])
     with pytest.raises(TrainingError, match="absent"):
         feature_matrix([{"a": 1}], ["a", "b"])
+
+
+def test_load_events_window_is_applied_while_reading(slice_run, use_case):
+    """The window read from Parquet equals the same window cut in pandas, both end rules."""
+    from training.dataset import load_events
+
+    settings = slice_run["settings"]
+    everything = load_events(settings, use_case)
+    ts = everything[use_case.event_timestamp]
+    start, end = ts.iloc[len(ts) // 3], ts.iloc[len(ts) // 2]
+    sizes = []
+    for include_end, upper in ((False, ts < end), (True, ts <= end)):
+        expected = everything[(ts >= start) & upper].reset_index(drop=True)
+        got = load_events(settings, use_case, start, end, include_end=include_end)
+        pd.testing.assert_frame_equal(got, expected)
+        sizes.append(len(got))
+    assert 0 < sizes[0] < sizes[1]  # rows at exactly `end` tell the two rules apart
+    naive = load_events(settings, use_case, start.tz_convert("UTC").tz_localize(None))
+    assert len(naive) == int((ts >= start).sum())
