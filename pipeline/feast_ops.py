@@ -99,31 +99,21 @@ def check_sources(settings: Settings, use_case, store, end: datetime) -> Path:
     anything is loaded. (Rows after ``end`` are fine: Feast loads up to ``end`` only.)"""
     from pipeline.errors import PipelineError
     from pipeline.ingest import latest_snapshot
-    from validation.contracts import Context, read_table
+    from validation.contracts import Context
     from validation.feast_contracts import source_contracts as derive
-    from validation.feast_contracts import source_table_name
-    from validation.gates import finish, run_contracts
-    from validation.report import Failure, Report
+    from validation.gates import check_files, finish
+    from validation.report import Report
 
     views = [v for v in store.list_feature_views() if getattr(v.batch_source, "path", None)]
-    read = {source_table_name(v) for v in views}
+    paths = {Path(v.batch_source.path).stem: Path(v.batch_source.path) for v in views}
     contracts = {name: c for name, c in derive(views, store.list_entities(), use_case.source_rules).items()
-                 if name in read}
+                 if name in paths}
     report = Report("materialize", f"online store up to {end.isoformat()}")
-    frames = {}
-    for view in views:
-        path = Path(view.batch_source.path)
-        table = path.stem
-        try:
-            frames[table] = read_table(path)
-        except (OSError, ValueError) as e:  # missing or not Parquet (pyarrow raises ArrowInvalid, a ValueError)
-            report.failures.append(Failure("readable_parquet", table, None, f"{path}: {e}"))
-            contracts.pop(table, None)
     try:
         as_of = latest_snapshot(settings).as_of
     except PipelineError:
         as_of = None
-    run_contracts(report, frames, contracts, Context(now=datetime.now(timezone.utc), as_of=as_of))
+    check_files(report, paths, contracts, Context(now=datetime.now(timezone.utc), as_of=as_of))
     return finish(report, settings.reports)
 
 

@@ -25,8 +25,8 @@ from pipeline.errors import PipelineError
 from pipeline.ingest import Snapshot
 from pipeline.progress import Progress
 from pipeline.usecase import UseCase
-from validation.contracts import Context, TableContract, read_table
-from validation.gates import finish, run_contracts
+from validation.contracts import Context, TableContract
+from validation.gates import check_files, finish
 from validation.report import Report
 
 
@@ -69,8 +69,8 @@ def build_sources(
             if progress:
                 progress.say(f"{source.name}: {counts[source.name]:,} rows")
         report = Report("features", f"snapshot {snapshot.id}")
-        frames = {name: read_table(staging / f"{name}.parquet") for name in counts}
-        run_contracts(report, frames, contracts, Context(now=datetime.now(timezone.utc), as_of=snapshot.as_of))
+        check_files(report, {name: staging / f"{name}.parquet" for name in counts}, contracts,
+                    Context(now=datetime.now(timezone.utc), as_of=snapshot.as_of))
         path = finish(report, settings.reports)
         if progress:
             progress.say(f"contracts passed ({len(report.checks)} tables; report {path.name})")

@@ -33,23 +33,15 @@ def cmd_sources(args) -> int:
 
     from pipeline.feast_ops import source_contracts
     from pipeline.ingest import latest_snapshot
-    from validation.contracts import Context, read_table
-    from validation.gates import run_contracts
-    from validation.report import Failure, Report
+    from validation.contracts import Context
+    from validation.gates import check_files
+    from validation.report import Report
 
     settings, use_case = context()
     contracts = source_contracts(settings, use_case)
     report = Report("sources", str(settings.sources))
-    frames = {}
-    for name in contracts:
-        path = settings.sources / f"{name}.parquet"
-        try:
-            frames[name] = read_table(path)
-        except (OSError, ValueError) as e:
-            report.failures.append(Failure("readable_parquet", name, None, f"{path}: {e}"))
-    contracts = {k: v for k, v in contracts.items() if k in frames}
-    run_contracts(report, frames, contracts,
-                  Context(now=datetime.now(timezone.utc), as_of=latest_snapshot(settings).as_of))
+    check_files(report, {name: settings.sources / f"{name}.parquet" for name in contracts}, contracts,
+                Context(now=datetime.now(timezone.utc), as_of=latest_snapshot(settings).as_of))
     return _show(report, report.write(settings.reports))
 
 

@@ -13,7 +13,7 @@ from typing import Iterable, Mapping
 import numpy as np
 import pandas as pd
 
-from validation.contracts import Context, TableContract, validate_frame
+from validation.contracts import Context, TableContract, read_table, validate_frame
 from validation.report import Failure, GateFailed, Report
 
 
@@ -28,6 +28,20 @@ def run_contracts(report: Report, frames: Mapping[str, pd.DataFrame],
         failures, tolerated = validate_frame(contract, frames[name], ctx)
         report.extend(failures)
         report.tolerated.extend(tolerated)
+
+
+def check_files(report: Report, paths: Mapping[str, Path], contracts: Mapping[str, TableContract],
+                ctx: Context) -> None:
+    """Read each table's Parquet file and check it against its contract. An unreadable file
+    (missing, or not Parquet: pyarrow raises ArrowInvalid, a ValueError) is one
+    ``readable_parquet`` failure naming the file, and its contract is not run."""
+    frames = {}
+    for name, path in paths.items():
+        try:
+            frames[name] = read_table(path)
+        except (OSError, ValueError) as e:
+            report.failures.append(Failure("readable_parquet", name, None, f"{path}: {e}"))
+    run_contracts(report, frames, {n: c for n, c in contracts.items() if n in frames or n not in paths}, ctx)
 
 
 def accept_checks(report: Report, accept: Iterable[str]) -> None:

@@ -134,3 +134,30 @@ def test_pipeline_run_on_a_corrupted_raw_dir_fails_and_leaves_production_untouch
     for kept in ("online_store.db", "models/champion.json", "registry.db"):
         assert kept in before and before[kept] == after[kept], f"{kept} changed"
     assert any(k.startswith("reports/ingest-") for k in changed - set(before)), "no ingest report was written"
+
+
+def test_check_files_names_the_unreadable_file_and_still_checks_the_others(tmp_path):
+    """One reader for every stage gate over Parquet files: a missing or corrupt file is a
+    readable_parquet failure naming it, a readable file is still held to its contract, and a
+    contract whose table was not produced at all fails as table_present."""
+    from datetime import datetime, timezone
+
+    from validation.contracts import ColumnRule, Context, TableContract
+    from validation.gates import check_files
+    from validation.report import Report
+
+    contract = TableContract("t", {"x": ColumnRule(dtype="int64", nullable=False, min=0)}, volume=False)
+    good = tmp_path / "good.parquet"
+    pd.DataFrame({"x": [1, -5]}).to_parquet(good)
+    corrupt = tmp_path / "corrupt.parquet"
+    corrupt.write_text("x\n1\n")
+    contracts = {name: TableContract(name, contract.columns, volume=False)
+                 for name in ("good", "corrupt", "missing", "unproduced")}
+    report = Report("sources", "test")
+    check_files(report, {"good": good, "corrupt": corrupt, "missing": tmp_path / "missing.parquet"},
+                contracts, Context(now=datetime.now(timezone.utc)))
+    by_table = {(f.check, f.table) for f in report.failures}
+    assert ("readable_parquet", "corrupt") in by_table and ("readable_parquet", "missing") in by_table
+    assert any(f.table == "good" and f.column == "x" for f in report.failures)  # -5 < min
+    assert ("table_present", "unproduced") in by_table
+    assert all(str(tmp_path) in f.message for f in report.failures if f.check == "readable_parquet")
