@@ -58,7 +58,11 @@ def run_monitoring(settings: Settings, use_case: UseCase, store, rules: AlertRul
         summary["drift"] = drift.drift_summary(reference, log, features, use_case.event_timestamp,
                                                rules.min_drift_rows, rules.psi_max, recent_since)
         summary["distributions"] = _distributions(reference, log, features)
-        joined = quality.labelled_predictions(log, load_events(settings, use_case), use_case)
+        # A request's time is its event's entity timestamp (UseCase.request_time_field), so
+        # only the events inside the served window can match: read just those.
+        served_times = pd.to_datetime(log[use_case.event_timestamp], utc=True)
+        events = load_events(settings, use_case, served_times.min(), served_times.max(), include_end=True)
+        joined = quality.labelled_predictions(log, events, use_case)
         summary["quality"] = quality.quality_summary(joined, use_case.label, use_case.event_timestamp,
                                                      use_case.slices)
     summary["freshness"] = {"views": freshness.view_freshness(store, use_case.feature_service, at),
