@@ -77,6 +77,10 @@ class UseCase:
     #: Renders the example request ``make demo`` sends, from the events table.
     example_request: Callable[[pd.DataFrame], dict]
     event_timestamp: str = "event_timestamp"
+    #: Feast PushSources whose rows ``pipeline.push.push_window`` pushes online as time
+    #: passes (fresher than the nightly materialization). Each one's ``batch_source`` is a
+    #: source table holding only what was known at each row's event time.
+    push_sources: tuple[str, ...] = ()
     id_column: str | None = None
     #: The key of the list of entities in a /predict body, e.g. {"flights": [...]}.
     batch_key: str = "instances"
