@@ -8,7 +8,7 @@ next to its Feast definitions in ``feature_repo/usecase.py``.
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Mapping
 
 import pandas as pd
@@ -90,6 +90,11 @@ class UseCase:
     source_rules: Mapping[str, TableContract] = field(default_factory=dict)
     #: What the model gate expects of any model's behaviour.
     model_expectations: ModelExpectations = field(default_factory=ModelExpectations)
+
+    def with_feature_service(self, name: str | None) -> "UseCase":
+        """This use case with another FeatureService (one of its Feast definitions) for
+        training, the model gate and monitoring; ``None`` keeps the default."""
+        return replace(self, feature_service=name) if name else self
 
 
 def load_use_case(spec: str = "feature_repo.usecase:USE_CASE") -> UseCase:
