@@ -234,3 +234,25 @@ def test_training_uses_the_configured_feature_service(slice_run, tmp_path, monke
                                 "origin_recent__delayed_share_3h"]
     with pytest.raises(TrainingError, match="FeatureService 'late_arrival_v9' is not in the Feast registry"):
         service_features(store, "late_arrival_v9")
+
+
+def test_origin_recent_contract_takes_types_from_the_view_and_values_from_the_use_case(slice_run, use_case):
+    from validation.contracts import Context, read_table
+    from validation.gates import run_contracts
+    from validation.report import Report
+
+    settings, snapshot = slice_run["settings"], slice_run["snapshot"]
+    contract = feast_ops.source_contracts(settings, use_case)["origin_recent"]
+    assert contract.key == ("origin", "event_timestamp")
+    assert {c: r.dtype for c, r in contract.columns.items()} == {
+        "origin": "string", "event_timestamp": "timestamp", "departures_3h": "int64",
+        "mean_dep_delay_3h": "float64", "delayed_share_3h": "float64"}
+    frame = read_table(settings.sources / "origin_recent.parquet")
+    ctx = Context(now=datetime.now(timezone.utc), as_of=snapshot.as_of)
+    report = Report("features", "test")
+    run_contracts(report, {"origin_recent": frame}, {"origin_recent": contract}, ctx)
+    assert report.passed, report.render()
+    frame.loc[frame.index[:4], "delayed_share_3h"] = 1.5
+    run_contracts(report, {"origin_recent": frame}, {"origin_recent": contract}, ctx)
+    failures = {(f.check, f.table, f.column, f.failed_rows) for f in report.failures}
+    assert ("range", "origin_recent", "delayed_share_3h", 4) in failures, report.render()
