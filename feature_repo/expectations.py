@@ -106,6 +106,9 @@ SOURCE_RULES = {
         name: C(min=rule.min, max=rule.max, tolerance=rule.tolerance) for name, rule in _WEATHER.items()}}),
     "aircraft": TableContract("aircraft", {"plane_year": C(min=1900, max=2100),
                                            "seats": C(min=1, max=1000), "engines": C(min=1, max=8)}),
+    "origin_recent": TableContract("origin_recent", {
+        "origin": C(allowed=NYC_AIRPORTS), "departures_3h": C(nullable=False, min=0),
+        "mean_dep_delay_3h": C(**_DELAY), "delayed_share_3h": C(min=0.0, max=1.0)}),
     "carrier_daily": _DAILY,
     "origin_daily": _DAILY,
     "route_daily": _DAILY,

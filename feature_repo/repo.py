@@ -9,15 +9,19 @@ from feature_repo.definitions.data_sources import (  # noqa: F401
     carrier_daily_source,
     flight_request,
     origin_daily_source,
+    origin_recent_push,
+    origin_recent_source,
     route_daily_source,
+    weather_hourly_push,
     weather_hourly_source,
 )
 from feature_repo.definitions.entities import carrier, dest, origin, tailnum  # noqa: F401
-from feature_repo.definitions.feature_services import late_arrival_v1  # noqa: F401
+from feature_repo.definitions.feature_services import late_arrival_v1, late_arrival_v2  # noqa: F401
 from feature_repo.definitions.features import (  # noqa: F401
     aircraft,
     carrier_daily,
     origin_daily,
+    origin_recent,
     route_daily,
     weather_hourly,
 )

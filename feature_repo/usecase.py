@@ -101,6 +101,7 @@ USE_CASE = UseCase(
     sources=(
         SourceTable("labelled_events", "labelled_events.sql", {"tz": TIMEZONE}),
         SourceTable("weather_hourly", "weather_hourly.sql"),
+        SourceTable("origin_recent", "origin_recent.sql"),
         SourceTable("aircraft", "aircraft.sql"),
         SourceTable("carrier_daily", _DAILY, {"keys": "carrier", "tz": TIMEZONE}),
         SourceTable("origin_daily", _DAILY, {"keys": "origin", "tz": TIMEZONE}),
@@ -109,6 +110,8 @@ USE_CASE = UseCase(
     events_table="labelled_events",
     label="is_late",
     feature_service="late_arrival_v1",
+    # Hourly views fed online by pipeline.push.push_window as each hour closes.
+    push_sources=("weather_hourly_push", "origin_recent_push"),
     entity_columns=("origin", "dest", "carrier", "tailnum", "scheduled_departure"),
     request_fields=(
         RequestField("origin", "string", description="Departure airport, FAA code (e.g. JFK)"),

@@ -47,6 +47,9 @@ class Settings:
     profile: str = "embedded"
     #: host:port of Redis for the ``redis`` and ``spark`` profiles (REDIS_ADDRESS).
     redis_address: str = "127.0.0.1:6379"
+    #: The FeatureService training, the model gate and monitoring use (FEATURE_SERVICE),
+    #: instead of the use case's default; serving follows each model's own.
+    feature_service: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
@@ -60,7 +63,8 @@ class Settings:
         if profile not in PROFILES:
             raise ConfigError(f"PROFILE={profile!r} is not one of {', '.join(PROFILES)}")
         return cls(data_dir=data_dir.resolve(), raw_dir=raw_dir, profile=profile,
-                   redis_address=env.get("REDIS_ADDRESS") or "127.0.0.1:6379")
+                   redis_address=env.get("REDIS_ADDRESS") or "127.0.0.1:6379",
+                   feature_service=env.get("FEATURE_SERVICE") or None)
 
     @property
     def feature_repo(self) -> Path:

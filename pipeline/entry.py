@@ -7,14 +7,15 @@ Imports stay inside the functions so ``--help`` never pays for Feast or XGBoost.
 from __future__ import annotations
 
 
-def context():
-    """(Settings, UseCase) from the environment, with DATA_DIR exported for Feast."""
+def context(feature_service: str | None = None):
+    """(Settings, UseCase) from the environment, with DATA_DIR exported for Feast. The use
+    case's FeatureService is ``feature_service``, else FEATURE_SERVICE, else its default."""
     from pipeline.config import Settings
     from pipeline.usecase import load_use_case
 
     settings = Settings.from_env()
     settings.export()
-    return settings, load_use_case()
+    return settings, load_use_case().with_feature_service(feature_service or settings.feature_service)
 
 
 def run(args, gate_stream=None) -> int:

@@ -8,7 +8,7 @@ next to its Feast definitions in ``feature_repo/usecase.py``.
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Mapping
 
 import pandas as pd
@@ -77,6 +77,10 @@ class UseCase:
     #: Renders the example request ``make demo`` sends, from the events table.
     example_request: Callable[[pd.DataFrame], dict]
     event_timestamp: str = "event_timestamp"
+    #: Feast PushSources whose rows ``pipeline.push.push_window`` pushes online as time
+    #: passes (fresher than the nightly materialization). Each one's ``batch_source`` is a
+    #: source table holding only what was known at each row's event time.
+    push_sources: tuple[str, ...] = ()
     id_column: str | None = None
     #: The key of the list of entities in a /predict body, e.g. {"flights": [...]}.
     batch_key: str = "instances"
@@ -86,6 +90,11 @@ class UseCase:
     source_rules: Mapping[str, TableContract] = field(default_factory=dict)
     #: What the model gate expects of any model's behaviour.
     model_expectations: ModelExpectations = field(default_factory=ModelExpectations)
+
+    def with_feature_service(self, name: str | None) -> "UseCase":
+        """This use case with another FeatureService (one of its Feast definitions) for
+        training, the model gate and monitoring; ``None`` keeps the default."""
+        return replace(self, feature_service=name) if name else self
 
 
 def load_use_case(spec: str = "feature_repo.usecase:USE_CASE") -> UseCase:

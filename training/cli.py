@@ -16,7 +16,7 @@ def cmd_train(args) -> int:
     from pipeline.feast_ops import feature_store
     from training.train import TrainConfig, run_training
 
-    settings, use_case = context()
+    settings, use_case = context(feature_service=args.feature_service)
     config = TrainConfig(holdout_start=args.holdout_start, seed=args.seed, num_boost_round=args.rounds)
     result = run_training(settings, use_case, feature_store(settings), config,
                           say=lambda m: print(m, file=sys.stderr))
@@ -86,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--holdout-start", help="first day of the evaluation window (default: last 20%% of events)")
     train.add_argument("--seed", type=int, default=7)
     train.add_argument("--rounds", type=int, default=300, help="boosting rounds")
+    train.add_argument("--feature-service", help="the FeatureService to train on (default: $FEATURE_SERVICE, "
+                                                 "else the use case's default)")
     train.set_defaults(func=cmd_train)
     sub.add_parser("list", help="registered models (* = champion)").set_defaults(func=cmd_list)
     show = sub.add_parser("show", help="a model's metadata")

@@ -18,7 +18,14 @@ from training.errors import TrainingError
 
 def service_features(store, feature_service_name: str) -> list[str]:
     """The FeatureService's ordered feature list, as ``view__feature`` column names."""
-    service = store.get_feature_service(feature_service_name)
+    from feast.errors import FeatureServiceNotFoundException
+
+    try:
+        service = store.get_feature_service(feature_service_name)
+    except FeatureServiceNotFoundException:
+        known = [s.name for s in store.list_feature_services()]
+        raise TrainingError(f"FeatureService {feature_service_name!r} is not in the Feast registry "
+                            f"(it has {known}; run `pipeline apply` after defining it)") from None
     return [
         f"{projection.name_to_use()}__{feature.name}"
         for projection in service.feature_view_projections

@@ -1,10 +1,12 @@
 """Data sources: Parquet tables built by the DuckDB SQL in ``feature_repo/pipelines``.
 
 Paths come from ``DATA_DIR`` (see ``pipeline.config``); they are recorded in the registry
-at ``feast apply`` time.
+at ``feast apply`` time. Hourly tables are also push sources: a ``PushSource`` over the
+same Parquet table (its ``batch_source``), so training and materialization read the table
+while ``pipeline.push.push_window`` pushes each new hour's rows online as soon as it closes.
 """
 
-from feast import FileSource, RequestSource
+from feast import FileSource, PushSource, RequestSource
 from feast.data_format import ParquetFormat
 from feast.field import Field
 from feast.types import UnixTimestamp
@@ -32,10 +34,14 @@ def _parquet_source(name: str):
 
 
 weather_hourly_source = _parquet_source("weather_hourly")
+origin_recent_source = _parquet_source("origin_recent")
 aircraft_source = _parquet_source("aircraft")
 carrier_daily_source = _parquet_source("carrier_daily")
 origin_daily_source = _parquet_source("origin_daily")
 route_daily_source = _parquet_source("route_daily")
+
+weather_hourly_push = PushSource(name="weather_hourly_push", batch_source=weather_hourly_source)
+origin_recent_push = PushSource(name="origin_recent_push", batch_source=origin_recent_source)
 
 # Known only at request time: the scheduled departure instant (UTC) of the flight.
 flight_request = RequestSource(

@@ -20,7 +20,25 @@ weather_hourly = FeatureView(
         for name in ("temp", "dewp", "humid", "wind_dir", "wind_speed", "wind_gust",
                      "precip", "pressure", "visib")
     ],
-    source=src.weather_hourly_source,
+    source=src.weather_hourly_push,  # batch source: the weather_hourly table
+    online=True,
+    tags={"cadence": "hourly"},
+)
+
+# The origin's departures over the last 3 hours, a row at every hour boundary (see
+# pipelines/origin_recent.sql), pushed online as each hour closes. Offline every request
+# finds the row of the hour it falls in (under an hour old); online, a value over 2 hours
+# old means the pushes stopped, and a 2-5 hour old window must not pass for a recent one.
+origin_recent = FeatureView(
+    name="origin_recent",
+    entities=[origin],
+    ttl=timedelta(hours=2),
+    schema=[
+        Field(name="departures_3h", dtype=Int64),
+        Field(name="mean_dep_delay_3h", dtype=Float64),
+        Field(name="delayed_share_3h", dtype=Float64),
+    ],
+    source=src.origin_recent_push,  # batch source: the origin_recent table
     online=True,
     tags={"cadence": "hourly"},
 )

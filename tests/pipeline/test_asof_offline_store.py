@@ -282,3 +282,19 @@ def test_to_parquet_and_persist_write_the_joined_rows(repo, tmp_path):
     job = store.get_historical_features(entity_df=frame, features=FEATURE_REFS)
     job.persist(SavedDatasetFileStorage(path=str(tmp_path / "saved.parquet")))
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "saved.parquet"), job.to_df(), check_dtype=False)
+
+
+def test_a_view_fed_by_a_push_source_joins_its_batch_source(repo, tmp_path):
+    """Feast gives a view whose source is a PushSource the push source's ``batch_source``
+    as ``batch_source``: the ASOF store plans the same join over the same Parquet file."""
+    from feast import FeatureView, PushSource
+
+    from pipeline.asof_offline_store import view_plan
+
+    _, store = repo
+    plain = store.get_feature_view("a")
+    pushed = FeatureView(name="a", entities=[store.get_entity("k")], ttl=plain.ttl, schema=plain.schema,
+                         source=PushSource(name="a_push", batch_source=plain.batch_source), online=False)
+    refs = ["a:a1", "a:a2"]
+    for full_names in (False, True):
+        assert view_plan(pushed, refs, full_names) == view_plan(plain, refs, full_names) is not None
