@@ -27,6 +27,9 @@ class FakeStore:
     def list_feature_views(self):
         return [SimpleNamespace(name="w", ttl=timedelta(hours=3)), SimpleNamespace(name="a", ttl=timedelta(0))]
 
+    def list_on_demand_feature_views(self):
+        return []  # 'od' is answered like a pandas-mode view: by get_online_features itself
+
     def get_online_features(self, features, entity_rows, full_feature_names):
         self.entity_rows = entity_rows
         out = {}
