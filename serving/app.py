@@ -103,9 +103,7 @@ class ServingState:
         vectors = self.lookup(model, entities)
         matrix = feature_matrix([v.values for v in vectors], model.model.features)
         probabilities = predict_proba(model.booster, matrix)
-        histogram = self.metrics.predictions.labels(model.version)
-        for p in probabilities:
-            histogram.observe(float(p))
+        self.metrics.observe_predictions(model.version, probabilities)
         return model, vectors, probabilities
 
     def log_served(self, endpoint: str, model: ServingModel, entities, vectors, probabilities) -> None:

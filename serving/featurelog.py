@@ -12,8 +12,10 @@ it was served), with
   ``missing_features`` and ``stale_features`` (lists), and ``probability`` (null for
   ``/features``).
 
-Rows are buffered and written in batches (``FEATURE_LOG_BATCH_ROWS`` rows, or when the
-oldest buffered row is ``FEATURE_LOG_FLUSH_SECONDS`` old), and on shutdown. A file is
+A request only appends a reference to what it served to an in-memory buffer; a writer
+thread (one per process, started on the first append) turns the buffer into rows and
+Parquet off the request path, once ``FEATURE_LOG_BATCH_ROWS`` rows are buffered or the
+oldest is ``FEATURE_LOG_FLUSH_SECONDS`` old; shutdown writes the rest. A file is
 written under a dot-name and renamed into place, so readers never see half a file (read
 ``*.parquet``). ``FEATURE_LOG_SAMPLE_RATE`` (0..1) samples whole requests with a seeded
 generator.
@@ -74,9 +76,16 @@ class FeatureLogger:
         self.time_field = time_field
         self.event_timestamp = event_timestamp
         self._random = random.Random(config.seed)
-        self._rows: list[dict] = []
+        #: Served requests not yet written: (served_at, request_id, endpoint, model_version,
+        #: feature_service, features, entities, vectors, probabilities).
+        self._pending: list[tuple] = []
+        self._pending_rows = 0
         self._oldest = 0.0
         self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._writing = 0  # batches taken by a writer and not yet on disk
+        self._writer: threading.Thread | None = None
+        self._writer_pid = 0
         self._files = 0
         self.closed = False
 
@@ -89,47 +98,107 @@ class FeatureLogger:
 
     def append(self, endpoint: str, model_version: str, feature_service: str, features: Sequence[str],
                entities: Sequence[dict], vectors, probabilities: Sequence[float] | None) -> None:
-        """Buffer one request's rows (call only when :meth:`sampled` said so)."""
-        now = datetime.now(timezone.utc)
-        request_id = uuid.uuid4().hex
-        rows = []
-        for i, (entity, vector) in enumerate(zip(entities, vectors)):
-            row = {"request_id": request_id, "entity_index": i, "served_at": now, "endpoint": endpoint,
-                   "model_version": model_version, "feature_service": feature_service}
-            row.update({f.name: entity.get(f.name) for f in self.request_fields})
-            row[self.event_timestamp] = entity[self.time_field]
-            for feature in features:
-                value = vector.values.get(feature)
-                row[feature] = None if value is None else float(value)
-            row["missing_features"] = list(vector.missing)
-            row["stale_features"] = list(vector.stale)
-            row["probability"] = None if probabilities is None else float(probabilities[i])
-            rows.append(row)
+        """Buffer one request (call only when :meth:`sampled` said so): no rows built, nothing
+        written here. ``entities``, ``vectors`` and ``probabilities`` must not change afterwards."""
+        record = (datetime.now(timezone.utc), uuid.uuid4().hex, endpoint, model_version, feature_service,
+                  features, entities, vectors, probabilities)
         with self._lock:
-            if not self._rows:
+            if not self._pending:
                 self._oldest = time.monotonic()
-            self._rows.extend(rows)
-            due = (len(self._rows) >= self.config.batch_rows
-                   or time.monotonic() - self._oldest >= self.config.flush_seconds)
-            batch = self._take() if due else []
-        if batch:
-            self._write(batch)
+            self._pending.append(record)
+            self._pending_rows += len(entities)
+            if self._writer is None or self._writer_pid != os.getpid():  # first append, or a forked child
+                self._writer_pid = os.getpid()
+                self._writer = threading.Thread(target=self._run_writer, name="feature-log-writer", daemon=True)
+                self._writer.start()
+            if self._pending_rows >= self.config.batch_rows:
+                self._wake.notify_all()
 
-    def _take(self) -> list[dict]:
-        rows, self._rows = self._rows, []
-        return rows
+    def _take(self) -> list[tuple]:
+        """(Under the lock.) The buffered requests; the caller writes them."""
+        batch, self._pending, self._pending_rows = self._pending, [], 0
+        if batch:
+            self._writing += 1
+        return batch
+
+    def _run_writer(self) -> None:
+        while True:
+            with self._lock:
+                while not self.closed:
+                    if self._pending_rows >= self.config.batch_rows:
+                        break
+                    wait = None
+                    if self._pending:
+                        wait = self._oldest + self.config.flush_seconds - time.monotonic()
+                        if wait <= 0:
+                            break
+                    self._wake.wait(wait)
+                if self.closed:
+                    return
+                batch = self._take()
+            self._write_batch(batch)
+
+    def _write_batch(self, batch: list[tuple], raise_errors: bool = False) -> Path | None:
+        try:
+            return self._write(self._rows(batch)) if batch else None
+        except Exception:
+            if raise_errors:
+                raise
+            # In the writer thread: a full disk must not stop the writer (requests never wait on it).
+            log.exception("feature log: could not write %d request(s)", len(batch))
+            return None
+        finally:
+            if batch:
+                with self._lock:
+                    self._writing -= 1
+                    self._wake.notify_all()
+
+    def wait_written(self, timeout: float = 10.0) -> bool:
+        """Wait until no full batch is buffered or being written (tests); False on timeout."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while self._writing or self._pending_rows >= self.config.batch_rows:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._wake.wait(remaining)
+        return True
 
     def flush(self) -> Path | None:
-        """Write whatever is buffered now; return the file written (None if nothing was)."""
+        """Write whatever is buffered now, in this thread; return the file written (None if nothing was)."""
         with self._lock:
             batch = self._take()
-        return self._write(batch) if batch else None
+        return self._write_batch(batch, raise_errors=True)
 
     def close(self) -> None:
-        """Flush on shutdown (gunicorn's worker_exit, or atexit); safe to call twice."""
-        if not self.closed:
+        """Flush on shutdown (gunicorn's worker_exit, or atexit) and stop the writer; safe to call twice."""
+        if self.closed:
+            return
+        with self._lock:
             self.closed = True
-            self.flush()
+            self._wake.notify_all()
+        writer = self._writer
+        if writer is not None and writer is not threading.current_thread() and self._writer_pid == os.getpid():
+            writer.join(timeout=30)
+        self.flush()
+
+    def _rows(self, batch: list[tuple]) -> list[dict]:
+        rows = []
+        for served_at, request_id, endpoint, model_version, feature_service, features, entities, vectors, \
+                probabilities in batch:
+            for i, (entity, vector) in enumerate(zip(entities, vectors)):
+                row = {"request_id": request_id, "entity_index": i, "served_at": served_at, "endpoint": endpoint,
+                       "model_version": model_version, "feature_service": feature_service}
+                row.update({f.name: entity.get(f.name) for f in self.request_fields})
+                row[self.event_timestamp] = entity[self.time_field]
+                for feature in features:
+                    value = vector.values.get(feature)
+                    row[feature] = None if value is None else float(value)
+                row["missing_features"] = list(vector.missing)
+                row["stale_features"] = list(vector.stale)
+                row["probability"] = None if probabilities is None else float(probabilities[i])
+                rows.append(row)
+        return rows
 
     def _write(self, rows: list[dict]) -> Path:
         import pyarrow as pa
