@@ -26,9 +26,12 @@ from feature_repo.definitions.data_sources import flight_request
 def departure_time(inputs: dict) -> dict:
     """Local (America/New_York) hour, weekday (Monday=0) and month of the scheduled departure.
 
-    A timezone-naive instant is read as UTC; a missing one gives missing features."""
+    Offline and through this server the instant is a datetime (a timezone-naive one is read
+    as UTC); Feast's own online read hands over request values as sent, so ``feast serve``
+    gives a number: seconds since the epoch (Feast's ``UnixTimestamp``). A missing instant
+    gives missing features."""
     # Feast serialises this function; it must carry its imports.
-    from datetime import timezone
+    from datetime import datetime, timezone
     from zoneinfo import ZoneInfo
 
     new_york = ZoneInfo("America/New_York")
@@ -39,6 +42,10 @@ def departure_time(inputs: dict) -> dict:
             weekdays.append(None)
             months.append(None)
             continue
+        if isinstance(when, (int, float)) and not isinstance(when, bool):
+            when = datetime.fromtimestamp(when, tz=timezone.utc)
+        elif not isinstance(when, datetime):
+            raise TypeError(f"scheduled_departure: expected a datetime or epoch seconds, got {when!r}")
         if when.tzinfo is None:
             when = when.replace(tzinfo=timezone.utc)
         local = when.astimezone(new_york)
