@@ -97,11 +97,13 @@ class FeatureLogger:
             return self._random.random() < rate
 
     def append(self, endpoint: str, model_version: str, feature_service: str, features: Sequence[str],
-               entities: Sequence[dict], vectors, probabilities: Sequence[float] | None) -> None:
+               entities: Sequence[dict], vectors, probabilities: Sequence[float] | None,
+               matrix=None) -> None:
         """Buffer one request (call only when :meth:`sampled` said so): no rows built, nothing
-        written here. ``entities``, ``vectors`` and ``probabilities`` must not change afterwards."""
+        written here. ``matrix`` is the model input already built for ``vectors`` (float64,
+        ``features`` order; None: built by the writer). None of them may change afterwards."""
         record = (datetime.now(timezone.utc), uuid.uuid4().hex, endpoint, model_version, feature_service,
-                  features, entities, vectors, probabilities)
+                  tuple(features), entities, vectors, probabilities, matrix)
         with self._lock:
             if not self._pending:
                 self._oldest = time.monotonic()
@@ -140,7 +142,14 @@ class FeatureLogger:
 
     def _write_batch(self, batch: list[tuple], raise_errors: bool = False) -> Path | None:
         try:
-            return self._write(self._rows(batch)) if batch else None
+            written = None
+            # One file per feature list (a model swap may change it within a batch).
+            by_features: dict[tuple, list[tuple]] = {}
+            for record in batch:
+                by_features.setdefault(record[5], []).append(record)
+            for records in by_features.values():
+                written = self._write(self._table(records), records[0][0])
+            return written
         except Exception:
             if raise_errors:
                 raise
@@ -182,36 +191,61 @@ class FeatureLogger:
             writer.join(timeout=30)
         self.flush()
 
-    def _rows(self, batch: list[tuple]) -> list[dict]:
-        rows = []
-        for served_at, request_id, endpoint, model_version, feature_service, features, entities, vectors, \
-                probabilities in batch:
-            for i, (entity, vector) in enumerate(zip(entities, vectors)):
-                row = {"request_id": request_id, "entity_index": i, "served_at": served_at, "endpoint": endpoint,
-                       "model_version": model_version, "feature_service": feature_service}
-                row.update({f.name: entity.get(f.name) for f in self.request_fields})
-                row[self.event_timestamp] = entity[self.time_field]
-                for feature in features:
-                    value = vector.values.get(feature)
-                    row[feature] = None if value is None else float(value)
-                row["missing_features"] = list(vector.missing)
-                row["stale_features"] = list(vector.stale)
-                row["probability"] = None if probabilities is None else float(probabilities[i])
-                rows.append(row)
-        return rows
-
-    def _write(self, rows: list[dict]) -> Path:
+    def _table(self, records: list[tuple]):
+        """The rows of ``records`` (one feature list) as an Arrow table, column by column: the
+        features straight from the model input matrices (None -> NaN -> null)."""
+        import numpy as np
         import pyarrow as pa
+
+        from training.dataset import feature_matrix
+
+        features = list(records[0][5])
+        utc = pa.timestamp("us", "UTC")
+        kinds = {"string": pa.string(), "int": pa.int64(), "timestamp": utc}
+        columns: dict[str, list] = {name: [] for name in (
+            "request_id", "entity_index", "served_at", "endpoint", "model_version", "feature_service",
+            *[f.name for f in self.request_fields], self.event_timestamp, "missing_features", "stale_features",
+            "probability")}
+        matrices = []
+        for served_at, request_id, endpoint, model_version, feature_service, _, entities, vectors, \
+                probabilities, matrix in records:
+            n = len(entities)
+            columns["request_id"] += [request_id] * n
+            columns["entity_index"] += range(n)
+            columns["served_at"] += [served_at] * n
+            columns["endpoint"] += [endpoint] * n
+            columns["model_version"] += [model_version] * n
+            columns["feature_service"] += [feature_service] * n
+            for field in self.request_fields:
+                columns[field.name] += [entity.get(field.name) for entity in entities]
+            columns[self.event_timestamp] += [entity[self.time_field] for entity in entities]
+            columns["missing_features"] += [v.missing for v in vectors]
+            columns["stale_features"] += [v.stale for v in vectors]
+            columns["probability"] += [None] * n if probabilities is None else [float(p) for p in probabilities]
+            matrices.append(feature_matrix([v.values for v in vectors], features) if matrix is None else matrix)
+        values = np.vstack(matrices) if matrices else np.empty((0, len(features)))
+        fixed = {"request_id": pa.string(), "entity_index": pa.int32(), "served_at": utc,
+                 "endpoint": pa.string(), "model_version": pa.string(), "feature_service": pa.string(),
+                 **{f.name: kinds[f.kind] for f in self.request_fields}, self.event_timestamp: utc,
+                 "missing_features": pa.list_(pa.string()), "stale_features": pa.list_(pa.string()),
+                 "probability": pa.float64()}
+        arrays = {name: pa.array(columns[name], type=fixed[name]) for name in list(columns)[:-3]}
+        arrays.update({f: pa.array(values[:, j], type=pa.float64(), from_pandas=True)
+                       for j, f in enumerate(features)})
+        arrays.update({name: pa.array(columns[name], type=fixed[name])
+                       for name in ("missing_features", "stale_features", "probability")})
+        return pa.table(arrays)
+
+    def _write(self, table, served_at: datetime) -> Path:
         import pyarrow.parquet as pq
 
-        table = pa.Table.from_pylist(rows, schema=self._schema(rows[0]))
-        day = rows[0]["served_at"].strftime("%Y-%m-%d")
+        day = served_at.strftime("%Y-%m-%d")
         directory = self.config.directory / f"date={day}"
         directory.mkdir(parents=True, exist_ok=True)
         with self._lock:
             self._files += 1
             seq = self._files
-        name = f"part-{rows[0]['served_at']:%Y%m%dT%H%M%S}-{os.getpid()}-{seq:06d}-{uuid.uuid4().hex[:8]}.parquet"
+        name = f"part-{served_at:%Y%m%dT%H%M%S}-{os.getpid()}-{seq:06d}-{uuid.uuid4().hex[:8]}.parquet"
         final = directory / name
         tmp = directory / f".{name}.tmp"
         try:
@@ -221,15 +255,3 @@ class FeatureLogger:
             tmp.unlink(missing_ok=True)
             raise
         return final
-
-    def _schema(self, row: dict):
-        import pyarrow as pa
-
-        utc = pa.timestamp("us", "UTC")
-        kinds = {"string": pa.string(), "int": pa.int64(), "timestamp": utc}
-        fixed = {"request_id": pa.string(), "entity_index": pa.int32(), "served_at": utc,
-                 "endpoint": pa.string(), "model_version": pa.string(), "feature_service": pa.string(),
-                 **{f.name: kinds[f.kind] for f in self.request_fields},
-                 self.event_timestamp: utc, "missing_features": pa.list_(pa.string()),
-                 "stale_features": pa.list_(pa.string()), "probability": pa.float64()}
-        return pa.schema([pa.field(name, fixed.get(name, pa.float64())) for name in row])

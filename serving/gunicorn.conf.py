@@ -45,6 +45,17 @@ def on_starting(server):
     path.mkdir(parents=True, exist_ok=True)
 
 
+def post_worker_init(worker):
+    """Once the app is loaded: move everything it allocated (Feast's registry, protobufs, the
+    model: ~265,000 objects) out of the garbage collector's reach. Otherwise every full collection
+    walks them all: a ~200 ms pause in the middle of some request (measured on a 100-entity
+    /predict); after ``gc.freeze()`` it is ~2 ms."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
+
+
 def child_exit(server, worker):
     from prometheus_client import multiprocess
 
