@@ -11,9 +11,9 @@ That is the one place where this platform corrects Feast's online semantics. It 
 where a failing online store becomes :class:`StoreUnavailable` (HTTP 503): Feast's SQLite
 store keeps one connection per process and never reopens it, so after a failure the
 cached connection is dropped and the next request connects afresh
-(:func:`reset_online_connection`). Redis clients reconnect by themselves. And Feast's
-file registry is rewritten in place while readers may re-read it: a read that finds it
-truncated is retried after a full re-read (:func:`registry_errors`).
+(:func:`reset_online_connection`). Redis clients reconnect by themselves. A registry
+that cannot be read is a 503 too (:func:`registry_errors`); it is never half-written: the
+file registry is written atomically (``pipeline/atomic_registry.py``).
 
 **Direct read.** With the packed SQLite store (``pipeline/packed_sqlite_store.py``, the
 embedded profile) the batch views are read straight from its tables (one ``SELECT`` per
@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import functools
 import sqlite3
-import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Sequence
@@ -65,7 +64,7 @@ STORE_ERRORS = _store_errors()
 
 @functools.cache
 def registry_errors() -> tuple[type[BaseException], ...]:
-    """What reading a half-written Feast file registry raises (imported on first need:
+    """What reading a missing or broken Feast registry raises (imported on first need:
     importing Feast takes seconds)."""
     from feast.errors import FeatureServiceNotFoundException, FeatureViewNotFoundException
     from google.protobuf.message import DecodeError
@@ -76,8 +75,6 @@ def registry_errors() -> tuple[type[BaseException], ...]:
 #: Decoded packed rows kept per batch view (:meth:`DirectRead._decoder`).
 DECODE_CACHE_ENTRIES = 20_000
 
-REGISTRY_RETRIES = 3
-REGISTRY_RETRY_SECONDS = 0.05
 
 
 def reset_online_connection(store) -> None:
@@ -352,33 +349,21 @@ class OnlineFeatures:
         return row
 
     def _read(self, rows: list[dict]) -> dict:
-        for attempt in range(REGISTRY_RETRIES + 1):
-            try:
-                if self.direct is not None:
-                    out = self.direct.read(rows)
-                else:
-                    out = self.store.get_online_features(
-                        features=self.service, entity_rows=rows, full_feature_names=True
-                    ).to_dict(include_event_timestamps=True)
-                if self.on_demand:
-                    self.on_demand.add(rows, out, self.join_keys)
-                return out
-            except STORE_ERRORS as e:
-                reset_online_connection(self.store)
-                raise StoreUnavailable(f"online store unavailable: {type(e).__name__}: {e}") from e
-            except registry_errors() as e:
-                # Feast rewrites its file registry in place (truncate, then write), and
-                # re-reads it whenever its mtime changes: a read that overlaps a write
-                # (`materialize` records its progress there) sees a truncated registry and
-                # may keep it cached. Wait, re-read it in full, and try again.
-                if attempt == REGISTRY_RETRIES:
-                    raise StoreUnavailable(f"feature registry unreadable: {type(e).__name__}: {e}") from e
-                time.sleep(REGISTRY_RETRY_SECONDS * (attempt + 1))
-                try:
-                    self.store.refresh_registry()
-                except registry_errors():
-                    pass
-        raise AssertionError("unreachable")
+        try:
+            if self.direct is not None:
+                out = self.direct.read(rows)
+            else:
+                out = self.store.get_online_features(
+                    features=self.service, entity_rows=rows, full_feature_names=True
+                ).to_dict(include_event_timestamps=True)
+        except STORE_ERRORS as e:
+            reset_online_connection(self.store)
+            raise StoreUnavailable(f"online store unavailable: {type(e).__name__}: {e}") from e
+        except registry_errors() as e:
+            raise StoreUnavailable(f"feature registry unreadable: {type(e).__name__}: {e}") from e
+        if self.on_demand:
+            self.on_demand.add(rows, out, self.join_keys)
+        return out
 
     def probe(self, entity: dict) -> None:
         """One real online read (the serving path) for a made-up entity; raises
