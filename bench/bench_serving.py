@@ -3,8 +3,9 @@ against `feast serve` (features only, Feast's stock SQLite store materialized fr
 sources up to the same instant) and a floor app (Flask + one SQLite row per entity +
 inplace_predict).
 
-Each server runs 2 worker processes on 127.0.0.1, all three at once; a bounded thread-pool
-client (a new connection per request for every server) sends real flights (1 or 100 per
+Each server runs 2 worker processes on 127.0.0.1 (this server and the floor app: gunicorn's
+gthread workers, 4 threads each; feast serve: its own uvicorn workers), all three at once;
+a bounded thread-pool client (a new connection per request for every server) sends real flights (1 or 100 per
 request) at concurrency 1, 8 and 32 for a fixed time per cell, the three servers back to
 back in each cell, and records p50/p99 latency and requests/s.
 Needs `make pipeline` (DATA_DIR with a promoted model and a materialized online store).
@@ -40,6 +41,9 @@ from pipeline.config import Settings  # noqa: E402
 from serving.cli import wait_ready  # noqa: E402
 
 CONCURRENCY = (1, 8, 32)
+#: gunicorn workers and threads per worker, the same for this server and the floor app
+#: (feast serve runs 2 uvicorn workers).
+WORKERS, THREADS = 2, 4
 BATCHES = (1, 100)
 BODIES = 200
 
@@ -247,10 +251,11 @@ def main() -> int:
             [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "serving" / "gunicorn.conf.py"),
              "serving.app:create_app()"],
             "/predict", "/healthz",
-            {**env, "WEB_CONCURRENCY": "2", "ACCESS_LOG": "", "PROMETHEUS_MULTIPROC_DIR": str(workdir / "metrics"),
-             "DATA_DIR": str(settings.data_dir)}, None),
+            {**env, "WEB_CONCURRENCY": str(WORKERS), "WEB_THREADS": str(THREADS), "ACCESS_LOG": "",
+             "PROMETHEUS_MULTIPROC_DIR": str(workdir / "metrics"), "DATA_DIR": str(settings.data_dir)}, None),
         "floor app": (
-            [sys.executable, "-m", "gunicorn", "-w", "2", "--no-control-socket", "--chdir", str(ROOT / "bench"),
+            [sys.executable, "-m", "gunicorn", "-w", str(WORKERS), "--worker-class", "gthread",
+             "--threads", str(THREADS), "--no-control-socket", "--chdir", str(ROOT / "bench"),
              "-b", "127.0.0.1:{port}",
              "floor_app:create_app()"],
             "/predict", "/healthz", {**env, **floor_env}, None),
@@ -301,7 +306,8 @@ def main() -> int:
     ]
     errors = sum(r["errors"] for r in rows)
     write_result("serving", "Online serving, the same data materialized to the same instant (this server: "
-                 "packed SQLite store, direct read; feast serve: Feast's stock SQLite store), 2 workers per server, "
+                 "packed SQLite store, direct read; feast serve: Feast's stock SQLite store), 2 workers per server "
+                 f"(this server and the floor app: gthread, {THREADS} threads each), "
                  f"{args.seconds:.0f} s per cell, a new connection per request; /predict includes features, "
                  "TTL checks, prediction, metrics and the feature log (sample rate 1); feast serve only "
                  f"returns features. Failed requests in all cells: {errors}",

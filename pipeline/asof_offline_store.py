@@ -28,7 +28,8 @@ proves them against a brute-force reference and against the stock store):
 * Every entity row comes back exactly once, in the input order; a null join key or
   timestamp gives missing features, never a dropped row.
 * ``full_feature_names`` names columns ``view__feature``; on-demand feature views run after
-  the join through Feast's own :class:`RetrievalJob` (``to_arrow``/``to_df``).
+  the join through Feast's own :class:`RetrievalJob` (``to_arrow``/``to_df``); a python-mode
+  view is handed only the columns it declares (:class:`DeclaredInputsOnly`).
 
 Entity sets may be a pandas DataFrame, a Parquet path (a string or :class:`pathlib.Path`
 ending in ``.parquet``, globs allowed) or a DuckDB SQL query string; the last two never
@@ -294,6 +295,35 @@ def _describe(entity_df: EntitySet) -> str:
     return repr(text if len(text) < 200 else text[:200] + "...")
 
 
+class DeclaredInputsOnly:
+    """A python-mode on-demand view whose ``transform_arrow`` is given only the columns it
+    declares (its request fields, its source views' features, the join keys): what Feast's
+    online read hands it. Everything else is the view itself.
+
+    Feast's python-mode ``transform_arrow`` turns the whole table it gets into Python objects
+    (``to_pydict``) before calling the function; after the join that is every feature and
+    entity column (the flights training set: ~10 s instead of ~1 s for the one column the
+    view reads). The function's answer is the same: it can only read what it declares online.
+    """
+
+    def __init__(self, odfv: OnDemandFeatureView, join_keys: set[str]):
+        self._odfv = odfv
+        columns = set(join_keys)
+        columns.update(f.name for source in odfv.source_request_sources.values() for f in source.schema)
+        for projection in odfv.source_feature_view_projections.values():
+            for feature in projection.features:
+                columns.update((feature.name, f"{projection.name}__{feature.name}",
+                                f"{projection.name_to_use()}__{feature.name}"))
+        self.declared_columns = frozenset(columns)
+
+    def __getattr__(self, name):
+        return getattr(self._odfv, name)
+
+    def transform_arrow(self, pa_table: pa.Table, full_feature_names: bool = False) -> pa.Table:
+        keep = [c for c in pa_table.column_names if c in self.declared_columns]
+        return self._odfv.transform_arrow(pa_table.select(keep), full_feature_names)
+
+
 class AsofRetrievalJob(RetrievalJob):
     """Runs the ASOF JOIN when asked for the result; on-demand views via Feast's ``to_arrow``.
 
@@ -312,6 +342,10 @@ class AsofRetrievalJob(RetrievalJob):
         self._entity_df = entity_df
         self._views = views
         self._odfvs = on_demand_feature_views
+        join_keys = {entity for view in views for _, entity in view.join_keys}
+        #: What Feast's ``to_arrow`` applies: python-mode views see only their declared inputs.
+        self._applied_odfvs = [DeclaredInputsOnly(o, join_keys) if o.mode == "python" else o
+                               for o in on_demand_feature_views]
         self._full_feature_names = full_feature_names
         self._feature_refs = feature_refs
         self._metadata: Optional[RetrievalMetadata] = None
@@ -377,7 +411,7 @@ class AsofRetrievalJob(RetrievalJob):
 
     @property
     def on_demand_feature_views(self) -> List[OnDemandFeatureView]:
-        return self._odfvs
+        return self._applied_odfvs
 
     @property
     def metadata(self) -> Optional[RetrievalMetadata]:

@@ -94,8 +94,9 @@ class ServingState:
         self.metrics.observe_vectors(vectors)
         return vectors
 
-    def predict(self, entities: list[dict], model: ServingModel | None = None) -> tuple[ServingModel, list, list]:
-        """(model, vectors, probabilities) for ``entities``, all from one model."""
+    def predict(self, entities: list[dict],
+                model: ServingModel | None = None) -> tuple[ServingModel, list, object, list]:
+        """(model, vectors, model input matrix, probabilities) for ``entities``, all from one model."""
         from training.dataset import feature_matrix
         from training.model import predict_proba
 
@@ -103,15 +104,13 @@ class ServingState:
         vectors = self.lookup(model, entities)
         matrix = feature_matrix([v.values for v in vectors], model.model.features)
         probabilities = predict_proba(model.booster, matrix)
-        histogram = self.metrics.predictions.labels(model.version)
-        for p in probabilities:
-            histogram.observe(float(p))
-        return model, vectors, probabilities
+        self.metrics.observe_predictions(model.version, probabilities)
+        return model, vectors, matrix, probabilities
 
-    def log_served(self, endpoint: str, model: ServingModel, entities, vectors, probabilities) -> None:
+    def log_served(self, endpoint: str, model: ServingModel, entities, vectors, probabilities, matrix=None) -> None:
         if self.feature_log is not None and self.feature_log.sampled():
             self.feature_log.append(endpoint, model.version, model.feature_service, model.model.features,
-                                    entities, vectors, probabilities)
+                                    entities, vectors, probabilities, matrix)
 
     def probe_entity(self) -> dict:
         """A made-up entity for the readiness read (keys match nothing)."""
@@ -231,9 +230,9 @@ def create_app(test_config: dict | None = None) -> Flask:
             raise RequestError("body", "is not valid JSON")
         use_case = config.use_case
         entities = parse_predict_body(body, use_case.request_fields, use_case.batch_key, config.max_batch)
-        model, vectors, probabilities = state.predict(entities, g.model)
+        model, vectors, matrix, probabilities = state.predict(entities, g.model)
         state.metrics.entities.labels("/predict").inc(len(entities))
-        state.log_served("/predict", model, entities, vectors, probabilities)
+        state.log_served("/predict", model, entities, vectors, probabilities, matrix)
         return jsonify({
             "model_version": model.version,
             "feature_service": model.feature_service,

@@ -12,8 +12,10 @@ it was served), with
   ``missing_features`` and ``stale_features`` (lists), and ``probability`` (null for
   ``/features``).
 
-Rows are buffered and written in batches (``FEATURE_LOG_BATCH_ROWS`` rows, or when the
-oldest buffered row is ``FEATURE_LOG_FLUSH_SECONDS`` old), and on shutdown. A file is
+A request only appends a reference to what it served to an in-memory buffer; a writer
+thread (one per process, started on the first append) turns the buffer into rows and
+Parquet off the request path, once ``FEATURE_LOG_BATCH_ROWS`` rows are buffered or the
+oldest is ``FEATURE_LOG_FLUSH_SECONDS`` old; shutdown writes the rest. A file is
 written under a dot-name and renamed into place, so readers never see half a file (read
 ``*.parquet``). ``FEATURE_LOG_SAMPLE_RATE`` (0..1) samples whole requests with a seeded
 generator.
@@ -74,9 +76,16 @@ class FeatureLogger:
         self.time_field = time_field
         self.event_timestamp = event_timestamp
         self._random = random.Random(config.seed)
-        self._rows: list[dict] = []
+        #: Served requests not yet written: (served_at, request_id, endpoint, model_version,
+        #: feature_service, features, entities, vectors, probabilities).
+        self._pending: list[tuple] = []
+        self._pending_rows = 0
         self._oldest = 0.0
         self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._writing = 0  # batches taken by a writer and not yet on disk
+        self._writer: threading.Thread | None = None
+        self._writer_pid = 0
         self._files = 0
         self.closed = False
 
@@ -88,61 +97,155 @@ class FeatureLogger:
             return self._random.random() < rate
 
     def append(self, endpoint: str, model_version: str, feature_service: str, features: Sequence[str],
-               entities: Sequence[dict], vectors, probabilities: Sequence[float] | None) -> None:
-        """Buffer one request's rows (call only when :meth:`sampled` said so)."""
-        now = datetime.now(timezone.utc)
-        request_id = uuid.uuid4().hex
-        rows = []
-        for i, (entity, vector) in enumerate(zip(entities, vectors)):
-            row = {"request_id": request_id, "entity_index": i, "served_at": now, "endpoint": endpoint,
-                   "model_version": model_version, "feature_service": feature_service}
-            row.update({f.name: entity.get(f.name) for f in self.request_fields})
-            row[self.event_timestamp] = entity[self.time_field]
-            for feature in features:
-                value = vector.values.get(feature)
-                row[feature] = None if value is None else float(value)
-            row["missing_features"] = list(vector.missing)
-            row["stale_features"] = list(vector.stale)
-            row["probability"] = None if probabilities is None else float(probabilities[i])
-            rows.append(row)
+               entities: Sequence[dict], vectors, probabilities: Sequence[float] | None,
+               matrix=None) -> None:
+        """Buffer one request (call only when :meth:`sampled` said so): no rows built, nothing
+        written here. ``matrix`` is the model input already built for ``vectors`` (float64,
+        ``features`` order; None: built by the writer). None of them may change afterwards."""
+        record = (datetime.now(timezone.utc), uuid.uuid4().hex, endpoint, model_version, feature_service,
+                  tuple(features), entities, vectors, probabilities, matrix)
         with self._lock:
-            if not self._rows:
+            if not self._pending:
                 self._oldest = time.monotonic()
-            self._rows.extend(rows)
-            due = (len(self._rows) >= self.config.batch_rows
-                   or time.monotonic() - self._oldest >= self.config.flush_seconds)
-            batch = self._take() if due else []
-        if batch:
-            self._write(batch)
+            self._pending.append(record)
+            self._pending_rows += len(entities)
+            if self._writer is None or self._writer_pid != os.getpid():  # first append, or a forked child
+                self._writer_pid = os.getpid()
+                self._writer = threading.Thread(target=self._run_writer, name="feature-log-writer", daemon=True)
+                self._writer.start()
+            if self._pending_rows >= self.config.batch_rows:
+                self._wake.notify_all()
 
-    def _take(self) -> list[dict]:
-        rows, self._rows = self._rows, []
-        return rows
+    def _take(self) -> list[tuple]:
+        """(Under the lock.) The buffered requests; the caller writes them."""
+        batch, self._pending, self._pending_rows = self._pending, [], 0
+        if batch:
+            self._writing += 1
+        return batch
+
+    def _run_writer(self) -> None:
+        while True:
+            with self._lock:
+                while not self.closed:
+                    if self._pending_rows >= self.config.batch_rows:
+                        break
+                    wait = None
+                    if self._pending:
+                        wait = self._oldest + self.config.flush_seconds - time.monotonic()
+                        if wait <= 0:
+                            break
+                    self._wake.wait(wait)
+                if self.closed:
+                    return
+                batch = self._take()
+            self._write_batch(batch)
+
+    def _write_batch(self, batch: list[tuple], raise_errors: bool = False) -> Path | None:
+        try:
+            written = None
+            # One file per feature list (a model swap may change it within a batch).
+            by_features: dict[tuple, list[tuple]] = {}
+            for record in batch:
+                by_features.setdefault(record[5], []).append(record)
+            for records in by_features.values():
+                written = self._write(self._table(records), records[0][0])
+            return written
+        except Exception:
+            if raise_errors:
+                raise
+            # In the writer thread: a full disk must not stop the writer (requests never wait on it).
+            log.exception("feature log: could not write %d request(s)", len(batch))
+            return None
+        finally:
+            if batch:
+                with self._lock:
+                    self._writing -= 1
+                    self._wake.notify_all()
+
+    def wait_written(self, timeout: float = 10.0) -> bool:
+        """Wait until no full batch is buffered or being written (tests); False on timeout."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while self._writing or self._pending_rows >= self.config.batch_rows:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._wake.wait(remaining)
+        return True
 
     def flush(self) -> Path | None:
-        """Write whatever is buffered now; return the file written (None if nothing was)."""
+        """Write whatever is buffered now, in this thread; return the file written (None if nothing was)."""
         with self._lock:
             batch = self._take()
-        return self._write(batch) if batch else None
+        return self._write_batch(batch, raise_errors=True)
 
     def close(self) -> None:
-        """Flush on shutdown (gunicorn's worker_exit, or atexit); safe to call twice."""
-        if not self.closed:
+        """Flush on shutdown (gunicorn's worker_exit, or atexit) and stop the writer; safe to call twice."""
+        if self.closed:
+            return
+        with self._lock:
             self.closed = True
-            self.flush()
+            self._wake.notify_all()
+        writer = self._writer
+        if writer is not None and writer is not threading.current_thread() and self._writer_pid == os.getpid():
+            writer.join(timeout=30)
+        self.flush()
 
-    def _write(self, rows: list[dict]) -> Path:
+    def _table(self, records: list[tuple]):
+        """The rows of ``records`` (one feature list) as an Arrow table, column by column: the
+        features straight from the model input matrices (None -> NaN -> null)."""
+        import numpy as np
         import pyarrow as pa
+
+        from training.dataset import feature_matrix
+
+        features = list(records[0][5])
+        utc = pa.timestamp("us", "UTC")
+        kinds = {"string": pa.string(), "int": pa.int64(), "timestamp": utc}
+        columns: dict[str, list] = {name: [] for name in (
+            "request_id", "entity_index", "served_at", "endpoint", "model_version", "feature_service",
+            *[f.name for f in self.request_fields], self.event_timestamp, "missing_features", "stale_features",
+            "probability")}
+        matrices = []
+        for served_at, request_id, endpoint, model_version, feature_service, _, entities, vectors, \
+                probabilities, matrix in records:
+            n = len(entities)
+            columns["request_id"] += [request_id] * n
+            columns["entity_index"] += range(n)
+            columns["served_at"] += [served_at] * n
+            columns["endpoint"] += [endpoint] * n
+            columns["model_version"] += [model_version] * n
+            columns["feature_service"] += [feature_service] * n
+            for field in self.request_fields:
+                columns[field.name] += [entity.get(field.name) for entity in entities]
+            columns[self.event_timestamp] += [entity[self.time_field] for entity in entities]
+            columns["missing_features"] += [v.missing for v in vectors]
+            columns["stale_features"] += [v.stale for v in vectors]
+            columns["probability"] += [None] * n if probabilities is None else [float(p) for p in probabilities]
+            matrices.append(feature_matrix([v.values for v in vectors], features) if matrix is None else matrix)
+        values = np.vstack(matrices) if matrices else np.empty((0, len(features)))
+        fixed = {"request_id": pa.string(), "entity_index": pa.int32(), "served_at": utc,
+                 "endpoint": pa.string(), "model_version": pa.string(), "feature_service": pa.string(),
+                 **{f.name: kinds[f.kind] for f in self.request_fields}, self.event_timestamp: utc,
+                 "missing_features": pa.list_(pa.string()), "stale_features": pa.list_(pa.string()),
+                 "probability": pa.float64()}
+        arrays = {name: pa.array(columns[name], type=fixed[name]) for name in list(columns)[:-3]}
+        arrays.update({f: pa.array(values[:, j], type=pa.float64(), from_pandas=True)
+                       for j, f in enumerate(features)})
+        arrays.update({name: pa.array(columns[name], type=fixed[name])
+                       for name in ("missing_features", "stale_features", "probability")})
+        return pa.table(arrays)
+
+    def _write(self, table, served_at: datetime) -> Path:
         import pyarrow.parquet as pq
 
-        table = pa.Table.from_pylist(rows, schema=self._schema(rows[0]))
-        day = rows[0]["served_at"].strftime("%Y-%m-%d")
+        day = served_at.strftime("%Y-%m-%d")
         directory = self.config.directory / f"date={day}"
         directory.mkdir(parents=True, exist_ok=True)
         with self._lock:
             self._files += 1
             seq = self._files
-        name = f"part-{rows[0]['served_at']:%Y%m%dT%H%M%S}-{os.getpid()}-{seq:06d}-{uuid.uuid4().hex[:8]}.parquet"
+        name = f"part-{served_at:%Y%m%dT%H%M%S}-{os.getpid()}-{seq:06d}-{uuid.uuid4().hex[:8]}.parquet"
         final = directory / name
         tmp = directory / f".{name}.tmp"
         try:
@@ -152,15 +255,3 @@ class FeatureLogger:
             tmp.unlink(missing_ok=True)
             raise
         return final
-
-    def _schema(self, row: dict):
-        import pyarrow as pa
-
-        utc = pa.timestamp("us", "UTC")
-        kinds = {"string": pa.string(), "int": pa.int64(), "timestamp": utc}
-        fixed = {"request_id": pa.string(), "entity_index": pa.int32(), "served_at": utc,
-                 "endpoint": pa.string(), "model_version": pa.string(), "feature_service": pa.string(),
-                 **{f.name: kinds[f.kind] for f in self.request_fields},
-                 self.event_timestamp: utc, "missing_features": pa.list_(pa.string()),
-                 "stale_features": pa.list_(pa.string()), "probability": pa.float64()}
-        return pa.schema([pa.field(name, fixed.get(name, pa.float64())) for name in row])

@@ -1,6 +1,7 @@
 """gunicorn settings for `make serve` / `make demo` / `serving serve`.
 
-Environment: HOST, PORT, WEB_CONCURRENCY (workers, default 2), DATA_DIR. Metrics from all
+Environment: HOST, PORT, WEB_CONCURRENCY (workers, default 2), WEB_THREADS (threads per
+worker, default 4), DATA_DIR. Metrics from all
 workers are added up through prometheus_client's multiprocess mode, in
 ``PROMETHEUS_MULTIPROC_DIR`` (default ``DATA_DIR/metrics/<port>``, emptied at start).
 """
@@ -16,7 +17,13 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 _port = os.environ.get("PORT", "8000")
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{_port}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-worker_class = "sync"
+# Threads per worker: a sync worker sits idle while a client takes its time to read the answer
+# and close the connection (gunicorn drains it before the next accept); with threads another
+# request is served meanwhile. Request handling is thread-safe (one SQLite connection opened
+# with check_same_thread=False, XGBoost's inplace_predict, locks around the model swap and
+# the feature-log buffer). Python runs one thread at a time: workers give the parallelism.
+worker_class = "gthread"
+threads = int(os.environ.get("WEB_THREADS", "4"))
 timeout = 60
 graceful_timeout = 10
 accesslog = os.environ.get("ACCESS_LOG", "-") or None
@@ -43,6 +50,17 @@ def on_starting(server):
     path = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
     shutil.rmtree(path, ignore_errors=True)
     path.mkdir(parents=True, exist_ok=True)
+
+
+def post_worker_init(worker):
+    """Once the app is loaded: move everything it allocated (Feast's registry, protobufs, the
+    model: ~265,000 objects) out of the garbage collector's reach. Otherwise every full collection
+    walks them all: a ~200 ms pause in the middle of some request (measured on a 100-entity
+    /predict); after ``gc.freeze()`` it is ~2 ms."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
 
 
 def child_exit(server, worker):

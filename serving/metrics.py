@@ -19,6 +19,7 @@ scrape time, registered in both modes.
 
 from __future__ import annotations
 
+import bisect
 import collections
 import os
 
@@ -76,9 +77,26 @@ class Metrics:
         missing = collections.Counter(f for v in vectors for f in v.missing)
         stale = collections.Counter(f for v in vectors for f in v.stale)
         for feature, n in missing.items():
-            self.missing.labels(feature).inc(n)
+            _child(self.missing, feature).inc(n)
         for feature, n in stale.items():
-            self.stale.labels(feature).inc(n)
+            _child(self.stale, feature).inc(n)
+
+    def observe_predictions(self, model_version: str, probabilities) -> None:
+        """``predictions.labels(model_version).observe(p)`` for every ``p``, with one increment
+        per bucket instead of one per value (relies on prometheus_client's ``Histogram``
+        fields ``_upper_bounds``, ``_buckets``, ``_sum``; ``tests/serving/test_metrics.py``
+        checks it against ``observe``)."""
+        histogram = _child(self.predictions, model_version)
+        values = [float(p) for p in probabilities]
+        if any(v != v for v in values):  # NaN lands in no bucket: leave it to observe()
+            for v in values:
+                histogram.observe(v)
+            return
+        bounds = histogram._upper_bounds
+        counts = collections.Counter(bisect.bisect_left(bounds, v) for v in values)
+        histogram._sum.inc(sum(values))
+        for i, n in counts.items():
+            histogram._buckets[i].inc(n)
 
     def exposition(self) -> tuple[bytes, str]:
         """The text format: all workers' samples under gunicorn, this app's otherwise."""
@@ -91,3 +109,13 @@ class Metrics:
                 registry.register(collector)
             return generate_latest(registry), CONTENT_TYPE_LATEST
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+def _child(metric, *labels):
+    """``metric.labels(*labels)``, remembered on the metric (prometheus_client validates the
+    labels and takes a lock on every call)."""
+    cache = metric.__dict__.setdefault("_serving_children", {})
+    child = cache.get(labels)
+    if child is None:
+        child = cache[labels] = metric.labels(*labels)
+    return child

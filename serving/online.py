@@ -11,32 +11,37 @@ That is the one place where this platform corrects Feast's online semantics. It 
 where a failing online store becomes :class:`StoreUnavailable` (HTTP 503): Feast's SQLite
 store keeps one connection per process and never reopens it, so after a failure the
 cached connection is dropped and the next request connects afresh
-(:func:`reset_online_connection`). Redis clients reconnect by themselves. And Feast's
-file registry is rewritten in place while readers may re-read it: a read that finds it
-truncated is retried after a full re-read (:func:`registry_errors`).
+(:func:`reset_online_connection`). Redis clients reconnect by themselves. A registry
+that cannot be read is a 503 too (:func:`registry_errors`); it is never half-written: the
+file registry is written atomically (``pipeline/atomic_registry.py``).
 
 **Direct read.** With the packed SQLite store (``pipeline/packed_sqlite_store.py``, the
 embedded profile) the batch views are read straight from its tables (one ``SELECT`` per
-view for all entities, Feast's own entity-key serialization and value types) and the
-on-demand view is computed by the very transformation object of the ``OnDemandFeatureView``
-Feast would call (its pandas ``transform`` on the frame Feast would build), so no
-transformation is written twice. It returns what
-``get_online_features(...).to_dict(include_event_timestamps=True)`` returns
+view for all entities, Feast's own entity-key serialization and value types). It returns
+what ``get_online_features(...).to_dict(include_event_timestamps=True)`` returns
 (``tests/serving/test_direct_read.py``); Feast's ``get_online_features`` spends most of a
 request on protobuf responses and pandas around that. Other stores (Redis), and services
 with on-demand views that read batch features, use ``get_online_features``.
+
+**On-demand views** that read only request data are computed here by the view's own Feast
+transformation (``OnDemandFeatureView.transform_dict``, the call Feast's online read makes
+for ``mode="python"``; the pandas transformation for ``mode="pandas"``), so no
+transformation is written twice. On the ``get_online_features`` path this is also the
+workaround for a Feast 0.67 quirk: with ``full_feature_names=True`` Feast drops a
+python-mode view's outputs from the response (its ``transform_dict`` returns short names
+that never match the full ones asked for), :class:`RequestViews` names them
+``view__feature`` (``tests/serving/test_direct_read.py`` shows the difference).
 """
 
 from __future__ import annotations
 
 import functools
 import sqlite3
-import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Sequence
 
-from serving.errors import StoreUnavailable
+from serving.errors import ServingError, StoreUnavailable
 
 #: Feast's suffix for event timestamps in ``OnlineResponse.to_dict(include_event_timestamps=True)``.
 TS_SUFFIX = "__ts"
@@ -59,7 +64,7 @@ STORE_ERRORS = _store_errors()
 
 @functools.cache
 def registry_errors() -> tuple[type[BaseException], ...]:
-    """What reading a half-written Feast file registry raises (imported on first need:
+    """What reading a missing or broken Feast registry raises (imported on first need:
     importing Feast takes seconds)."""
     from feast.errors import FeatureServiceNotFoundException, FeatureViewNotFoundException
     from google.protobuf.message import DecodeError
@@ -67,8 +72,9 @@ def registry_errors() -> tuple[type[BaseException], ...]:
     return (FeatureViewNotFoundException, FeatureServiceNotFoundException, DecodeError)
 
 
-REGISTRY_RETRIES = 3
-REGISTRY_RETRY_SECONDS = 0.05
+#: Decoded packed rows kept per batch view (:meth:`DirectRead._decoder`).
+DECODE_CACHE_ENTRIES = 20_000
+
 
 
 def reset_online_connection(store) -> None:
@@ -94,12 +100,92 @@ class OnlineVector:
     stale: list[str]
 
 
+def _round_trip(values: list, value_type) -> list:
+    """What Feast's response gives back for these values (to ``Value`` and back):
+    unchanged for str, int and float columns (NaN -> None); Feast's conversion otherwise."""
+    from feast.type_map import NULL_TIMESTAMP_INT_VALUE, feast_value_type_to_python_type, python_values_to_proto_values
+    from feast.value_type import ValueType
+
+    kinds = {type(v) for v in values} - {type(None)}
+    if (value_type == ValueType.STRING and kinds <= {str}) or (value_type == ValueType.INT64 and kinds <= {int}):
+        return list(values)
+    if value_type == ValueType.DOUBLE and kinds <= {float}:
+        return [None if v is None or v != v else v for v in values]
+    if value_type == ValueType.UNIX_TIMESTAMP and kinds <= {datetime}:
+        # Feast keeps whole seconds (a naive instant is UTC) and gives back UTC datetimes.
+        out = []
+        for v in values:
+            if v is not None:
+                seconds = int((v if v.utcoffset() is not None else v.replace(tzinfo=timezone.utc)).timestamp())
+                v = None if seconds == NULL_TIMESTAMP_INT_VALUE else datetime.fromtimestamp(seconds, tz=timezone.utc)
+            out.append(v)
+        return out
+    return [feast_value_type_to_python_type(v, value_type) for v in python_values_to_proto_values(values, value_type)]
+
+
+class RequestViews:
+    """The FeatureService's on-demand views of ``modes`` that read only request data,
+    computed by each view's own Feast transformation.
+
+    ``add(rows, out)`` adds each view's outputs (``view__feature``, event timestamp 0) to
+    ``out``, a ``get_online_features(...).to_dict(include_event_timestamps=True)``-shaped
+    dict holding the join keys. Raises :class:`_NotDirect` for a view of ``modes`` that
+    needs batch features, aggregations or an online write (only Feast computes those).
+    """
+
+    def __init__(self, store, service, modes: Sequence[str]):
+        odfvs = {v.name: v for v in store.list_on_demand_feature_views()}
+        #: [(view, request fields [(name, value type)], outputs [(feature, output name, value type)])]
+        self.views = []
+        for projection in service.feature_view_projections:
+            odfv = odfvs.get(projection.name)
+            if odfv is None or odfv.mode not in modes:
+                continue
+            if odfv.source_feature_view_projections or odfv.aggregations or odfv.write_to_online_store:
+                raise _NotDirect(f"on-demand view {odfv.name} ({odfv.mode} mode) reads more than request data")
+            prefix = projection.name_to_use()
+            outputs = [(f.name, f"{prefix}__{f.name}", f.dtype.to_value_type()) for f in projection.features]
+            fields = [(f.name, f.dtype.to_value_type()) for source in odfv.source_request_sources.values()
+                      for f in source.schema]
+            self.views.append((odfv, fields, outputs))
+
+    def __bool__(self) -> bool:
+        return bool(self.views)
+
+    def add(self, rows: list[dict], out: dict, join_keys: Sequence[str]) -> None:
+        import pyarrow as pa
+
+        for odfv, fields, outputs in self.views:
+            # The request values go through Feast's own conversions (to Value and back), then
+            # the view's own transformation, as get_online_features does.
+            inputs = {name: _round_trip([row.get(name) for row in rows], value_type)
+                      for name, value_type in fields}
+            if odfv.mode == "python":
+                # Feast's input: the response's join keys and the request data, as lists. What
+                # odfv.transform_dict does for a view without batch sources (its preprocessing
+                # is then a copy), minus its typeguard checks (~0.1 ms a call).
+                inputs = {**{k: out[k] for k in join_keys if k in out}, **inputs}
+                transformation = odfv.feature_transformation
+                result = (transformation.transform_singleton(inputs) if odfv.singleton
+                          else transformation.transform(inputs))
+                columns = {feature: list(result[feature]) for feature, _, _ in outputs}
+            else:
+                # Feast's pandas-mode transform_arrow is udf(table.to_pandas()) then back to
+                # Arrow; the transformation gets the frame directly here (half the cost).
+                frame = odfv.feature_transformation.transform(pa.table(inputs).to_pandas())
+                columns = {feature: frame[feature].tolist() for feature, _, _ in outputs}
+            for feature, name, value_type in outputs:
+                out[name] = _round_trip(columns[feature], value_type)
+                out[name + TS_SUFFIX] = [0] * len(rows)
+
+
 class DirectRead:
-    """The FeatureService's vectors read from the packed SQLite store's tables directly.
+    """The FeatureService's batch views read from the packed SQLite store's tables directly.
 
     ``read(rows)`` returns the dict ``get_online_features(service, rows,
-    full_feature_names=True).to_dict(include_event_timestamps=True)`` returns. Built by
-    :meth:`for_store`, which answers None when the store or the service does not qualify.
+    full_feature_names=True).to_dict(include_event_timestamps=True)`` returns for the batch
+    views (on-demand views: :class:`RequestViews`). Built by :meth:`for_store`, which
+    answers None when the store or the service does not qualify.
     """
 
     def __init__(self, store, service):
@@ -118,28 +204,24 @@ class DirectRead:
         self._version = config.entity_key_serialization_version
         self._online_store = store._get_provider().online_store
         views = {v.name: v for v in store.list_feature_views()}
-        odfvs = {v.name: v for v in store.list_on_demand_feature_views()}
         #: Per batch view: (table, entity columns [(name, request field, value type)],
         #: features [(feature, output name, value type)]).
         self.batch = []
-        #: Per on-demand view: (view, request fields [(name, value type)], [(feature, output name, value type)]).
-        self.on_demand = []
         for projection in service.feature_view_projections:
+            if projection.name not in views:
+                continue
             prefix = projection.name_to_use()
             outputs = [(f.name, f"{prefix}__{f.name}", f.dtype.to_value_type()) for f in projection.features]
-            if projection.name in views:
-                view = views[projection.name]
-                keys = [(c.name, projection.join_key_map.get(c.name, c.name), c.dtype.to_value_type())
-                        for c in view.entity_columns]
-                self.batch.append((table_name(config.project, view.name), keys, outputs))
-            else:
-                odfv = odfvs[projection.name]
-                if odfv.source_feature_view_projections or odfv.mode != "pandas" or odfv.aggregations \
-                        or odfv.write_to_online_store:
-                    raise _NotDirect(f"on-demand view {odfv.name}")
-                fields = [(f.name, f.dtype.to_value_type()) for source in odfv.source_request_sources.values()
-                          for f in source.schema]
-                self.on_demand.append((odfv, fields, outputs))
+            view = views[projection.name]
+            keys = [(c.name, projection.join_key_map.get(c.name, c.name), c.dtype.to_value_type())
+                    for c in view.entity_columns]
+            self.batch.append((table_name(config.project, view.name), keys, outputs, self._decoder(outputs)))
+        #: Every on-demand view, computed from the request.
+        self.on_demand = RequestViews(store, service, ("pandas", "python"))
+        computed = {odfv.name for odfv, _, _ in self.on_demand.views}
+        other = [p.name for p in service.feature_view_projections if p.name not in views and p.name not in computed]
+        if other:
+            raise _NotDirect(f"views {other}")
 
     @classmethod
     def for_store(cls, store, service) -> "DirectRead | None":
@@ -152,6 +234,21 @@ class DirectRead:
         except _NotDirect:
             return None
 
+    def _decoder(self, outputs):
+        """``decode(packed) -> values in output order`` (None: an empty row), memoized on the
+        bytes: decoding is a pure function of them, and hot entities (airports, carriers,
+        routes) repeat. The row itself is read on every request."""
+        features = [(feature, value_type) for feature, _, value_type in outputs]
+
+        @functools.lru_cache(maxsize=DECODE_CACHE_ENTRIES)
+        def decode(packed: bytes) -> tuple | None:
+            values = self._unpack(packed)
+            if not values:
+                return None
+            return tuple(None if (v := values.get(f)) is None else self._python(v, t) for f, t in features)
+
+        return decode
+
     def _python(self, value, value_type):
         """``feast_value_type_to_python_type``, without its checks for the scalar fields."""
         field = value.WhichOneof("val")
@@ -160,18 +257,6 @@ class DirectRead:
         if field in self._scalar:
             return getattr(value, field)
         return self._to_python(value, value_type)
-
-    def _round_trip(self, values: list, value_type) -> list:
-        """What Feast's response gives back for these values (to ``Value`` and back):
-        unchanged for str, int and float columns (NaN -> None); Feast's conversion otherwise."""
-        from feast.value_type import ValueType
-
-        kinds = {type(v) for v in values} - {type(None)}
-        if (value_type == ValueType.STRING and kinds <= {str}) or (value_type == ValueType.INT64 and kinds <= {int}):
-            return list(values)
-        if value_type == ValueType.DOUBLE and kinds <= {float}:
-            return [None if v is None or v != v else v for v in values]
-        return [self._to_python(v, value_type) for v in self._to_protos(values, value_type)]
 
     def _keys(self, rows: list[dict], keys) -> list[bytes]:
         if self._version == 3:
@@ -186,45 +271,30 @@ class DirectRead:
                 for values in zip(*columns)]
 
     def read(self, rows: list[dict]) -> dict:
-        import pyarrow as pa
-
         conn = self._online_store._get_conn(self.store.config)
         out: dict = {}
         by_keys: dict[tuple, list[bytes]] = {}
-        for table, keys, outputs in self.batch:
+        for table, keys, outputs, decode in self.batch:
             for _, field, value_type in keys:
                 if field not in out:  # Feast's response echoes the join keys (timestamp 0)
-                    out[field] = self._round_trip([row[field] for row in rows], value_type)
+                    out[field] = _round_trip([row[field] for row in rows], value_type)
                     out[field + TS_SUFFIX] = [0] * len(rows)
             signature = tuple(keys)
             if signature not in by_keys:
                 by_keys[signature] = self._keys(rows, keys)
             serialized = by_keys[signature]
             found = self._read_packed(conn, table, serialized)
-            columns = {name: [] for _, name, _ in outputs}
-            stamps = []
+            empty = (None,) * len(outputs)
+            stamps, decoded = [], []
             for key in serialized:
                 row = found.get(key)
-                values = self._unpack(row[1]) if row else {}
+                values = decode(row[1]) if row else None
                 # Feast: a key without a row has timestamp 0; to_dict gives whole seconds.
-                stamps.append(row[0] // 1_000_000 if values else 0)
-                for feature, name, value_type in outputs:
-                    value = values.get(feature)
-                    columns[name].append(None if value is None else self._python(value, value_type))
-            for _, name, _ in outputs:
-                out[name] = columns[name]
+                stamps.append(row[0] // 1_000_000 if values is not None else 0)
+                decoded.append(empty if values is None else values)
+            for (_, name, _), column in zip(outputs, zip(*decoded)):
+                out[name] = list(column)
                 out[name + TS_SUFFIX] = stamps
-        for odfv, fields, outputs in self.on_demand:
-            # The request values go through Feast's own conversions (to Value and back), then
-            # the view's own transformation, as get_online_features does.
-            # Feast's pandas-mode transform_arrow is udf(table.to_pandas()) then back to Arrow;
-            # the view's transformation gets the frame directly here (half the cost).
-            frame = pa.table({name: self._round_trip([row.get(name) for row in rows], value_type)
-                              for name, value_type in fields}).to_pandas()
-            result = odfv.feature_transformation.transform(frame)
-            for feature, name, value_type in outputs:
-                out[name] = self._round_trip(result[feature].tolist(), value_type)
-                out[name + TS_SUFFIX] = [0] * len(rows)
         return out
 
 
@@ -239,6 +309,16 @@ class OnlineFeatures:
         self.service = store.get_feature_service(feature_service)
         #: The direct read path when the store allows it (else Feast's get_online_features).
         self.direct = DirectRead.for_store(store, self.service) if direct else None
+        if self.direct is not None:
+            self.on_demand = self.direct.on_demand
+        else:
+            # get_online_features computes pandas-mode views itself but drops python-mode
+            # views' outputs under full feature names (a Feast 0.67 quirk): those are ours.
+            try:
+                self.on_demand = RequestViews(store, self.service, ("python",))
+            except _NotDirect as e:
+                raise ServingError(f"FeatureService {feature_service!r}: {e}: Feast 0.67 drops its online "
+                                   "outputs under full feature names") from None
         self.features = list(features)
         self.join_keys = list(join_keys)
         self.request_time_field = request_time_field
@@ -250,8 +330,14 @@ class OnlineFeatures:
             if p.name in batch_views
         }
         #: Per feature, once: (feature, whether its view is time-stamped, its TTL or None).
-        self._plan = [(f, f.split("__", 1)[0] in self.ttl, self.ttl.get(f.split("__", 1)[0]))
-                      for f in self.features]
+        #: Per time-stamped view, once: (its first feature, its TTL, the positions of its features).
+        #: A view's features come from one row, so they share one event timestamp.
+        views: dict[str, list[int]] = {}
+        for i, feature in enumerate(self.features):
+            view = feature.split("__", 1)[0]
+            if view in self.ttl:
+                views.setdefault(view, []).append(i)
+        self._views = [(self.features[positions[0]], self.ttl[view], positions) for view, positions in views.items()]
 
     def _entity_row(self, entity: dict) -> dict:
         row = dict(entity)
@@ -263,29 +349,21 @@ class OnlineFeatures:
         return row
 
     def _read(self, rows: list[dict]) -> dict:
-        for attempt in range(REGISTRY_RETRIES + 1):
-            try:
-                if self.direct is not None:
-                    return self.direct.read(rows)
-                return self.store.get_online_features(
+        try:
+            if self.direct is not None:
+                out = self.direct.read(rows)
+            else:
+                out = self.store.get_online_features(
                     features=self.service, entity_rows=rows, full_feature_names=True
                 ).to_dict(include_event_timestamps=True)
-            except STORE_ERRORS as e:
-                reset_online_connection(self.store)
-                raise StoreUnavailable(f"online store unavailable: {type(e).__name__}: {e}") from e
-            except registry_errors() as e:
-                # Feast rewrites its file registry in place (truncate, then write), and
-                # re-reads it whenever its mtime changes: a read that overlaps a write
-                # (`materialize` records its progress there) sees a truncated registry and
-                # may keep it cached. Wait, re-read it in full, and try again.
-                if attempt == REGISTRY_RETRIES:
-                    raise StoreUnavailable(f"feature registry unreadable: {type(e).__name__}: {e}") from e
-                time.sleep(REGISTRY_RETRY_SECONDS * (attempt + 1))
-                try:
-                    self.store.refresh_registry()
-                except registry_errors():
-                    pass
-        raise AssertionError("unreachable")
+        except STORE_ERRORS as e:
+            reset_online_connection(self.store)
+            raise StoreUnavailable(f"online store unavailable: {type(e).__name__}: {e}") from e
+        except registry_errors() as e:
+            raise StoreUnavailable(f"feature registry unreadable: {type(e).__name__}: {e}") from e
+        if self.on_demand:
+            self.on_demand.add(rows, out, self.join_keys)
+        return out
 
     def probe(self, entity: dict) -> None:
         """One real online read (the serving path) for a made-up entity; raises
@@ -294,24 +372,25 @@ class OnlineFeatures:
 
     def lookup(self, entities: Sequence[dict]) -> list[OnlineVector]:
         response = self._read([self._entity_row(e) for e in entities])
-        # Per feature: its values, and for batch views its timestamps and TTL (None: on-demand).
-        columns = [(feature, response[feature], response[feature + TS_SUFFIX] if timed else None, ttl)
-                   for feature, timed, ttl in self._plan]
+        features = self.features
+        rows = list(zip(*[response[f] for f in features])) if features else [()] * len(entities)
+        # Per time-stamped view: its timestamps (Feast reports 0 for a key it did not find:
+        # no row, so not stale), TTL and feature positions.
+        views = [(response[first + TS_SUFFIX], ttl, positions) for first, ttl, positions in self._views]
         out = []
         for i, entity in enumerate(entities):
-            as_of: datetime = entity[self.request_time_field]
-            as_of_s = as_of.timestamp()
-            values, missing, stale = {}, [], []
-            for feature, column, stamps, ttl in columns:
-                value = column[i]
-                if stamps is not None:
-                    # Feast reports 0 for a key it did not find (no row, so not stale).
-                    ts = stamps[i]
-                    if ts and (ts > as_of_s or (ttl and ts + ttl < as_of_s)):
-                        value = None
-                        stale.append(feature)
-                values[feature] = value
-                if value is None:
-                    missing.append(feature)
-            out.append(OnlineVector(values, missing, stale))
+            as_of = entity[self.request_time_field].timestamp()
+            values = list(rows[i])
+            stale_positions = None
+            for stamps, ttl, positions in views:
+                ts = stamps[i]
+                if ts and (ts > as_of or (ttl and ts + ttl < as_of)):
+                    stale_positions = (stale_positions or []) + positions
+            stale = []
+            if stale_positions:
+                for j in sorted(stale_positions):
+                    values[j] = None
+                    stale.append(features[j])
+            out.append(OnlineVector(dict(zip(features, values)),
+                                    [f for f, v in zip(features, values) if v is None], stale))
         return out

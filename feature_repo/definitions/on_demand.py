@@ -1,6 +1,12 @@
-"""On-demand features: computed by Feast from request data, identically offline and online."""
+"""On-demand features: computed by Feast from request data, identically offline and online.
 
-import pandas as pd
+``mode="python"``: Feast hands the function a dict of lists (``{"scheduled_departure":
+[datetime, ...]}``) and takes back a dict of lists, offline (``get_historical_features``,
+after the point-in-time join) and online (``get_online_features``) alike. Plain Python on
+a handful of values costs microseconds per request where a pandas frame costs about a
+millisecond.
+"""
+
 from feast.field import Field
 from feast.on_demand_feature_view import on_demand_feature_view
 from feast.types import Int64
@@ -15,18 +21,35 @@ from feature_repo.definitions.data_sources import flight_request
         Field(name="dep_dow_local", dtype=Int64),
         Field(name="dep_month_local", dtype=Int64),
     ],
-    mode="pandas",
+    mode="python",
 )
-def departure_time(inputs: pd.DataFrame) -> pd.DataFrame:
-    """Local (America/New_York) hour, weekday (Monday=0) and month of the scheduled departure."""
-    import pandas as pd  # Feast serialises this function; it must carry its imports.
+def departure_time(inputs: dict) -> dict:
+    """Local (America/New_York) hour, weekday (Monday=0) and month of the scheduled departure.
 
-    local = pd.to_datetime(inputs["scheduled_departure"], utc=True).dt.tz_convert("America/New_York")
-    return pd.DataFrame(
-        {
-            "dep_hour_local": local.dt.hour.astype("int64"),
-            "dep_dow_local": local.dt.dayofweek.astype("int64"),
-            "dep_month_local": local.dt.month.astype("int64"),
-        },
-        index=inputs.index,
-    )
+    Offline and through this server the instant is a datetime (a timezone-naive one is read
+    as UTC); Feast's own online read hands over request values as sent, so ``feast serve``
+    gives a number: seconds since the epoch (Feast's ``UnixTimestamp``). A missing instant
+    gives missing features."""
+    # Feast serialises this function; it must carry its imports.
+    from datetime import datetime, timezone
+    from zoneinfo import ZoneInfo
+
+    new_york = ZoneInfo("America/New_York")
+    hours, weekdays, months = [], [], []
+    for when in inputs["scheduled_departure"]:
+        if when is None:
+            hours.append(None)
+            weekdays.append(None)
+            months.append(None)
+            continue
+        if isinstance(when, (int, float)) and not isinstance(when, bool):
+            when = datetime.fromtimestamp(when, tz=timezone.utc)
+        elif not isinstance(when, datetime):
+            raise TypeError(f"scheduled_departure: expected a datetime or epoch seconds, got {when!r}")
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+        local = when.astimezone(new_york)
+        hours.append(local.hour)
+        weekdays.append(local.weekday())
+        months.append(local.month)
+    return {"dep_hour_local": hours, "dep_dow_local": weekdays, "dep_month_local": months}

@@ -68,3 +68,52 @@ def test_ttl_checked_vectors_are_the_same_on_both_paths(both_paths, use_case):
     assert got == want
     assert any(v.stale for v in want), "no stale value among the flights: the comparison misses TTL"
     assert any(not v.missing for v in want)
+
+
+def test_feast_drops_python_on_demand_outputs_so_the_server_computes_them(both_paths, use_case):
+    """The Feast 0.67 quirk RequestViews works around: under full feature names,
+    get_online_features leaves a python-mode view's outputs out of its response. The
+    server's values are those of the same view applied offline by get_historical_features."""
+    direct, feast, settings = both_paths
+    batch = entities(settings, use_case)[:20]
+    rows = [direct._entity_row(e) for e in batch]
+    on_demand = [f for f in direct.features if f.startswith("departure_time__")]
+    assert len(on_demand) == 3
+    raw = feast.store.get_online_features(features=feast.service, entity_rows=rows,
+                                          full_feature_names=True).to_dict()
+    assert not set(on_demand) & set(raw), "Feast now returns python-mode outputs: drop the workaround"
+    served = direct._read(rows)
+    assert {k: served[k] for k in raw} == raw  # everything else is Feast's answer
+    entity_df = pd.DataFrame({"event_timestamp": [e["scheduled_departure"] for e in batch],
+                              "scheduled_departure": [e["scheduled_departure"] for e in batch]})
+    offline = feast.store.get_historical_features(
+        entity_df=entity_df, features=[f.replace("__", ":", 1) for f in on_demand],
+        full_feature_names=True).to_df()
+    for feature in on_demand:
+        assert served[feature] == offline[feature].tolist()
+
+
+def test_python_on_demand_view_offline_sees_only_its_declared_columns(both_paths, use_case):
+    """The ASOF store hands a python-mode view only what it declares (DeclaredInputsOnly):
+    same answer as Feast's transform_arrow on the whole joined table, from fewer columns."""
+    import pyarrow as pa
+
+    from pipeline.asof_offline_store import DeclaredInputsOnly
+
+    _, feast, settings = both_paths
+    batch = entities(settings, use_case)[:30]
+    entity_df = pd.DataFrame({"event_timestamp": [e["scheduled_departure"] for e in batch],
+                              "scheduled_departure": [e["scheduled_departure"] for e in batch],
+                              "origin": [e["origin"] for e in batch], "unrelated": range(len(batch))})
+    job = feast.store.get_historical_features(
+        entity_df=entity_df, features=["departure_time:dep_hour_local", "weather_hourly:temp"],
+        full_feature_names=True)
+    [applied] = job.on_demand_feature_views
+    assert isinstance(applied, DeclaredInputsOnly) and applied.name == "departure_time"
+    assert applied.declared_columns == {"scheduled_departure", "origin"}
+    joined = job._to_arrow_internal()
+    assert {"unrelated", "weather_hourly__temp"} <= set(joined.column_names)
+    stock = applied._odfv.transform_arrow(joined, True)  # Feast's own call, on every column
+    assert applied.transform_arrow(joined, True).equals(stock)
+    assert job.to_df()["departure_time__dep_hour_local"].tolist() == stock["departure_time__dep_hour_local"].to_pylist()
+    assert isinstance(stock, pa.Table) and stock.num_rows == len(batch)

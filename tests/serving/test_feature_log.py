@@ -32,6 +32,8 @@ def test_rows_are_buffered_flushed_in_batches_and_on_close(served_dir, use_case)
     assert client.post("/predict", json=body).status_code == 200
     assert read_log(served_dir).empty, "4 rows < batch of 6: nothing written yet"
     assert client.post("/predict", json=body).status_code == 200
+    # The writer thread writes a full batch off the request path.
+    assert app.extensions["serving"].feature_log.wait_written(timeout=30)
     assert len(read_log(served_dir)) == 8, "the batch was not flushed once it reached 6 rows"
     assert client.get("/features", query_string=query_string(body["flights"][0])).status_code == 200
     app.extensions["serving"].feature_log.close()

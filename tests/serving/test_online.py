@@ -27,6 +27,9 @@ class FakeStore:
     def list_feature_views(self):
         return [SimpleNamespace(name="w", ttl=timedelta(hours=3)), SimpleNamespace(name="a", ttl=timedelta(0))]
 
+    def list_on_demand_feature_views(self):
+        return []  # 'od' is answered like a pandas-mode view: by get_online_features itself
+
     def get_online_features(self, features, entity_rows, full_feature_names):
         self.entity_rows = entity_rows
         out = {}
@@ -67,35 +70,17 @@ def test_null_entity_key_reads_as_missing_instead_of_crashing():
     assert vec.missing == ["w__x"] and vec.stale == []
 
 
-class FlakyRegistryStore(FakeStore):
-    """The first read finds Feast's file registry half-written (as while `materialize` runs)."""
-
-    def __init__(self, rows, failures):
-        super().__init__(rows)
-        self.failures = failures
-        self.refreshes = 0
+class BrokenRegistryStore(FakeStore):
+    """A registry that cannot be read (deleted or damaged by hand)."""
 
     def get_online_features(self, features, entity_rows, full_feature_names):
         from feast.errors import FeatureViewNotFoundException
 
-        if self.failures:
-            self.failures -= 1
-            raise FeatureViewNotFoundException("w", "flights")
-        return super().get_online_features(features, entity_rows, full_feature_names)
-
-    def refresh_registry(self):
-        self.refreshes += 1
+        raise FeatureViewNotFoundException("w", "flights")
 
 
-def test_a_half_written_registry_is_re_read_and_the_read_retried():
-    store = FlakyRegistryStore({"w__x": (1.5, ts(T0))}, failures=2)
-    online = OnlineFeatures(store, "svc", ["w__x"], ["key"], "when", direct=False)
-    vec = online.lookup([{"key": "K1", "when": T0}])[0]
-    assert vec.values == {"w__x": 1.5} and store.refreshes == 2
-
-
-def test_a_registry_that_stays_unreadable_is_a_503_not_a_500():
-    store = FlakyRegistryStore({"w__x": (1.5, ts(T0))}, failures=99)
+def test_an_unreadable_registry_is_a_503_not_a_500():
+    store = BrokenRegistryStore({"w__x": (1.5, ts(T0))})
     online = OnlineFeatures(store, "svc", ["w__x"], ["key"], "when", direct=False)
     with pytest.raises(StoreUnavailable, match="registry"):
         online.lookup([{"key": "K1", "when": T0}])
