@@ -320,8 +320,33 @@ class DeclaredInputsOnly:
         return getattr(self._odfv, name)
 
     def transform_arrow(self, pa_table: pa.Table, full_feature_names: bool = False) -> pa.Table:
+        """Feast's ``OnDemandFeatureView.transform_arrow`` for a python-mode view (the same
+        pre- and post-processing of names, the same function called once on a dict of
+        lists), given the declared columns only and converted by :func:`python_columns`."""
         keep = [c for c in pa_table.column_names if c in self.declared_columns]
-        return self._odfv.transform_arrow(pa_table.select(keep), full_feature_names)
+        odfv = self._odfv
+        table, cleanup = odfv._preprocess_arrow_table(pa_table.select(keep))
+        out = pa.Table.from_pydict(odfv.feature_transformation.udf(python_columns(table)))
+        return odfv._postprocess_arrow_table(out, cleanup, full_feature_names)
+
+
+def python_columns(table: pa.Table) -> dict[str, list]:
+    """``table.to_pydict()``, faster: pyarrow turns each UTC timestamp into an aware
+    ``datetime`` at ~2.6 µs a value (0.9 s for the flights training set's one column);
+    pandas builds the same instants ~6x faster. They carry ``datetime.timezone.utc`` (what
+    serving's request parser hands the view online) where pyarrow attaches
+    ``ZoneInfo("UTC")``: both are offset 0 with no daylight saving. Nulls stay ``None``."""
+    out = {}
+    for name, column in zip(table.column_names, table.columns):
+        if pa.types.is_timestamp(column.type) and column.type.tz == "UTC":
+            index = pd.DatetimeIndex(column.to_pandas()).tz_convert(timezone.utc)
+            values = index.to_pydatetime().tolist()
+            if column.null_count:
+                values = [None if missing else v for v, missing in zip(values, index.isna())]
+            out[name] = values
+        else:
+            out[name] = column.to_pylist()
+    return out
 
 
 class AsofRetrievalJob(RetrievalJob):

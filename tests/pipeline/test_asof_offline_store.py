@@ -298,3 +298,24 @@ def test_a_view_fed_by_a_push_source_joins_its_batch_source(repo, tmp_path):
     refs = ["a:a1", "a:a2"]
     for full_names in (False, True):
         assert view_plan(pushed, refs, full_names) == view_plan(plain, refs, full_names) is not None
+
+
+def test_python_columns_equal_to_pydict_with_utc_timestamps_from_pandas():
+    """The python-mode on-demand input conversion: the same values as pyarrow's to_pydict
+    (nulls, microseconds, other zones, strings), UTC instants carrying datetime.timezone.utc."""
+    import pyarrow as pa
+
+    from pipeline.asof_offline_store import python_columns
+
+    micros = [None, 1_357_034_400_000_001, -5, None, 1_700_000_000_123_456]
+    table = pa.table({
+        "utc": pa.array(micros, pa.timestamp("us", tz="UTC")),
+        "utc_dense": pa.array([m or 0 for m in micros], pa.timestamp("us", tz="UTC")),
+        "new_york": pa.array(micros, pa.timestamp("us", tz="America/New_York")),
+        "naive": pa.array(micros, pa.timestamp("us")),
+        "text": pa.array(["a", None, "c", "d", "e"]),
+    })
+    got, expected = python_columns(table), table.to_pydict()
+    assert got == expected
+    assert [v is None for v in got["utc"]] == [m is None for m in micros]
+    assert all(v.tzinfo is timezone.utc for v in got["utc"] + got["utc_dense"] if v is not None)
