@@ -255,6 +255,9 @@ def create_app(test_config: dict | None = None) -> Flask:
                         "features": {f: _json_value(vector.values[f]) for f in model.model.features},
                         "missing_features": vector.missing, "stale_features": vector.stale})
 
+    from serving import precomputed  # static inference: batch-scored predictions by lookup
+
+    precomputed.register(app, config)
     return app
 
 
