@@ -30,7 +30,8 @@ def cmd_run(args) -> int:
         profiler.stop()
         path = settings.reports / "replay" / f"profile-{args.policy}.html"
         path.write_text(profiler.output_html())
-        print(f"profile: {path}", file=sys.stderr)
+        path.with_suffix(".txt").write_text(profiler.output_text(unicode=False, color=False))
+        print(f"profile: {path} (and .txt)", file=sys.stderr)
     for line in summary["conclusion"]:
         print(f"- {line}")
     return 0
