@@ -32,7 +32,7 @@ def cmd_run(args) -> int:
         path.write_text(profiler.output_html())
         path.with_suffix(".txt").write_text(profiler.output_text(unicode=False, color=False))
         print(f"profile: {path} (and .txt)", file=sys.stderr)
-    for line in summary["conclusion"]:
+    for line in summary["conclusion"] + summary["conclusion_timing"]:
         print(f"- {line}")
     return 0
 

@@ -101,6 +101,7 @@ def summarize(replay, n_days: int, first_day, total_seconds: float) -> dict:
                    "rows_per_second": round(len(served) / total_seconds, 1) if total_seconds else None},
     }
     summary["conclusion"] = conclusion(summary)
+    summary["conclusion_timing"] = conclusion_timing(summary)
     return summary
 
 
@@ -146,18 +147,25 @@ def conclusion(summary: dict) -> list[str]:
                        f"{s['auc']:.3f} (static, scored the night before); "
                        f"{o['identical_predictions'] / o['same_flights']:.1%} of predictions were identical "
                        f"(mean absolute difference {o['mean_abs_difference']:.4f}).")
-    lat = o["latency_ms"]
-    if lat["dynamic"]["requests"] and lat["static"]["requests"]:
-        out.append("Latency per request of up to 100 flights, client side: "
-                   f"dynamic p50 {lat['dynamic']['p50']:.1f} ms / "
-                   f"p99 {lat['dynamic']['p99']:.1f} ms; static lookup p50 {lat['static']['p50']:.1f} ms / "
-                   f"p99 {lat['static']['p99']:.1f} ms.")
     rules = sorted({a["rule"] for a in summary["alerts"]})
     out.append(f"Monitoring ran {len(summary['monitoring'])} time(s) and raised {len(summary['alerts'])} alert(s)"
                + (f" ({', '.join(rules)})." if rules else "."))
     if summary["refusals"]:
         out.append(f"{len(summary['refusals'])} delivery(ies) refused by a data gate: "
                    + "; ".join(f"{r['night'][:10]} ({r['gate']})" for r in summary["refusals"][:5]) + ".")
+    return out
+
+
+def conclusion_timing(summary: dict) -> list[str]:
+    """The sentences about wall time and latency (they differ between identical runs)."""
+    out = []
+    o = summary["overall"]
+    lat = o["latency_ms"]
+    if lat["dynamic"]["requests"] and lat["static"]["requests"]:
+        out.append("Latency per request of up to 100 flights, client side: "
+                   f"dynamic p50 {lat['dynamic']['p50']:.1f} ms / "
+                   f"p99 {lat['dynamic']['p99']:.1f} ms; static lookup p50 {lat['static']['p50']:.1f} ms / "
+                   f"p99 {lat['static']['p99']:.1f} ms.")
     t = summary["timing"]
     top = sorted(t["stages_seconds"].items(), key=lambda kv: -kv[1])[:3]
     out.append(f"Wall time {t['total_seconds']:.0f} s ({t['per_served_day_seconds']:.2f} s per served day); "
@@ -234,7 +242,8 @@ def render_html(summaries: dict[str, dict]) -> str:
              "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}"
              "table{border-collapse:collapse;font-size:12px}td,th{border:1px solid #ccc;padding:2px 6px}"
              "</style></head><body><h1>Replay: training and inference policies on the real history</h1>"]
-    lines = compare(summaries) + [c for s in summaries.values() for c in s["conclusion"]]
+    lines = compare(summaries) + [c for s in summaries.values()
+                                  for c in s["conclusion"] + s.get("conclusion_timing", [])]
     parts.append("<h2>Conclusion</h2><ul>" + "".join(f"<li>{html.escape(c)}</li>" for c in lines) + "</ul>")
     parts.append("<h2>Quality per week</h2>")
     parts.append(_plot("AUC per week", "AUC", _series(summaries, lambda w, k: w[k]["auc"]), "auc"))

@@ -101,6 +101,16 @@ def request_body(rows: pd.DataFrame, use_case: UseCase) -> dict:
     return {use_case.batch_key: entities}
 
 
+def retrain_reason(config: ReplayConfig, nights: int, accepted: bool, fired: list[str]) -> str | None:
+    """Why the policy retrains after the ``nights``-th served day, or None. Nothing is
+    retrained on a night whose delivery was refused (the sources did not move)."""
+    if not accepted or config.policy == "static":
+        return None
+    if config.policy == "periodic":
+        return f"every {config.retrain_every_days} days" if nights % config.retrain_every_days == 0 else None
+    return "alerts: " + ", ".join(fired) if fired else None
+
+
 class Replay:
     def __init__(self, settings: Settings, use_case: UseCase, config: ReplayConfig, say=print):
         if settings.profile != "embedded":
@@ -178,7 +188,7 @@ class Replay:
                      f"{e.report.failures[0].line()}")
             return False
         if not self.applied:
-            with self.clock.time("apply"):
+            with self.clock.time("apply"), _silenced():
                 feast_ops.apply(self.work)
                 self.store = feast_ops.feature_store(self.work)
             self.applied = True
@@ -371,15 +381,12 @@ class Replay:
                 # The night that ends the day.
                 accepted = self.deliver(end, week, bad=day in cfg.bad_days)
                 nights = i + 1
-                reason = None
+                self.pending_trigger = []
                 if accepted and nights % cfg.monitor_every_days == 0:
                     self.monitor(end)
                     self.refresh_reference()
-                    if cfg.policy == "triggered" and self.pending_trigger:
-                        reason = "alerts: " + ", ".join(self.pending_trigger)
-                if accepted and cfg.policy == "periodic" and nights % cfg.retrain_every_days == 0:
-                    reason = f"every {cfg.retrain_every_days} days"
-                if reason and i < n_days - 1:
+                reason = retrain_reason(cfg, nights, accepted, self.pending_trigger)
+                if reason and i < n_days - 1:  # a model nobody would be served by is not trained
                     self.retrain(end, reason)
                 if (i + 1) % 7 == 0 or i == n_days - 1:
                     self.say(f"  {day}: {i + 1}/{n_days} days, {time.perf_counter() - started:.0f}s")
