@@ -36,13 +36,15 @@ class Arrivals:
         """The newest arrival instant in the data."""
         return max(pd.Timestamp(a.max()).tz_localize("UTC") for a in self.arrival.values()).to_pydatetime()
 
-    def rows(self, name: str, since: datetime, until: datetime) -> pa.Table:
+    def rows(self, name: str, since: datetime | None, until: datetime) -> pa.Table:
+        """Rows of ``name`` that arrived in ``[since, until)`` (``since`` None: from the start)."""
         a = self.arrival[name]
-        mask = (a >= np.datetime64(pd.Timestamp(since).tz_convert(None))) & \
-               (a < np.datetime64(pd.Timestamp(until).tz_convert(None)))
+        mask = a < np.datetime64(pd.Timestamp(until).tz_convert(None))
+        if since is not None:
+            mask &= a >= np.datetime64(pd.Timestamp(since).tz_convert(None))
         return self.tables[name].filter(pa.array(mask))
 
-    def deliver(self, directory: Path, since: datetime, until: datetime, duplicate_from: datetime | None = None
+    def deliver(self, directory: Path, since: datetime | None, until: datetime, duplicate_from: datetime | None = None
                 ) -> dict[str, int]:
         """Write the delivery for the window ``[since, until)`` into ``directory``; return
         rows per table. ``duplicate_from``: a bad delivery, whose rows that arrived from

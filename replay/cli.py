@@ -8,6 +8,7 @@ import sys
 from datetime import date
 
 from pipeline.entry import run
+from replay.config import FEEDS, POLICIES
 
 
 def cmd_run(args) -> int:
@@ -19,7 +20,7 @@ def cmd_run(args) -> int:
     config = ReplayConfig(policy=args.policy, start=args.start, warmup_days=args.warmup_days, days=args.days,
                           retrain_every_days=args.retrain_every_days, window_days=args.window_days,
                           monitor_every_days=args.monitor_every_days, seed=args.seed,
-                          num_boost_round=args.rounds, bad_days=tuple(args.bad_day))
+                          num_boost_round=args.rounds, bad_days=tuple(args.bad_day), feed=FEEDS[args.feed])
     if args.profile:
         from pyinstrument import Profiler
 
@@ -48,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "report under DATA_DIR/reports/replay/.")
     sub = parser.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="one replay under one training policy")
-    r.add_argument("--policy", choices=("static", "periodic", "triggered"),
+    r.add_argument("--policy", choices=POLICIES,
                    default=os.environ.get("REPLAY_POLICY") or "periodic",
                    help="static: train once on the warm-up; periodic: every --retrain-every-days on a sliding "
                         "--window-days; triggered: when monitoring's drift/quality alerts fire (REPLAY_POLICY)")
@@ -63,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--rounds", type=int, default=300, help="XGBoost boosting rounds per retrain")
     r.add_argument("--bad-day", type=date.fromisoformat, action="append", default=[],
                    help="corrupt that day's delivery (its rows arrive twice): the ingest gate must refuse it")
+    r.add_argument("--feed", choices=sorted(FEEDS), default="none",
+                   help="intraday feed run before each hour's requests (none: the nightly batch only)")
     r.add_argument("--profile", action="store_true", help="pyinstrument profile to reports/replay/ "
                    "(pip install -e '.[bench]')")
     r.set_defaults(func=cmd_run)

@@ -9,6 +9,10 @@ from typing import Callable
 POLICIES = ("static", "periodic", "triggered")
 
 
+#: Intraday feeds by name (``replay run --feed NAME``): name -> ``feed`` callable.
+FEEDS: dict[str, Callable | None] = {"none": None}
+
+
 class ReplayError(ValueError):
     """A replay cannot start or go on; the message says why."""
 
@@ -37,9 +41,11 @@ class ReplayConfig:
     #: Days whose delivery is corrupted on purpose (the tests' bad day): see
     #: :func:`replay.arrivals.corrupt`. The gate must refuse it; the replay goes on.
     bad_days: tuple[date, ...] = ()
-    #: Intraday freshness: called as ``feed(start, end)`` before the flights of each hour
-    #: are answered, e.g. a push of the hour's fresh feature rows online. None: no feed
-    #: (the online store holds what the nightly batch materialized).
+    #: Intraday freshness: called as ``feed(settings, use_case, store, start, end)`` before
+    #: the events of each hour ``[end, end + 1 h)`` are answered, e.g. a push online of the
+    #: fresh feature rows with event time in ``(start, end]``. ``settings.raw_dir`` is then a
+    #: directory with the whole history's raw tables (the stream; take only the window's
+    #: rows). None: no feed (the online store holds what the nightly batch materialized).
     feed: Callable | None = field(default=None, compare=False)
 
     def __post_init__(self):

@@ -132,6 +132,7 @@ class Replay:
         self.errors: list[dict] = []
         self.pending_trigger: list[str] = []
         self.store = None
+        self.stream: Settings | None = None
         self.contracts = None
         self.applied = False
 
@@ -149,6 +150,9 @@ class Replay:
             frames = self.use_case.load_builtin() if self.base.raw_dir is None else _read_raw_dir(
                 self.base.raw_dir, self.use_case)
             self.arrivals = Arrivals(self.use_case, frames)
+            if self.config.feed is not None:  # the intraday feed's stream: every raw row
+                self.stream = replace(self.work, raw_dir=self.root / "stream")
+                self.arrivals.deliver(self.stream.raw_dir, None, self.arrivals.end() + timedelta(hours=1))
             self.contracts = source_contracts(self.work, self.use_case)
             # The truth: every event of the history with its label (what the requests are
             # made of, and what they are judged against once the outcome is known). Built
@@ -318,7 +322,8 @@ class Replay:
         for hour, group in groups:
             if hour is not None:
                 with self.clock.time("feed"):
-                    self.config.feed(hour.to_pydatetime() - timedelta(hours=1), hour.to_pydatetime())
+                    self.config.feed(self.stream, self.use_case, self.store,
+                                     hour.to_pydatetime() - timedelta(hours=1), hour.to_pydatetime())
             for i in range(0, len(group), BATCH):
                 body = request_body(group.iloc[i:i + BATCH], uc)
                 n = len(body[uc.batch_key])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 
 import pandas as pd
 import pyarrow.parquet as pq
@@ -23,14 +23,46 @@ CONFIG = ReplayConfig(policy="triggered", start=date(2013, 1, 1), warmup_days=21
                       monitor_every_days=3, num_boost_round=100, bad_days=(date(2013, 1, 23),))
 
 
+class RecordingFeed:
+    """An intraday feed that feeds nothing and records how it was called."""
+
+    __name__ = "recording"
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, settings, use_case, store, start, end):
+        stream = pq.read_table(settings.raw_dir / "flights.parquet").num_rows
+        self.calls.append({"start": start, "end": end, "stream_rows": stream, "store": store is not None})
+        return {}
+
+
 @pytest.fixture(scope="module")
-def two_replays(tmp_path_factory, raw_slice_dir, use_case):
+def feeds():
+    return [RecordingFeed(), RecordingFeed()]
+
+
+@pytest.fixture(scope="module")
+def two_replays(tmp_path_factory, raw_slice_dir, use_case, feeds):
     """The same replay twice, in two data directories (same seed, same data)."""
     out = []
-    for name in ("a", "b"):
+    for name, feed in zip(("a", "b"), feeds):
         settings = Settings(data_dir=tmp_path_factory.mktemp(f"replay_{name}"), raw_dir=raw_slice_dir)
-        out.append(run_replay(settings, use_case, CONFIG, say=lambda *a: None))
+        out.append(run_replay(settings, use_case, replace(CONFIG, feed=feed), say=lambda *a: None))
     return out
+
+
+def test_the_intraday_feed_runs_before_each_hour_with_flights(two_replays, feeds, raw_slice_dir):
+    calls = feeds[0].calls
+    flights = pd.read_parquet(raw_slice_dir / "flights.parquet")
+    local = pd.to_datetime(flights[["year", "month", "day"]])
+    served = flights[(local >= "2013-01-22") & (local <= "2013-01-27")]
+    hours = sorted(set(pd.to_datetime(served["time_hour"], utc=True)))
+    assert [c["end"] for c in calls] == [h.to_pydatetime() for h in hours], "one call per hour with departures"
+    assert all(c["end"] - c["start"] == timedelta(hours=1) for c in calls)
+    assert {c["stream_rows"] for c in calls} == {len(flights)}, "the feed's stream holds the whole history"
+    assert all(c["store"] for c in calls)
+    assert feeds[1].calls == calls
 
 
 def test_replay_serves_every_scheduled_flight_of_the_served_days(two_replays, raw_slice_dir):
