@@ -216,7 +216,8 @@ def _plot(title: str, ylabel: str, series: dict[str, list[tuple[int, float]]], p
     ax = fig.add_subplot()
     for name, points in series.items():
         if points:
-            ax.plot([x for x, _ in points], [y for _, y in points], marker="o", markersize=3, label=name)
+            ax.plot([x for x, _ in points], [y for _, y in points], marker="o", markersize=3, label=name,
+                    linestyle="--" if name.endswith("static") else "-")
     ax.set_xlabel("replay week")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
