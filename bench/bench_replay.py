@@ -1,7 +1,7 @@
 """Full-year replay, periodic weekly retraining, against the 15-minute goal.
 
 Runs ``replay run --policy periodic`` (the defaults: 4 weeks of warm-up, then every day
-of 2013 to the end of the data, a retrain every 7 days on a 6-week window, monitoring
+of 2013 to the end of the data, a retrain every 7 days on a 4-week window, monitoring
 weekly) in a fresh process over a fresh DATA_DIR, and records where the time went, the
 machine's load around it (the 2 cores are shared), and the replay's own quality numbers.
 
@@ -70,7 +70,7 @@ def main() -> int:
         return 0
     write_result("replay", "Full-year replay of 2013, day by day as if live (ingest, gates, features, "
                  "materialize, nightly batch scoring, every flight answered by /predict and /precomputed of one "
-                 "gunicorn server, weekly monitoring, weekly retrain on a 6-week window behind the model gate), "
+                 "gunicorn server, weekly monitoring, weekly retrain on a 4-week window behind the model gate), "
                  "in a fresh process; the 2 cores were shared (load average in the JSON)", rows, goals, extra)
     return 0
 

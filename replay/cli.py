@@ -8,12 +8,11 @@ import sys
 from datetime import date
 
 from pipeline.entry import run
-from replay.config import FEEDS, POLICIES
+from replay.config import FEEDS, POLICIES, ReplayConfig
 
 
 def cmd_run(args) -> int:
     from pipeline.entry import context
-    from replay.config import ReplayConfig
     from replay.run import run_replay
 
     settings, use_case = context()
@@ -55,13 +54,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "--window-days; triggered: when monitoring's drift/quality alerts fire (REPLAY_POLICY)")
     r.add_argument("--days", type=int, default=_env_int("REPLAY_DAYS", None),
                    help="served days after the warm-up (REPLAY_DAYS; default: until the data ends)")
-    r.add_argument("--start", type=date.fromisoformat, default=date(2013, 1, 1), help="first day of history")
-    r.add_argument("--warmup-days", type=int, default=28, help="history before the first served day (N weeks x 7)")
-    r.add_argument("--retrain-every-days", type=int, default=7, help="K, the periodic policy's period")
-    r.add_argument("--window-days", type=int, default=42, help="the sliding training window")
-    r.add_argument("--monitor-every-days", type=int, default=7, help="how often monitoring runs")
-    r.add_argument("--seed", type=int, default=7)
-    r.add_argument("--rounds", type=int, default=300, help="XGBoost boosting rounds per retrain")
+    d = ReplayConfig()
+    r.add_argument("--start", type=date.fromisoformat, default=d.start, help="first day of history")
+    r.add_argument("--warmup-days", type=int, default=d.warmup_days,
+                   help="history before the first served day, the static policy's training data (N weeks x 7)")
+    r.add_argument("--retrain-every-days", type=int, default=d.retrain_every_days, help="K, the periodic period")
+    r.add_argument("--window-days", type=int, default=d.window_days, help="the sliding training window")
+    r.add_argument("--monitor-every-days", type=int, default=d.monitor_every_days, help="how often monitoring runs")
+    r.add_argument("--seed", type=int, default=d.seed)
+    r.add_argument("--rounds", type=int, default=d.num_boost_round, help="XGBoost boosting rounds per retrain")
     r.add_argument("--bad-day", type=date.fromisoformat, action="append", default=[],
                    help="corrupt that day's delivery (its rows arrive twice): the ingest gate must refuse it")
     r.add_argument("--feed", choices=sorted(FEEDS), default="none",

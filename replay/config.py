@@ -32,7 +32,7 @@ class ReplayConfig:
     days: int | None = None
     retrain_every_days: int = 7
     #: Sliding training window of every retrain (days before the retraining night).
-    window_days: int = 42
+    window_days: int = 28
     #: Monitoring (skew, drift, freshness, quality of the served log) every this many days.
     monitor_every_days: int = 7
     trigger_rules: tuple[str, ...] = ("drift_", "quality_")
