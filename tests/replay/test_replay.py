@@ -178,3 +178,17 @@ def test_precomputed_endpoint_answers_from_the_lookup(served_dir, use_case):
     assert client.post("/precomputed", json={"flights": [shifted]}).get_json()["predictions"][0]["probability"] == 0.25
     bad = client.post("/precomputed", json={"flights": [dict(entities[0], flight="x")]})
     assert bad.status_code == 400 and bad.get_json()["field"] == "flights[0].flight", bad.get_json()
+
+
+def test_ingest_takes_a_declared_as_of_and_refuses_data_after_it(tmp_path, raw_slice_dir, use_case):
+    from pipeline.ingest import ingest, list_snapshots
+    from validation.report import GateFailed
+
+    settings = Settings(data_dir=tmp_path / "data", raw_dir=raw_slice_dir)
+    with pytest.raises(GateFailed) as refused:
+        ingest(settings, use_case, declared_as_of=datetime(2013, 2, 1, tzinfo=timezone.utc))
+    assert [f.check for f in refused.value.report.failures] == ["as_of_declared"]
+    assert list_snapshots(settings) == [], "a refused delivery writes no snapshot"
+    midnight = local_midnight(date(2013, 3, 1), "America/New_York")
+    assert ingest(settings, use_case, declared_as_of=midnight).as_of == midnight, \
+        "the delivery is complete up to its declared instant, after its last event"
