@@ -11,7 +11,7 @@ PROFILE ?= embedded
 export DATA_DIR HOST PORT PROFILE
 FS_YAML := feature_repo/$(if $(filter spark,$(PROFILE)),feature_store.spark.yaml,feature_store.yaml)
 
-.PHONY: install sysdeps demo pipeline serve monitor test bench feast clean help
+.PHONY: install sysdeps demo pipeline serve monitor replay test bench feast clean help
 
 help:
 	@echo "make demo       set up, run the whole pipeline, start the server on $(HOST):$(PORT), query it"
@@ -19,6 +19,7 @@ help:
 	@echo "make pipeline   the pipeline without the server (ingest -> features -> apply -> materialize -> train -> promote)"
 	@echo "make serve      only the server (gunicorn), serving the promoted model"
 	@echo "make monitor    the monitoring report (skew, drift, freshness, quality) of the served traffic; exit 1 on an alert"
+	@echo "make replay     replay 2013 day by day as if live (REPLAY_POLICY=static|periodic|triggered, REPLAY_DAYS=N)"
 	@echo "make bench      every benchmark in bench/ (results in bench/results/, table in README)"
 	@echo "make feast ARGS='plan'   the Feast CLI on feature_repo/ with this DATA_DIR and PROFILE"
 	@echo "PROFILE=spark make ...   any target on the scale-out profile (Spark + Redis + SQL registry)"
@@ -54,6 +55,12 @@ serve: install
 
 monitor: install
 	$(BIN)/monitoring report $(ARGS)
+
+# The day-by-day replay of the history under one training policy; report in DATA_DIR/reports/replay/.
+REPLAY_POLICY ?= periodic
+REPLAY_DAYS ?=
+replay: install
+	$(BIN)/replay run --policy $(REPLAY_POLICY) $(if $(REPLAY_DAYS),--days $(REPLAY_DAYS)) $(ARGS)
 
 demo: pipeline
 	$(BIN)/serving demo

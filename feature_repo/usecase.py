@@ -132,4 +132,9 @@ USE_CASE = UseCase(
     raw_contracts=RAW_CONTRACTS,
     source_rules=SOURCE_RULES,
     model_expectations=MODEL_EXPECTATIONS,
+    # Replay: a flight's row arrives with its scheduled hour, a weather row with its hour.
+    arrival_columns={"flights": "time_hour", "weather": "time_hour"},
+    timezone=TIMEZONE,
+    # The daily aggregates read the 7 days before a row's day, which is valid for 1 day.
+    feature_lookback=timedelta(days=8),
 )

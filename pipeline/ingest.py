@@ -133,7 +133,8 @@ def write_reference_profile(settings: Settings, use_case: UseCase, frames, snaps
 
 
 def ingest(settings: Settings, use_case: UseCase, progress: Progress | None = None,
-           accept: Iterable[str] = (), dry_run: bool = False) -> Snapshot | None:
+           accept: Iterable[str] = (), dry_run: bool = False,
+           declared_as_of: datetime | None = None) -> Snapshot | None:
     """Check the raw tables against their contracts and land them as a snapshot.
 
     The gate runs on the normalised tables in a staging directory: file and column types
@@ -144,6 +145,11 @@ def ingest(settings: Settings, use_case: UseCase, progress: Progress | None = No
     written under ``DATA_DIR/reports`` either way. ``accept`` names checks (e.g.
     ``volume_change``) whose failures are reported but do not block this run. With
     ``dry_run`` only the gate runs (``validation raw``): nothing is written but the report.
+
+    ``declared_as_of``: a delivery that says it is complete up to an instant (a replayed
+    day ends at its midnight, after its last event) gets that instant as its as-of, so the
+    features published at that midnight exist; data newer than it is a failure
+    (``as_of_declared``).
     """
     report = Report("ingest", str(settings.raw_dir) if settings.raw_dir else "the built-in data")
     con = connect()
@@ -176,6 +182,14 @@ def ingest(settings: Settings, use_case: UseCase, progress: Progress | None = No
         for name in tables:
             con.execute(f"CREATE VIEW raw_{name} AS SELECT * FROM read_parquet({sql_str(staging / f'{name}.parquet')})")
         as_of = con.execute(use_case.as_of_sql).fetchone()[0]
+        if declared_as_of is not None and as_of is not None:
+            report.ran("as_of_declared")
+            if as_of > declared_as_of:
+                report.failures.append(Failure(
+                    "as_of_declared", "snapshot", None,
+                    f"the data reaches {as_of.isoformat()}, after the delivery's declared as-of "
+                    f"{declared_as_of.isoformat()}"))
+            as_of = declared_as_of
         frames = {name: read_table(staging / f"{name}.parquet") for name in tables}
         now = datetime.now(timezone.utc)
         run_contracts(report, frames, use_case.raw_contracts, Context(now=now, as_of=as_of, tables=frames))

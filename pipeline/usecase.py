@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field, replace
+from datetime import timedelta
 from typing import Callable, Mapping
 
 import pandas as pd
@@ -90,6 +91,14 @@ class UseCase:
     source_rules: Mapping[str, TableContract] = field(default_factory=dict)
     #: What the model gate expects of any model's behaviour.
     model_expectations: ModelExpectations = field(default_factory=ModelExpectations)
+    #: Replay (``replay/``): per raw table, the UTC timestamp column at which its rows
+    #: arrive (ISO text or timestamp); tables not named are reference tables that arrive
+    #: whole. ``timezone`` draws the day boundaries of a live day; ``feature_lookback`` is
+    #: how much history the features read back (aggregate windows + TTL), kept in a replay's
+    #: sliding snapshot so every feature is computed as it would be on the whole history.
+    arrival_columns: Mapping[str, str] = field(default_factory=dict)
+    timezone: str = "UTC"
+    feature_lookback: timedelta = timedelta(0)
 
     def with_feature_service(self, name: str | None) -> "UseCase":
         """This use case with another FeatureService (one of its Feast definitions) for

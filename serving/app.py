@@ -17,6 +17,7 @@ from werkzeug.exceptions import HTTPException
 
 from pipeline.config import Settings
 from pipeline.usecase import UseCase, load_use_case
+from serving import precomputed
 from serving.errors import RequestError, ServingError, StoreUnavailable
 from serving.featurelog import FeatureLogger, LogConfig
 from serving.metrics import Metrics
@@ -254,6 +255,7 @@ def create_app(test_config: dict | None = None) -> Flask:
                         "features": {f: _json_value(vector.values[f]) for f in model.model.features},
                         "missing_features": vector.missing, "stale_features": vector.stale})
 
+    precomputed.register(app, config)  # POST /precomputed: static inference by lookup
     return app
 
 

@@ -63,6 +63,21 @@ def openapi_spec(use_case: UseCase, max_batch: int, max_body_bytes: int, version
                     "required": ["model_version", "feature_service", "predictions"]}, "One prediction per entity"),
                     **_errors(400, 413, 503)},
             }},
+            "/precomputed": {"post": {
+                "summary": "Static inference: the batch-scored probability of each entity (null: none "
+                           "precomputed), same body as /predict",
+                "requestBody": {"required": True, "description": f"At most {max_body_bytes} bytes",
+                                "content": {"application/json": {"schema": {"anyOf": [entity, batch]}}}},
+                "responses": {"200": _json({
+                    "type": "object",
+                    "properties": {"predictions": {"type": "array", "items": {
+                        "type": "object",
+                        "properties": {"probability": {"type": ["number", "null"]},
+                                       "model_version": {"type": ["string", "null"]}},
+                        "required": ["probability", "model_version"]}}},
+                    "required": ["predictions"]}, "One precomputed answer per entity"),
+                    **_errors(400, 413)},
+            }},
             "/features": {"get": {
                 "summary": "The model's online feature vector for one entity, without predicting",
                 "parameters": query,

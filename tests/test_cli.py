@@ -8,7 +8,8 @@ import sys
 import pytest
 
 
-@pytest.mark.parametrize("module", ["pipeline.cli", "training.cli", "serving.cli", "validation.cli", "monitoring.cli"])
+@pytest.mark.parametrize("module", ["pipeline.cli", "training.cli", "serving.cli", "validation.cli", "monitoring.cli",
+                                    "replay.cli"])
 def test_help_is_instant_and_does_not_import_feast(module):
     code = (
         f"import sys, contextlib, io\n"

@@ -41,6 +41,9 @@ class TrainConfig:
     #: boundary that leaves the last ``holdout_fraction`` of events for evaluation.
     holdout_start: str | None = None
     holdout_fraction: float = 0.2
+    #: First instant of the training window (ISO, UTC): older events are not used (a
+    #: sliding window). Default: every event in the events table.
+    window_start: str | None = None
 
     def xgb_params(self) -> dict:
         return {
@@ -124,6 +127,10 @@ def run_training(settings: Settings, use_case: UseCase, store, config: TrainConf
     report = Report("training", f"FeatureService {use_case.feature_service}")
     check_events(settings, use_case, report)
     events = load_events(settings, use_case)
+    if config.window_start:
+        since = pd.Timestamp(config.window_start)
+        since = since.tz_localize("UTC") if since.tzinfo is None else since
+        events = events[events[use_case.event_timestamp] >= since]
     features = service_features(store, use_case.feature_service)
     start = time.perf_counter()
     guard: dict = {}

@@ -1,0 +1,1 @@
+"""Replaying history day by day as if live: training and inference policies, measured."""
