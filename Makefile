@@ -19,7 +19,7 @@ help:
 	@echo "make pipeline   the pipeline without the server (ingest -> features -> apply -> materialize -> train -> promote)"
 	@echo "make serve      only the server (gunicorn), serving the promoted model"
 	@echo "make monitor    the monitoring report (skew, drift, freshness, quality) of the served traffic; exit 1 on an alert"
-	@echo "make replay     replay 2013 day by day as if live (REPLAY_POLICY=static|periodic|triggered, REPLAY_DAYS=N)"
+	@echo "make replay     replay 2013 day by day as if live (REPLAY_POLICY=static|periodic|triggered, REPLAY_DAYS=N, REPLAY_FEED=push)"
 	@echo "make bench      every benchmark in bench/ (results in bench/results/, table in README)"
 	@echo "make feast ARGS='plan'   the Feast CLI on feature_repo/ with this DATA_DIR and PROFILE"
 	@echo "PROFILE=spark make ...   any target on the scale-out profile (Spark + Redis + SQL registry)"

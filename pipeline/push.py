@@ -34,7 +34,7 @@ import os
 import threading
 import time
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Mapping
@@ -223,7 +223,8 @@ def window_rows(target: PushTarget, start: datetime, end: datetime) -> pa.Table:
     return loaded.table.slice(low, high - low)
 
 
-def push_window(settings: Settings, use_case: UseCase, store, start: datetime, end: datetime) -> dict:
+def push_window(settings: Settings, use_case: UseCase, store, start: datetime, end: datetime,
+                sources: Path | None = None) -> dict:
     """Push online, for every push source the use case declares, the rows with event time
     in ``(start, end]``, from its source table as built from the data available at
     ``end``. Returns ``{push source: rows pushed}``. Nothing is written if any source's
@@ -231,10 +232,13 @@ def push_window(settings: Settings, use_case: UseCase, store, start: datetime, e
 
     Call it as time passes, e.g. every hour with ``(h - 1 h, h]``, before answering
     requests after ``h``; the source tables must have been built from data reaching
-    ``end`` (a window past a table's last row pushes nothing from it).
+    ``end`` (a window past a table's last row pushes nothing from it). ``sources``: read
+    the tables of the same names from this directory instead of the registry's paths.
     """
     if end <= start:
         raise PushError(f"push window: end {end.isoformat()} is not after start {start.isoformat()}")
     targets = push_targets(store, settings, tuple(use_case.push_sources))
+    if sources is not None:  # the same tables, built elsewhere (e.g. a replay's whole-history stream)
+        targets = [replace(t, path=Path(sources) / t.path.name) for t in targets]
     frames = {t.name: window_rows(t, start, end) for t in targets}
     return push_frames(store, targets, frames)

@@ -19,7 +19,8 @@ def cmd_run(args) -> int:
     config = ReplayConfig(policy=args.policy, start=args.start, warmup_days=args.warmup_days, days=args.days,
                           retrain_every_days=args.retrain_every_days, window_days=args.window_days,
                           monitor_every_days=args.monitor_every_days, seed=args.seed,
-                          num_boost_round=args.rounds, bad_days=tuple(args.bad_day), feed=FEEDS[args.feed])
+                          num_boost_round=args.rounds, bad_days=tuple(args.bad_day), feed=FEEDS[args.feed],
+                          feature_service=settings.feature_service)
     if args.profile:
         from pyinstrument import Profiler
 
@@ -28,7 +29,7 @@ def cmd_run(args) -> int:
     summary = run_replay(settings, use_case, config)
     if args.profile:
         profiler.stop()
-        path = settings.reports / "replay" / f"profile-{args.policy}.html"
+        path = settings.reports / "replay" / f"profile-{config.name}.html"
         path.write_text(profiler.output_html())
         path.with_suffix(".txt").write_text(profiler.output_text(unicode=False, color=False))
         print(f"profile: {path} (and .txt)", file=sys.stderr)
@@ -65,8 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--rounds", type=int, default=d.num_boost_round, help="XGBoost boosting rounds per retrain")
     r.add_argument("--bad-day", type=date.fromisoformat, action="append", default=[],
                    help="corrupt that day's delivery (its rows arrive twice): the ingest gate must refuse it")
-    r.add_argument("--feed", choices=sorted(FEEDS), default="none",
-                   help="intraday feed run before each hour's requests (none: the nightly batch only)")
+    r.add_argument("--feed", choices=sorted(FEEDS), default=os.environ.get("REPLAY_FEED") or "none",
+                   help="intraday feed run before each hour's requests (none: the nightly batch only; push: the "
+                        "use case's push sources, hour by hour, pipeline.push.push_window; REPLAY_FEED)")
     r.add_argument("--profile", action="store_true", help="pyinstrument profile to reports/replay/ "
                    "(pip install -e '.[bench]')")
     r.set_defaults(func=cmd_run)

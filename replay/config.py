@@ -9,8 +9,18 @@ from typing import Callable
 POLICIES = ("static", "periodic", "triggered")
 
 
+def push_feed(stream, use_case, store, start, end) -> dict:
+    """``--feed push``: the use case's push sources' rows of ``(start, end]`` pushed online
+    (:func:`pipeline.push.push_window`), read from the stream's source tables."""
+    from pipeline.push import push_window
+
+    return push_window(stream, use_case, store, start, end, sources=stream.sources)
+
+
+push_feed.__name__ = "push"
+
 #: Intraday feeds by name (``replay run --feed NAME``): name -> ``feed`` callable.
-FEEDS: dict[str, Callable | None] = {"none": None}
+FEEDS: dict[str, Callable | None] = {"none": None, "push": push_feed}
 
 
 class ReplayError(ValueError):
@@ -41,12 +51,16 @@ class ReplayConfig:
     #: Days whose delivery is corrupted on purpose (the tests' bad day): see
     #: :func:`replay.arrivals.corrupt`. The gate must refuse it; the replay goes on.
     bad_days: tuple[date, ...] = ()
-    #: Intraday freshness: called as ``feed(settings, use_case, store, start, end)`` before
-    #: the events of each hour ``[end, end + 1 h)`` are answered, e.g. a push online of the
-    #: fresh feature rows with event time in ``(start, end]``. ``settings.raw_dir`` is then a
-    #: directory with the whole history's raw tables (the stream; take only the window's
-    #: rows). None: no feed (the online store holds what the nightly batch materialized).
+    #: Intraday freshness: called as ``feed(stream, use_case, store, start, end)`` before
+    #: the events of each hour ``[end, end + 1 h)`` are answered, ``start`` being the end of
+    #: the previous call: e.g. a push online of the fresh feature rows with event time in
+    #: ``(start, end]``. ``stream`` is the Settings of the whole history, ingested and run
+    #: through the feature pipelines (its ``sources``; take only the window's rows: a source
+    #: table's row holds only what was known at its event time). None: no feed (the online
+    #: store holds what the nightly batch materialized).
     feed: Callable | None = field(default=None, compare=False)
+    #: The FeatureService trained and served (None: the use case's default); for the record.
+    feature_service: str | None = None
 
     def __post_init__(self):
         if self.policy not in POLICIES:
@@ -57,9 +71,17 @@ class ReplayConfig:
         if self.days is not None and self.days < 1:
             raise ReplayError(f"days must be at least 1, not {self.days}")
 
+    @property
+    def name(self) -> str:
+        """The replay's name in reports and directories: the policy, then the feed and the
+        FeatureService when they are not the defaults (e.g. ``periodic+push+late_arrival_v2``)."""
+        feed = getattr(self.feed, "__name__", None) if self.feed else None
+        return "+".join(p for p in (self.policy, feed, self.feature_service) if p)
+
     def public(self) -> dict:
         """The knobs as JSON values (for the report)."""
-        return {"policy": self.policy, "start": self.start.isoformat(), "warmup_days": self.warmup_days,
+        return {"name": self.name, "policy": self.policy, "feature_service": self.feature_service,
+                "start": self.start.isoformat(), "warmup_days": self.warmup_days,
                 "days": self.days, "retrain_every_days": self.retrain_every_days,
                 "window_days": self.window_days, "monitor_every_days": self.monitor_every_days,
                 "trigger_rules": list(self.trigger_rules), "seed": self.seed,

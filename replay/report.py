@@ -123,7 +123,7 @@ def _mean(values):
 def conclusion(summary: dict) -> list[str]:
     """Sentences computed from the numbers of one policy's replay."""
     out = []
-    policy = summary["config"]["policy"]
+    policy = summary["config"]["name"]
     o = summary["overall"]
     weekly_auc = [w["dynamic"]["auc"] for w in summary["weeks"] if w["dynamic"]["auc"] is not None]
     if o["dynamic"]["auc"] is not None:
@@ -190,7 +190,7 @@ def write_reports(settings: Settings, summary: dict) -> dict[str, Path]:
     ``DATA_DIR/reports/replay/``."""
     directory = settings.reports / "replay"
     directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{summary['config']['policy']}.json"
+    path = directory / f"{summary['config']['name']}.json"
     atomic_write(path, json.dumps(summary, indent=2, allow_nan=False).encode())
     summaries = {}
     for p in sorted(directory.glob("*.json")):
@@ -199,7 +199,7 @@ def write_reports(settings: Settings, summary: dict) -> dict[str, Path]:
         except ValueError:
             continue
         if isinstance(s, dict) and "config" in s and "weeks" in s:
-            summaries[s["config"]["policy"]] = s
+            summaries[s["config"].get("name", s["config"]["policy"])] = s
     page = directory / "report.html"
     atomic_write(page, render_html(summaries).encode())
     return {"json": path, "html": page}

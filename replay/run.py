@@ -118,7 +118,7 @@ class Replay:
         if not use_case.arrival_columns:
             raise ReplayError(f"use case {use_case.name!r} declares no arrival_columns: nothing to replay by time")
         self.base, self.use_case, self.config, self.say = settings, use_case, config, say
-        self.root = settings.data_dir / "replay" / config.policy
+        self.root = settings.data_dir / "replay" / config.name
         self.work = replace(settings, data_dir=self.root / "data", raw_dir=self.root / "delivery")
         self.clock = Clock()
         self.history = timedelta(days=max(config.window_days, config.warmup_days)) + use_case.feature_lookback
@@ -133,6 +133,8 @@ class Replay:
         self.pending_trigger: list[str] = []
         self.store = None
         self.stream: Settings | None = None
+        #: The end of the last intraday feed window (the next one starts there).
+        self.fed_until: datetime | None = None
         self.contracts = None
         self.applied = False
 
@@ -150,9 +152,6 @@ class Replay:
             frames = self.use_case.load_builtin() if self.base.raw_dir is None else _read_raw_dir(
                 self.base.raw_dir, self.use_case)
             self.arrivals = Arrivals(self.use_case, frames)
-            if self.config.feed is not None:  # the intraday feed's stream: every raw row
-                self.stream = replace(self.work, raw_dir=self.root / "stream")
-                self.arrivals.deliver(self.stream.raw_dir, None, self.arrivals.end() + timedelta(hours=1))
             self.contracts = source_contracts(self.work, self.use_case)
             # The truth: every event of the history with its label (what the requests are
             # made of, and what they are judged against once the outcome is known). Built
@@ -164,7 +163,10 @@ class Replay:
             self.events = events.sort_values([self.use_case.event_timestamp, self.use_case.id_column],
                                              kind="stable").reset_index(drop=True)
             self.event_times = pd.to_datetime(self.events[self.use_case.event_timestamp], utc=True)
-            shutil.rmtree(truth.data_dir)
+            if self.config.feed is not None:  # the intraday feed reads the whole history's sources
+                self.stream = truth
+            else:
+                shutil.rmtree(truth.data_dir)
 
     # ---- the nightly batch ---------------------------------------------------------------
     def deliver(self, until: datetime, week: int, bad: bool = False) -> bool:
@@ -324,9 +326,11 @@ class Replay:
         dynamic, static, versions, static_versions = [], [], [], []
         for hour, group in groups:
             if hour is not None:
+                now = hour.to_pydatetime()
                 with self.clock.time("feed"):
                     self.config.feed(self.stream, self.use_case, self.store,
-                                     hour.to_pydatetime() - timedelta(hours=1), hour.to_pydatetime())
+                                     self.fed_until or now - timedelta(hours=1), now)
+                self.fed_until = now
             for i in range(0, len(group), BATCH):
                 body = request_body(group.iloc[i:i + BATCH], uc)
                 n = len(body[uc.batch_key])
@@ -356,7 +360,7 @@ class Replay:
     def run(self) -> dict:
         started = time.perf_counter()
         cfg, uc = self.config, self.use_case
-        self.say(f"replay ({cfg.policy}): preparing the history and the truth")
+        self.say(f"replay ({cfg.name}): preparing the history and the truth")
         self._prepare()
         first_day = cfg.start + timedelta(days=cfg.warmup_days)
         last_day = (pd.Timestamp(self.arrivals.end()).tz_convert(uc.timezone).date())

@@ -59,7 +59,9 @@ def test_the_intraday_feed_runs_before_each_hour_with_flights(two_replays, feeds
     served = flights[(local >= "2013-01-22") & (local <= "2013-01-27")]
     hours = sorted(set(pd.to_datetime(served["time_hour"], utc=True)))
     assert [c["end"] for c in calls] == [h.to_pydatetime() for h in hours], "one call per hour with departures"
-    assert all(c["end"] - c["start"] == timedelta(hours=1) for c in calls)
+    assert calls[0]["end"] - calls[0]["start"] == timedelta(hours=1)
+    assert all(c["start"] == before["end"] for before, c in zip(calls, calls[1:])), \
+        "each window starts where the last ended (nothing between two hours with flights is skipped)"
     assert {c["stream_rows"] for c in calls} == {len(flights)}, "the feed's stream holds the whole history"
     assert all(c["store"] for c in calls)
     assert feeds[1].calls == calls
@@ -192,3 +194,32 @@ def test_ingest_takes_a_declared_as_of_and_refuses_data_after_it(tmp_path, raw_s
     midnight = local_midnight(date(2013, 3, 1), "America/New_York")
     assert ingest(settings, use_case, declared_as_of=midnight).as_of == midnight, \
         "the delivery is complete up to its declared instant, after its last event"
+
+
+def test_push_feed_serves_what_the_offline_join_sees(tmp_path_factory, raw_slice_dir, use_case):
+    """The real intraday feed (push sources, hour by hour) on the fresher FeatureService:
+    monitoring finds no feature of any served flight differing from its point-in-time
+    offline value (without a feed, the day's weather is stale online and differs), and the
+    static predictions made the night before differ from the dynamic ones for most flights."""
+    from replay.config import FEEDS
+
+    uc = use_case.with_feature_service("late_arrival_v2")
+    config = ReplayConfig(policy="static", start=date(2013, 1, 1), warmup_days=21, days=3, window_days=21,
+                          monitor_every_days=3, num_boost_round=50, feed=FEEDS["push"],
+                          feature_service="late_arrival_v2")
+    settings = Settings(data_dir=tmp_path_factory.mktemp("replay_push"), raw_dir=raw_slice_dir)
+    summary = run_replay(settings, uc, config, say=lambda *a: None)
+    assert summary["config"]["name"] == "static+push+late_arrival_v2"
+    assert summary["errors"] == [] and summary["flights"] > 2000
+    [check] = summary["monitoring"]
+    assert check["rows"] == summary["flights"], "every served flight was logged and monitored"
+    assert check["skew_features"] == 0, f"served features differ from the offline join: {check}"
+    o = summary["overall"]
+    assert o["same_flights"] == summary["flights"]
+    assert o["identical_predictions"] < 0.5 * o["same_flights"], "fresh features changed most dynamic answers"
+
+
+def test_without_a_feed_the_days_weather_is_skewed_online(two_replays):
+    """The counterpart of the push test: the nightly batch alone serves yesterday's weather
+    (stale after 3 hours, so missing online), which monitoring reports as skew."""
+    assert any(m["skew_features"] > 0 for m in two_replays[0]["monitoring"])
