@@ -13,11 +13,11 @@ ROOT = Path(__file__).resolve().parents[1]
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 
 
-def _fmt(value) -> str:
+def _fmt(value, digits: int = 3) -> str:
     if isinstance(value, bool):
         return "yes" if value else "**no**"
     if isinstance(value, float):
-        return f"{value:.3g}" if abs(value) < 1000 else f"{value:,.0f}"
+        return f"{value:.{digits}g}" if abs(value) < 1000 else f"{value:,.0f}"
     return str(value)
 
 
@@ -38,7 +38,8 @@ def render(results: list[dict]) -> str:
             out.append("| goal | measured | target | met |")
             out.append("|---|---|---|---|")
             for g in result["goals"]:
-                out.append(f"| {g['goal']} | {_fmt(g['value'])} | {g['target']} | {_fmt(g['met'])} |")
+                # Four digits: a measurement next to its target must not round onto it (1.3008 vs 1.3).
+                out.append(f"| {g['goal']} | {_fmt(g['value'], 4)} | {g['target']} | {_fmt(g['met'])} |")
             out.append("")
     return "\n".join(out)
 
