@@ -19,6 +19,7 @@ import argparse
 import http.client
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -202,6 +203,9 @@ def build_stock_store(settings: Settings, as_of: pd.Timestamp, directory: Path) 
     text = text.replace("type: pipeline.packed_sqlite_store.PackedSqliteOnlineStore", "type: sqlite")
     text = text.replace("${DATA_DIR}/online_store.db", str(directory / "online_stock.db"))
     text = text.replace("type: pipeline.packed_sqlite_store.PackedLocalComputeEngine", "type: local")
+    # The packed store's own options (e.g. `synchronous`) are not the stock store's: drop them
+    # (they concern writes; the anchor is measured on reads).
+    text = re.sub(r"(?m)^  synchronous:.*\n", "", text)
     if "packed_sqlite_store" in text:
         raise RuntimeError(f"could not derive a stock-store YAML from {settings.feature_store_yaml}")
     path = directory / "feature_store_stock.yaml"

@@ -179,6 +179,9 @@ class RequestViews:
                 out[name + TS_SUFFIX] = [0] * len(rows)
 
 
+#: Entity keys :class:`DirectRead` keeps serialized (a few MB at most).
+KEY_CACHE_SIZE = 50_000
+
 class DirectRead:
     """The FeatureService's batch views read from the packed SQLite store's tables directly.
 
@@ -199,6 +202,9 @@ class DirectRead:
         self._to_python, self._to_protos = feast_value_type_to_python_type, python_values_to_proto_values
         self._read_packed, self._unpack = read_packed, unpack
         self._encode_keys, self._scalar = encode_entity_keys, SCALAR_FIELDS
+        #: Serialized entity keys by (join keys, values): a server sees the same airports,
+        #: carriers and aircraft again and again (bounded: emptied past KEY_CACHE_SIZE).
+        self._key_cache: dict[tuple, bytes] = {}
         self.store = store
         config = store.config
         self._version = config.entity_key_serialization_version
@@ -259,6 +265,20 @@ class DirectRead:
         return self._to_python(value, value_type)
 
     def _keys(self, rows: list[dict], keys) -> list[bytes]:
+        """Each row's serialized entity key for ``keys``, from the cache or :meth:`_encode`."""
+        cache, signature = self._key_cache, tuple(keys)
+        # The value's type is part of the key (1, 1.0 and True are equal in a dict).
+        wanted = [(signature, tuple((type(row[f]), row[f]) for _, f, _ in keys)) for row in rows]
+        out = [cache.get(w) for w in wanted]  # never read back after a write: threads share it
+        missing = [i for i, key in enumerate(out) if key is None]
+        if missing:
+            if len(cache) + len(missing) > KEY_CACHE_SIZE:
+                cache.clear()
+            for i, key in zip(missing, self._encode([rows[i] for i in missing], keys)):
+                out[i] = cache[wanted[i]] = key
+        return out
+
+    def _encode(self, rows: list[dict], keys) -> list[bytes]:
         if self._version == 3:
             fast = self._encode_keys([(name, value_type, [row[field] for row in rows])
                                       for name, field, value_type in keys])

@@ -117,3 +117,20 @@ def test_python_on_demand_view_offline_sees_only_its_declared_columns(both_paths
     assert applied.transform_arrow(joined, True).equals(stock)
     assert job.to_df()["departure_time__dep_hour_local"].tolist() == stock["departure_time__dep_hour_local"].to_pylist()
     assert isinstance(stock, pa.Table) and stock.num_rows == len(batch)
+
+
+def test_entity_key_cache_is_bounded_and_answers_like_feast(both_paths, use_case, monkeypatch):
+    """Serialized entity keys are remembered between requests (hits and misses in one batch,
+    a null key, unknown keys) and the memory stays bounded (past the bound the cache is
+    emptied, so it holds at most the bound plus one batch)."""
+    import serving.online as online
+
+    direct, feast, settings = both_paths
+    monkeypatch.setattr(online, "KEY_CACHE_SIZE", 40)
+    rows = entities(settings, use_case)
+    request = [direct._entity_row(e) for e in rows]
+    for batch in (request[:10], request[5:30], request):
+        assert direct._read(batch) == feast._read(batch)
+        assert len(direct.direct._key_cache) <= max(40, len(batch) * 6)
+    assert all(isinstance(value, tuple) and len(value) == 2  # (type, value): 1 and True differ
+               for _, values in direct.direct._key_cache for value in values)
