@@ -47,12 +47,7 @@ def load_serving_model(registry, store, request_time_field: str, record: dict | 
     from training.model import booster_from_bytes
 
     try:
-        if record is None:
-            model = registry.load_champion()
-        else:
-            model = registry.load(record["version"])
-            if model.metadata["sha256"] != record.get("sha256"):
-                raise TrainingError(f"champion {record['version']}: registry hash differs from the promoted one")
+        model = registry.load_champion() if record is None else registry.load_promoted(record)
     except (TrainingError, KeyError, ValueError, OSError) as e:
         raise ServingError(f"cannot load the promoted model: {e}") from e
     service_name = model.metadata.get("feature_service")

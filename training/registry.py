@@ -86,11 +86,16 @@ class ModelRegistry:
         path = self.root / CHAMPION_FILE
         return json.loads(path.read_text()) if path.is_file() else None
 
+    def load_promoted(self, record: dict) -> LoadedModel:
+        """The model a champion record names, refused if the registry's SHA-256 is not the
+        one recorded at promotion."""
+        model = self.load(record["version"])
+        if model.metadata["sha256"] != record.get("sha256"):
+            raise TrainingError(f"champion {record['version']}: registry hash differs from the promoted one")
+        return model
+
     def load_champion(self) -> LoadedModel:
         record = self.champion()
         if record is None:
             raise TrainingError(f"no promoted model in {self.root}: run `training promote VERSION`")
-        model = self.load(record["version"])
-        if model.metadata["sha256"] != record["sha256"]:
-            raise TrainingError(f"champion {record['version']}: registry hash differs from the promoted one")
-        return model
+        return self.load_promoted(record)
