@@ -123,9 +123,10 @@ def _table_fingerprints(path: Path) -> dict[str, str]:
 
 
 def write_reference_profile(settings: Settings, use_case: UseCase, frames, snapshot_id: str, as_of: str,
-                     progress: Progress | None) -> None:
+                            progress: Progress | None) -> None:
     """The first accepted snapshot becomes the reference later ones are compared with
-    (``validation profile`` replaces it deliberately)."""
+    (``validation profile`` replaces it deliberately; ``ingest(follow_reference=True)``
+    replaces it with every accepted snapshot)."""
     write_reference(settings.reference_profile, profile(frames, use_case.raw_contracts,
                                                         snapshot=snapshot_id, as_of=as_of))
     if progress:
@@ -134,7 +135,7 @@ def write_reference_profile(settings: Settings, use_case: UseCase, frames, snaps
 
 def ingest(settings: Settings, use_case: UseCase, progress: Progress | None = None,
            accept: Iterable[str] = (), dry_run: bool = False,
-           declared_as_of: datetime | None = None) -> Snapshot | None:
+           declared_as_of: datetime | None = None, follow_reference: bool = False) -> Snapshot | None:
     """Check the raw tables against their contracts and land them as a snapshot.
 
     The gate runs on the normalised tables in a staging directory: file and column types
@@ -150,6 +151,10 @@ def ingest(settings: Settings, use_case: UseCase, progress: Progress | None = No
     day ends at its midnight, after its last event) gets that instant as its as-of, so the
     features published at that midnight exist; data newer than it is a failure
     (``as_of_declared``).
+
+    ``follow_reference``: every accepted snapshot becomes the distribution reference (a
+    seasonal history replayed day by day drifts from any fixed one), so each delivery is
+    judged against the last accepted one; by default only the first snapshot sets it.
     """
     report = Report("ingest", str(settings.raw_dir) if settings.raw_dir else "the built-in data")
     con = connect()
@@ -222,7 +227,7 @@ def ingest(settings: Settings, use_case: UseCase, progress: Progress | None = No
         if previous and _table_fingerprints(previous[-1]) == fingerprints and last.as_of == as_of:
             if progress:
                 progress.say(f"unchanged since snapshot {previous[-1].name}: reusing it")
-            if reference is None:
+            if reference is None or follow_reference:
                 write_reference_profile(settings, use_case, frames, last.id, last.as_of.isoformat(), progress)
             return last
 
@@ -243,7 +248,7 @@ def ingest(settings: Settings, use_case: UseCase, progress: Progress | None = No
         staging.rename(final)
         for p in final.iterdir():
             p.chmod(0o444)
-        if reference is None:
+        if reference is None or follow_reference:
             write_reference_profile(settings, use_case, frames, snapshot_id, manifest["as_of"], progress)
         if progress:
             progress.say(f"new snapshot {snapshot_id} (as of {manifest['as_of']})")

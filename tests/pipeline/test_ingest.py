@@ -88,3 +88,25 @@ def test_schema_violations_name_table_and_column(tmp_path, small_raw, use_case, 
     with pytest.raises(GateFailed, match=r"\] flights\..*" + message):
         ingest(settings_for(tmp_path / "data", raw), use_case)
     assert not list_snapshots(settings_for(tmp_path / "data", raw)), "a failed ingest left a snapshot"
+
+
+def test_follow_reference_makes_each_accepted_snapshot_the_reference(tmp_path, builtin_raw, use_case,
+                                                                      settings_for):
+    """By default the first snapshot stays the distribution reference; with
+    follow_reference (the replay) every accepted snapshot replaces it, from the frames the
+    gate already read."""
+    from validation.drift import load_reference
+
+    def day(n):
+        tables = dict(builtin_raw)
+        f, w = tables["flights"], tables["weather"]
+        tables["flights"] = f[(f.month == 3) & (f.day == n)].reset_index(drop=True)
+        tables["weather"] = w[(w.month == 3) & (w.day == n)].reset_index(drop=True)
+        return write_raw_dir(tables, tmp_path / f"raw{n}")
+
+    for follow, data in ((False, "fixed"), (True, "follow")):
+        snapshots = [ingest(settings_for(tmp_path / data, day(n)), use_case, follow_reference=follow,
+                            accept=("volume_change", "distribution_psi")) for n in (10, 11)]
+        reference = load_reference(settings_for(tmp_path / data, day(11)).reference_profile)
+        expected = snapshots[-1] if follow else snapshots[0]
+        assert reference["snapshot"] == expected.id, (follow, reference["snapshot"])
