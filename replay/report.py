@@ -41,6 +41,20 @@ def _latency(seconds: pd.Series) -> dict:
     return {"requests": int(len(ms)), "p50": _r(np.percentile(ms, 50), 3), "p99": _r(np.percentile(ms, 99), 3)}
 
 
+def _answers(rows: pd.DataFrame, latencies: pd.DataFrame) -> dict:
+    """Quality of dynamic and static inference on ``rows`` (static, and dynamic again, on
+    the flights both answered) and client-side latency per kind of inference."""
+    both = rows[np.isfinite(rows["dynamic"]) & np.isfinite(rows["static"])]
+    y_both = both["label"].to_numpy(float)
+    return {
+        "dynamic": quality(rows["label"].to_numpy(float), rows["dynamic"].to_numpy(float)),
+        "static": quality(y_both, both["static"].to_numpy(float)),
+        "dynamic_on_same_flights": quality(y_both, both["dynamic"].to_numpy(float)),
+        "latency_ms": {kind: _latency(latencies[latencies["endpoint"] == kind]["seconds"])
+                       for kind in ("dynamic", "static")},
+    }
+
+
 def summarize(replay, n_days: int, first_day, total_seconds: float) -> dict:
     """The replay's report (see the README's Replay section)."""
     served = pd.concat(replay.served, ignore_index=True) if replay.served else pd.DataFrame(
@@ -50,26 +64,19 @@ def summarize(replay, n_days: int, first_day, total_seconds: float) -> dict:
     weeks = []
     for week in sorted(set(served["week"]) | set(replay.clock.weekly)):
         rows = served[served["week"] == week]
-        both = rows[np.isfinite(rows["dynamic"]) & np.isfinite(rows["static"])]
-        lat = latencies[latencies["week"] == week]
         nights = [r for r in retrains if r.get("week") == week]
         weeks.append({
             "week": int(week),
             "from": rows["day"].min() if len(rows) else None, "to": rows["day"].max() if len(rows) else None,
             "flights": int(len(rows)),
-            "dynamic": quality(rows["label"].to_numpy(float), rows["dynamic"].to_numpy(float)),
-            "static": quality(both["label"].to_numpy(float), both["static"].to_numpy(float)),
-            "dynamic_on_same_flights": quality(both["label"].to_numpy(float), both["dynamic"].to_numpy(float)),
+            **_answers(rows, latencies[latencies["week"] == week]),
             "models_served": sorted(set(rows["dynamic_model"].dropna())),
             "retrains": len(nights), "promotions": sum(1 for r in nights if r["promoted"]),
             "rows_ingested": int(replay.rows_ingested.get(week, 0)),
             "training_rows": int(sum(r.get("train_rows", 0) for r in nights)),
-            "latency_ms": {"dynamic": _latency(lat[lat["endpoint"] == "dynamic"]["seconds"]),
-                           "static": _latency(lat[lat["endpoint"] == "static"]["seconds"])},
             "seconds": {k: round(v, 3) for k, v in sorted(replay.clock.weekly.get(week, {}).items())},
         })
     both = served[np.isfinite(served["dynamic"]) & np.isfinite(served["static"])]
-    y = served["label"].to_numpy(float)
     same = both["dynamic"].to_numpy(float) - both["static"].to_numpy(float)
     stages = {k: round(v, 3) for k, v in sorted(replay.clock.total.items())}
     summary = {
@@ -80,14 +87,10 @@ def summarize(replay, n_days: int, first_day, total_seconds: float) -> dict:
         "flights": int(len(served)),
         "errors": replay.errors,
         "overall": {
-            "dynamic": quality(y, served["dynamic"].to_numpy(float)),
-            "static": quality(both["label"].to_numpy(float), both["static"].to_numpy(float)),
-            "dynamic_on_same_flights": quality(both["label"].to_numpy(float), both["dynamic"].to_numpy(float)),
+            **_answers(served, latencies),
             "same_flights": int(len(both)),
             "identical_predictions": int((np.abs(same) < 1e-12).sum()),
             "mean_abs_difference": _r(np.abs(same).mean()) if len(same) else None,
-            "latency_ms": {"dynamic": _latency(latencies[latencies["endpoint"] == "dynamic"]["seconds"]),
-                           "static": _latency(latencies[latencies["endpoint"] == "static"]["seconds"])},
         },
         "retrains": retrains,
         "promotions": sum(1 for r in retrains if r["promoted"]),
@@ -186,7 +189,7 @@ def compare(summaries: dict[str, dict]) -> list[str]:
 
 
 def write_reports(settings: Settings, summary: dict) -> dict[str, Path]:
-    """``<policy>.json`` and ``report.html`` (every policy replayed so far) under
+    """``<name>.json`` and ``report.html`` (every replay run so far) under
     ``DATA_DIR/reports/replay/``."""
     directory = settings.reports / "replay"
     directory.mkdir(parents=True, exist_ok=True)

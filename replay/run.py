@@ -327,8 +327,9 @@ class Replay:
                 if status != 200 or s_status != 200:
                     self.errors.append({"day": day.isoformat(), "dynamic_status": status, "static_status": s_status,
                                         "error": answer.get("error") or s_answer.get("error")})
-                    answer = {"predictions": [{"probability": None, "model_version": None}] * n}
-                    s_answer = answer if s_status != 200 else s_answer
+                    unanswered = {"predictions": [{"probability": None, "model_version": None}] * n}
+                    answer = answer if status == 200 else unanswered  # keep whichever side did answer
+                    s_answer = s_answer if s_status == 200 else unanswered
                 dynamic += [p["probability"] for p in answer["predictions"]]
                 versions += [p["model_version"] for p in answer["predictions"]]
                 static += [p["probability"] for p in s_answer["predictions"]]
