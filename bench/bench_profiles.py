@@ -114,11 +114,9 @@ def materialize(data_dir: str, profile: str, redis_url: str, as_of: str) -> int:
 
 
 def _redis(workdir: str) -> tuple[subprocess.Popen, str]:
-    import socket
+    from serving.cli import free_port
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                              "--appendonly", "no", "--dir", workdir], stdout=subprocess.DEVNULL)
     time.sleep(1)

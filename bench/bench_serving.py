@@ -21,7 +21,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -39,7 +38,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from _util import write_result  # noqa: E402
 
 from pipeline.config import Settings  # noqa: E402
-from serving.cli import wait_ready  # noqa: E402
+from serving.cli import free_port, wait_ready  # noqa: E402
 
 CONCURRENCY = (1, 8, 32)
 #: gunicorn workers and threads per worker, the same for this server and the floor app
@@ -47,12 +46,6 @@ CONCURRENCY = (1, 8, 32)
 WORKERS, THREADS = 2, 4
 BATCHES = (1, 100)
 BODIES = 200
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def stop(process: subprocess.Popen) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -39,6 +40,14 @@ def _post(url: str, body: dict) -> tuple[int, dict]:
             return resp.status, json.loads(resp.read())
     except urllib.error.HTTPError as e:
         return e.code, json.loads(e.read() or b"{}")
+
+
+def free_port() -> int:
+    """A free TCP port on the loopback interface (for servers started by tests, benchmarks
+    and the replay)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def wait_ready(base: str, process: subprocess.Popen, timeout: float = 120, path: str = "/healthz") -> None:

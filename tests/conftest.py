@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -14,6 +13,7 @@ import pytest
 
 from pipeline.config import Settings
 from pipeline.usecase import load_use_case
+from serving.cli import free_port
 
 #: The end-to-end slice: two winter months of real flights.
 SLICE_MONTHS = (1, 2)
@@ -141,13 +141,6 @@ def served_dir(served_template, tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("DATA_DIR", str(target))
     monkeypatch.delenv("PROFILE", raising=False)
     return target
-
-
-def free_port() -> int:
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class RedisServer:

@@ -10,8 +10,8 @@ import pytest
 
 from pipeline import feast_ops
 from pipeline.config import Settings
-from serving.cli import wait_ready
-from tests.conftest import SERVE_END, free_port, materialize_into
+from serving.cli import free_port, wait_ready
+from tests.conftest import SERVE_END, materialize_into
 from tests.serving.helpers import flights_after_serve_end, query_string, request_entity
 from tests.serving.test_gunicorn import gunicorn_env, http, start_gunicorn, stop
 

@@ -12,8 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from serving.cli import CONF, wait_ready
-from tests.conftest import free_port
+from serving.cli import CONF, free_port, wait_ready
 from tests.serving.helpers import flights_after_serve_end, request_body
 from tests.serving.test_feature_log import read_log
 from tests.serving.test_server import samples
