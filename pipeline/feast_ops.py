@@ -101,11 +101,12 @@ def check_sources(settings: Settings, use_case, store, end: datetime) -> Path:
     from pipeline.ingest import latest_snapshot
     from validation.contracts import Context
     from validation.feast_contracts import source_contracts as derive
+    from validation.feast_contracts import source_table_name
     from validation.gates import check_files, finish
     from validation.report import Report
 
     views = [v for v in store.list_feature_views() if getattr(v.batch_source, "path", None)]
-    paths = {Path(v.batch_source.path).stem: Path(v.batch_source.path) for v in views}
+    paths = {source_table_name(v): Path(v.batch_source.path) for v in views}
     contracts = {name: c for name, c in derive(views, store.list_entities(), use_case.source_rules).items()
                  if name in paths}
     report = Report("materialize", f"online store up to {end.isoformat()}")
