@@ -16,8 +16,9 @@ that cannot be read is a 503 too (:func:`registry_errors`); it is never half-wri
 file registry is written atomically (``pipeline/atomic_registry.py``).
 
 **Direct read.** With the packed SQLite store (``pipeline/packed_sqlite_store.py``, the
-embedded profile) the batch views are read straight from its tables (one ``SELECT`` per
-view for all entities, Feast's own entity-key serialization and value types). It returns
+embedded profile) the batch views are read straight from its tables (one ``SELECT`` for
+all views and entities, Feast's own entity-key serialization and value types, a read-only
+connection per serving thread instead of Feast's one shared connection). It returns
 what ``get_online_features(...).to_dict(include_event_timestamps=True)`` returns
 (``tests/serving/test_direct_read.py``); Feast's ``get_online_features`` spends most of a
 request on protobuf responses and pandas around that. Other stores (Redis), and services
@@ -37,8 +38,10 @@ from __future__ import annotations
 
 import functools
 import sqlite3
+import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Sequence
 
 from serving.errors import ServingError, StoreUnavailable
@@ -181,6 +184,10 @@ class RequestViews:
 
 #: Entity keys :class:`DirectRead` keeps serialized (a few MB at most).
 KEY_CACHE_SIZE = 50_000
+#: Keys per ``UNION ALL`` read (SQLite allows 32,766 parameters per statement), and the
+#: prepared statements each thread's connection keeps (one per mix of padded key counts).
+UNION_MAX_KEYS = 30_000
+UNION_STATEMENTS = 256
 
 class DirectRead:
     """The FeatureService's batch views read from the packed SQLite store's tables directly.
@@ -222,6 +229,15 @@ class DirectRead:
             keys = [(c.name, projection.join_key_map.get(c.name, c.name), c.dtype.to_value_type())
                     for c in view.entity_columns]
             self.batch.append((table_name(config.project, view.name), keys, outputs, self._decoder(outputs)))
+        from pipeline.duck import sql_ident
+
+        self._quoted = [sql_ident(table) for table, *_ in self.batch]
+        #: The store's file, opened read-only by each serving thread (:meth:`_connection`).
+        self._path = self._online_store._get_db_path(config)
+        self._local = threading.local()
+        self._generation = 0
+        #: ``SELECT ... UNION ALL ...`` over every batch view, by the number of keys per view.
+        self._union_sql: dict[tuple[int, ...], str] = {}
         #: Every on-demand view, computed from the request.
         self.on_demand = RequestViews(store, service, ("pandas", "python"))
         computed = {odfv.name for odfv, _, _ in self.on_demand.views}
@@ -290,10 +306,60 @@ class DirectRead:
                                 entity_key_serialization_version=self._version)
                 for values in zip(*columns)]
 
+    def _connection(self) -> sqlite3.Connection:
+        """This thread's read-only connection to the store's file.
+
+        Feast's SQLite store shares one connection per process; SQLite serializes the
+        threads on it, and under gunicorn's threads the waits cost more than the reads.
+        Read-only (``mode=ro``): a missing file is an error, never a new empty store.
+        :meth:`reset` makes every thread reconnect on its next read."""
+        local = self._local
+        if getattr(local, "generation", None) != self._generation:
+            old = getattr(local, "conn", None)
+            local.conn = None
+            if old is not None:
+                try:
+                    old.close()
+                except sqlite3.Error:
+                    pass
+            local.conn = sqlite3.connect(f"{Path(self._path).absolute().as_uri()}?mode=ro", uri=True,
+                                         check_same_thread=False, cached_statements=UNION_STATEMENTS)
+            local.generation = self._generation
+        return local.conn
+
+    def reset(self) -> None:
+        """After a failed read: every thread opens a new connection on its next read."""
+        self._generation += 1
+
+    def _fetch(self, conn: sqlite3.Connection, keys_per_view: list[list[bytes]]) -> list[dict]:
+        """Per batch view, ``{serialized key: (event_ts microseconds, packed)}`` for the keys found:
+        one ``SELECT`` for all views (``UNION ALL``), each view's distinct keys padded to a
+        power of two by repeating one (``IN`` ignores repeats), so that few distinct
+        statements exist and SQLite's statement cache keeps them prepared."""
+        found: list[dict] = [{} for _ in keys_per_view]
+        unique = [list(dict.fromkeys(keys)) for keys in keys_per_view]
+        sizes = tuple(1 << (len(u) - 1).bit_length() if u else 0 for u in unique)
+        if sum(sizes) > UNION_MAX_KEYS:  # beyond SQLite's parameters per statement: view by view
+            for (table, *_), keys, out in zip(self.batch, unique, found):
+                out.update(self._read_packed(conn, table, keys))
+            return found
+        sql = self._union_sql.get(sizes)
+        if sql is None:
+            branches = [f"SELECT {i}, entity_key, event_ts, packed FROM {table} "
+                        f"WHERE entity_key IN ({','.join('?' * n)})"
+                        for i, (table, n) in enumerate(zip(self._quoted, sizes)) if n]
+            if not branches:
+                return found
+            sql = self._union_sql[sizes] = " UNION ALL ".join(branches)
+        params = [key for keys, n in zip(unique, sizes) for key in keys + keys[-1:] * (n - len(keys))]
+        for i, key, ts, packed in conn.execute(sql, params).fetchall():
+            found[i][key] = (ts, packed)
+        return found
+
     def read(self, rows: list[dict]) -> dict:
-        conn = self._online_store._get_conn(self.store.config)
         out: dict = {}
         by_keys: dict[tuple, list[bytes]] = {}
+        keys_per_view = []
         for table, keys, outputs, decode in self.batch:
             for _, field, value_type in keys:
                 if field not in out:  # Feast's response echoes the join keys (timestamp 0)
@@ -302,8 +368,9 @@ class DirectRead:
             signature = tuple(keys)
             if signature not in by_keys:
                 by_keys[signature] = self._keys(rows, keys)
-            serialized = by_keys[signature]
-            found = self._read_packed(conn, table, serialized)
+            keys_per_view.append(by_keys[signature])
+        found_per_view = self._fetch(self._connection(), keys_per_view)
+        for (table, keys, outputs, decode), serialized, found in zip(self.batch, keys_per_view, found_per_view):
             empty = (None,) * len(outputs)
             stamps, decoded = [], []
             for key in serialized:
@@ -378,6 +445,8 @@ class OnlineFeatures:
                 ).to_dict(include_event_timestamps=True)
         except STORE_ERRORS as e:
             reset_online_connection(self.store)
+            if self.direct is not None:
+                self.direct.reset()
             raise StoreUnavailable(f"online store unavailable: {type(e).__name__}: {e}") from e
         except registry_errors() as e:
             raise StoreUnavailable(f"feature registry unreadable: {type(e).__name__}: {e}") from e

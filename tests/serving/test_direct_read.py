@@ -134,3 +134,58 @@ def test_entity_key_cache_is_bounded_and_answers_like_feast(both_paths, use_case
         assert len(direct.direct._key_cache) <= max(40, len(batch) * 6)
     assert all(isinstance(value, tuple) and len(value) == 2  # (type, value): 1 and True differ
                for _, values in direct.direct._key_cache for value in values)
+
+
+def test_view_by_view_read_beyond_one_statement_answers_the_same(both_paths, use_case, monkeypatch):
+    """Past UNION_MAX_KEYS keys the views are read one statement each: the same answer as
+    Feast, and as the single UNION ALL statement (which pads each view's keys to a power
+    of two) on the same batches."""
+    import serving.online as online
+
+    direct, feast, settings = both_paths
+    request = [direct._entity_row(e) for e in entities(settings, use_case)]
+    for batch in (request[:3], request[:7], request):
+        union = direct._read(batch)
+        monkeypatch.setattr(online, "UNION_MAX_KEYS", 4)
+        assert direct._read(batch) == union == feast._read(batch)
+        monkeypatch.undo()
+    assert len(direct.direct._union_sql) >= 2, "the batches did not use differently padded statements"
+
+
+def test_each_thread_reads_through_its_own_read_only_connection(both_paths, use_case):
+    """Threads do not share (and wait on) one SQLite connection; a connection cannot write,
+    nor create an empty store where the file went missing; after reset() every thread
+    reconnects."""
+    import sqlite3
+    import threading
+
+    direct, feast, settings = both_paths
+    request = [direct._entity_row(e) for e in entities(settings, use_case)[:20]]
+    want = feast._read(request)
+    results, connections = [], []
+
+    def read():
+        results.append(direct._read(request) == want)
+        connections.append(direct.direct._connection())
+
+    threads = [threading.Thread(target=read) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [True] * 4
+    assert len({id(c) for c in connections}) == 4
+    with pytest.raises(sqlite3.OperationalError, match="readonly"):
+        connections[0].execute("CREATE TABLE nope (x)")
+    before = direct.direct._connection()
+    direct.direct.reset()
+    assert direct.direct._connection() is not before
+    path = settings.data_dir / "online_store.db"
+    path.rename(path.with_suffix(".away"))
+    try:
+        direct.direct.reset()
+        with pytest.raises(sqlite3.OperationalError):
+            direct.direct._connection().execute("SELECT 1 FROM sqlite_master").fetchall()
+        assert not path.exists(), "a read created an empty store"
+    finally:
+        path.with_suffix(".away").rename(path)
