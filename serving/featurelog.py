@@ -86,6 +86,8 @@ class FeatureLogger:
         self._writing = 0  # batches taken by a writer and not yet on disk
         self._writer: threading.Thread | None = None
         self._writer_pid = 0
+        self._id_prefix = ""
+        self._requests = 0
         self._files = 0
         self.closed = False
 
@@ -102,17 +104,22 @@ class FeatureLogger:
         """Buffer one request (call only when :meth:`sampled` said so): no rows built, nothing
         written here. ``matrix`` is the model input already built for ``vectors`` (float64,
         ``features`` order; None: built by the writer). None of them may change afterwards."""
-        record = (datetime.now(timezone.utc), uuid.uuid4().hex, endpoint, model_version, feature_service,
-                  tuple(features), entities, vectors, probabilities, matrix)
+        served_at = datetime.now(timezone.utc)
         with self._lock:
+            if self._writer is None or self._writer_pid != os.getpid():  # first append, or a forked child
+                self._writer_pid = os.getpid()
+                self._id_prefix = uuid.uuid4().hex[:20]
+                self._writer = threading.Thread(target=self._run_writer, name="feature-log-writer", daemon=True)
+                self._writer.start()  # waits for the lock held here
+            # A random prefix per process and a sequence: unique like a uuid4, without a
+            # system call for random bytes on every request.
+            self._requests += 1
+            record = (served_at, f"{self._id_prefix}{self._requests:012x}", endpoint, model_version,
+                      feature_service, tuple(features), entities, vectors, probabilities, matrix)
             if not self._pending:
                 self._oldest = time.monotonic()
             self._pending.append(record)
             self._pending_rows += len(entities)
-            if self._writer is None or self._writer_pid != os.getpid():  # first append, or a forked child
-                self._writer_pid = os.getpid()
-                self._writer = threading.Thread(target=self._run_writer, name="feature-log-writer", daemon=True)
-                self._writer.start()
             if self._pending_rows >= self.config.batch_rows:
                 self._wake.notify_all()
 
@@ -193,47 +200,53 @@ class FeatureLogger:
 
     def _table(self, records: list[tuple]):
         """The rows of ``records`` (one feature list) as an Arrow table, column by column: the
-        features straight from the model input matrices (None -> NaN -> null)."""
+        per-request values once per request and repeated by Arrow, the features straight
+        from the model input matrices (None -> NaN -> null). This runs beside the requests
+        and holds the interpreter while it does: per-row Python work is kept to the
+        request fields and the missing/stale lists."""
         import numpy as np
         import pyarrow as pa
 
-        from training.dataset import feature_matrix
+        from training.dataset import rows_matrix
 
         features = list(records[0][5])
         utc = pa.timestamp("us", "UTC")
         kinds = {"string": pa.string(), "int": pa.int64(), "timestamp": utc}
-        columns: dict[str, list] = {name: [] for name in (
-            "request_id", "entity_index", "served_at", "endpoint", "model_version", "feature_service",
-            *[f.name for f in self.request_fields], self.event_timestamp, "missing_features", "stale_features",
-            "probability")}
-        matrices = []
-        for served_at, request_id, endpoint, model_version, feature_service, _, entities, vectors, \
-                probabilities, matrix in records:
-            n = len(entities)
-            columns["request_id"] += [request_id] * n
-            columns["entity_index"] += range(n)
-            columns["served_at"] += [served_at] * n
-            columns["endpoint"] += [endpoint] * n
-            columns["model_version"] += [model_version] * n
-            columns["feature_service"] += [feature_service] * n
-            for field in self.request_fields:
-                columns[field.name] += [entity.get(field.name) for entity in entities]
-            columns[self.event_timestamp] += [entity[self.time_field] for entity in entities]
-            columns["missing_features"] += [v.missing for v in vectors]
-            columns["stale_features"] += [v.stale for v in vectors]
-            columns["probability"] += [None] * n if probabilities is None else [float(p) for p in probabilities]
-            matrices.append(feature_matrix([v.values for v in vectors], features) if matrix is None else matrix)
+        counts = np.array([len(record[6]) for record in records], dtype=np.int64)
+        rows = int(counts.sum())
+        # Row i belongs to request ``owner[i]``; its index within that request follows.
+        owner = pa.array(np.repeat(np.arange(len(records)), counts))
+        starts = np.cumsum(counts) - counts
+        entity_index = np.arange(rows) - np.repeat(starts, counts)
+
+        def per_request(position: int, kind):
+            return pa.array([record[position] for record in records], type=kind).take(owner)
+
+        entities = [entity for record in records for entity in record[6]]
+        vectors = [vector for record in records for vector in record[7]]
+        arrays = {"request_id": per_request(1, pa.string()),
+                  "entity_index": pa.array(entity_index, type=pa.int32()),
+                  "served_at": per_request(0, utc),
+                  "endpoint": per_request(2, pa.string()),
+                  "model_version": per_request(3, pa.string()),
+                  "feature_service": per_request(4, pa.string())}
+        for field in self.request_fields:
+            arrays[field.name] = pa.array([entity.get(field.name) for entity in entities], type=kinds[field.kind])
+        time_field = next((f for f in self.request_fields if f.name == self.time_field), None)
+        arrays[self.event_timestamp] = (arrays[self.time_field] if time_field is not None and time_field.kind == "timestamp"
+                                        else pa.array([entity[self.time_field] for entity in entities], type=utc))
+        matrices = [rows_matrix([v.row_for(features) for v in record[7]], features) if record[9] is None
+                    else record[9] for record in records]
         values = np.vstack(matrices) if matrices else np.empty((0, len(features)))
-        fixed = {"request_id": pa.string(), "entity_index": pa.int32(), "served_at": utc,
-                 "endpoint": pa.string(), "model_version": pa.string(), "feature_service": pa.string(),
-                 **{f.name: kinds[f.kind] for f in self.request_fields}, self.event_timestamp: utc,
-                 "missing_features": pa.list_(pa.string()), "stale_features": pa.list_(pa.string()),
-                 "probability": pa.float64()}
-        arrays = {name: pa.array(columns[name], type=fixed[name]) for name in list(columns)[:-3]}
         arrays.update({f: pa.array(values[:, j], type=pa.float64(), from_pandas=True)
                        for j, f in enumerate(features)})
-        arrays.update({name: pa.array(columns[name], type=fixed[name])
-                       for name in ("missing_features", "stale_features", "probability")})
+        names = pa.list_(pa.string())
+        arrays["missing_features"] = pa.array([v.missing for v in vectors], type=names)
+        arrays["stale_features"] = pa.array([v.stale for v in vectors], type=names)
+        arrays["probability"] = pa.array(
+            [p for record in records
+             for p in ([None] * len(record[6]) if record[8] is None else map(float, record[8]))],
+            type=pa.float64())
         return pa.table(arrays)
 
     def _write(self, table, served_at: datetime) -> Path:

@@ -70,8 +70,10 @@ def child_exit(server, worker):
 
 
 def worker_exit(server, worker):
-    """Write the worker's buffered feature-log rows before it goes."""
+    """Write the worker's buffered feature-log rows and metric counts before it goes."""
     app = getattr(worker, "wsgi", None)
     state = getattr(app, "extensions", {}).get("serving") if app is not None else None
-    if state is not None and state.feature_log is not None:
-        state.feature_log.close()
+    if state is not None:
+        state.metrics.flush()
+        if state.feature_log is not None:
+            state.feature_log.close()

@@ -15,6 +15,14 @@ share their values (files are per process): tests compare before/after.
 
 The last monitoring report's gauges (``monitoring/gauges.py``) are a collector read at
 scrape time, registered in both modes.
+
+Missing and stale values are counted per feature: a request with stale weather has a dozen
+of them, and in multiprocess mode each increment is a locked write to a memory-mapped
+file. They are added up in memory (:class:`BufferedCounts`) and written to the counters
+by a background thread every ``FEATURE_COUNTS_FLUSH_SECONDS``, before this process
+answers ``/metrics``, and when the worker exits. Another worker's ``/metrics`` may
+therefore miss up to a second of a worker's counts; all other metrics are written as
+they happen.
 """
 
 from __future__ import annotations
@@ -22,6 +30,10 @@ from __future__ import annotations
 import bisect
 import collections
 import os
+import threading
+import time
+import weakref
+from typing import Iterable
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
@@ -30,6 +42,8 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075,
                    0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 PROBABILITY_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 21))
+#: Seconds between writes of the buffered per-feature counts (:class:`BufferedCounts`).
+FEATURE_COUNTS_FLUSH_SECONDS = 1.0
 
 
 def multiprocess_mode() -> bool:
@@ -70,16 +84,18 @@ class Metrics:
         self.store_errors = Counter("serving_online_store_errors_total",
                                     "Online reads that failed (answered 503)", registry=r)
         self.multiprocess_dir = os.environ.get(MULTIPROC_ENV) if multiprocess_mode() else None
+        self.missing_counts = BufferedCounts(self.missing)
+        self.stale_counts = BufferedCounts(self.stale)
 
     def observe_vectors(self, vectors) -> None:
-        """Count missing and stale values per feature (one increment per feature and request:
-        a label lookup per value costs a millisecond on a 100-entity batch)."""
-        missing = collections.Counter(f for v in vectors for f in v.missing)
-        stale = collections.Counter(f for v in vectors for f in v.stale)
-        for feature, n in missing.items():
-            _child(self.missing, feature).inc(n)
-        for feature, n in stale.items():
-            _child(self.stale, feature).inc(n)
+        """Count missing and stale values per feature (buffered: :class:`BufferedCounts`)."""
+        self.missing_counts.add(f for v in vectors for f in v.missing)
+        self.stale_counts.add(f for v in vectors for f in v.stale)
+
+    def flush(self) -> None:
+        """Write the buffered counts now (before /metrics, and at worker exit)."""
+        self.missing_counts.flush()
+        self.stale_counts.flush()
 
     def observe_predictions(self, model_version: str, probabilities) -> None:
         """``predictions.labels(model_version).observe(p)`` for every ``p``, with one increment
@@ -100,6 +116,7 @@ class Metrics:
 
     def exposition(self) -> tuple[bytes, str]:
         """The text format: all workers' samples under gunicorn, this app's otherwise."""
+        self.flush()
         if self.multiprocess_dir:
             from prometheus_client import multiprocess
 
@@ -119,3 +136,40 @@ def _child(metric, *labels):
     if child is None:
         child = cache[labels] = metric.labels(*labels)
     return child
+
+
+class BufferedCounts:
+    """Increments of a one-label counter, added up in memory and written by :meth:`flush`:
+    by a daemon thread (one per process, started on the first count and gone with this
+    object) every ``seconds``, or by the caller."""
+
+    def __init__(self, counter: Counter, seconds: float = FEATURE_COUNTS_FLUSH_SECONDS):
+        self.counter = counter
+        self.seconds = seconds
+        self._pending: collections.Counter = collections.Counter()
+        self._lock = threading.Lock()
+        self._pid = 0
+
+    def add(self, labels: Iterable[str]) -> None:
+        with self._lock:
+            self._pending.update(labels)
+            if self._pid != os.getpid() and self._pending:  # first count here, or a forked child
+                self._pid = os.getpid()
+                threading.Thread(target=_flush_every, args=(weakref.ref(self), self.seconds),
+                                 name="metrics-flush", daemon=True).start()
+
+    def flush(self) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, collections.Counter()
+        for label, n in pending.items():
+            _child(self.counter, label).inc(n)
+
+
+def _flush_every(ref: "weakref.ref[BufferedCounts]", seconds: float) -> None:
+    while True:
+        time.sleep(seconds)
+        counts = ref()
+        if counts is None:
+            return
+        counts.flush()
+        del counts

@@ -39,7 +39,8 @@ from __future__ import annotations
 import functools
 import sqlite3
 import threading
-from dataclasses import dataclass
+from itertools import compress, repeat
+from operator import is_
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence
@@ -96,11 +97,47 @@ def reset_online_connection(store) -> None:
             pass
 
 
-@dataclass
 class OnlineVector:
-    values: dict
-    missing: list[str]
-    stale: list[str]
+    """One entity's served features: ``values`` (feature -> value, None where missing, in
+    the model's order), and the ``missing`` and ``stale`` features by name.
+
+    Built from a row (:meth:`from_row`) the dict is made only when asked for: the model
+    input takes the row as it is (:meth:`row_for`)."""
+
+    __slots__ = ("features", "row", "missing", "stale", "_values")
+
+    def __init__(self, values: dict, missing: list[str], stale: list[str]):
+        self.features, self.row = list(values), tuple(values.values())
+        self.missing, self.stale, self._values = missing, stale, values
+
+    @classmethod
+    def from_row(cls, features: list[str], row: tuple, missing: list[str], stale: list[str]) -> "OnlineVector":
+        vector = cls.__new__(cls)
+        vector.features, vector.row, vector.missing, vector.stale, vector._values = features, row, missing, stale, None
+        return vector
+
+    @property
+    def values(self) -> dict:
+        if self._values is None:
+            self._values = dict(zip(self.features, self.row))
+        return self._values
+
+    def row_for(self, features: list[str]) -> tuple:
+        """The values in the order of ``features``."""
+        if features is self.features or features == self.features:
+            return self.row
+        values = self.values
+        return tuple(values[f] for f in features)
+
+    def __eq__(self, other) -> bool:
+        if not isinstance(other, OnlineVector):
+            return NotImplemented
+        return (self.values, self.missing, self.stale) == (other.values, other.missing, other.stale)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"OnlineVector(values={self.values!r}, missing={self.missing!r}, stale={self.stale!r})"
 
 
 def _round_trip(values: list, value_type) -> list:
@@ -211,7 +248,7 @@ class DirectRead:
         self._encode_keys, self._scalar = encode_entity_keys, SCALAR_FIELDS
         #: Serialized entity keys by (join keys, values): a server sees the same airports,
         #: carriers and aircraft again and again (bounded: emptied past KEY_CACHE_SIZE).
-        self._key_cache: dict[tuple, bytes] = {}
+        self._key_cache: dict[tuple[str, ...], dict[tuple, bytes]] = {}
         self.store = store
         config = store.config
         self._version = config.entity_key_serialization_version
@@ -282,14 +319,23 @@ class DirectRead:
 
     def _keys(self, rows: list[dict], keys) -> list[bytes]:
         """Each row's serialized entity key for ``keys``, from the cache or :meth:`_encode`."""
-        cache, signature = self._key_cache, tuple(keys)
+        signature = tuple(name for name, _, _ in keys)
+        cache = self._key_cache.get(signature)
+        if cache is None:
+            cache = self._key_cache[signature] = {}
         # The value's type is part of the key (1, 1.0 and True are equal in a dict).
-        wanted = [(signature, tuple((type(row[f]), row[f]) for _, f, _ in keys)) for row in rows]
+        if len(keys) == 1:
+            [(_, field, _)] = keys
+            wanted = [(type(v), v) for v in [row[field] for row in rows]]
+        else:
+            fields = [field for _, field, _ in keys]
+            wanted = [tuple((type(row[f]), row[f]) for f in fields) for row in rows]
         out = [cache.get(w) for w in wanted]  # never read back after a write: threads share it
-        missing = [i for i, key in enumerate(out) if key is None]
-        if missing:
-            if len(cache) + len(missing) > KEY_CACHE_SIZE:
-                cache.clear()
+        if None in out:
+            missing = [i for i, key in enumerate(out) if key is None]
+            if sum(map(len, self._key_cache.values())) + len(missing) > KEY_CACHE_SIZE:
+                for each in self._key_cache.values():
+                    each.clear()
             for i, key in zip(missing, self._encode([rows[i] for i in missing], keys)):
                 out[i] = cache[wanted[i]] = key
         return out
@@ -365,7 +411,7 @@ class DirectRead:
                 if field not in out:  # Feast's response echoes the join keys (timestamp 0)
                     out[field] = _round_trip([row[field] for row in rows], value_type)
                     out[field + TS_SUFFIX] = [0] * len(rows)
-            signature = tuple(keys)
+            signature = tuple((name, field) for name, field, _ in keys)
             if signature not in by_keys:
                 by_keys[signature] = self._keys(rows, keys)
             keys_per_view.append(by_keys[signature])
@@ -425,6 +471,8 @@ class OnlineFeatures:
             if view in self.ttl:
                 views.setdefault(view, []).append(i)
         self._views = [(self.features[positions[0]], self.ttl[view], positions) for view, positions in views.items()]
+        #: (positions, names) by the tuple of stale views (at most 2 ** views entries).
+        self._stale_cache: dict[tuple[int, ...], tuple[list[int], list[str]]] = {}
 
     def _entity_row(self, entity: dict) -> dict:
         row = dict(entity)
@@ -465,21 +513,28 @@ class OnlineFeatures:
         rows = list(zip(*[response[f] for f in features])) if features else [()] * len(entities)
         # Per time-stamped view: its timestamps (Feast reports 0 for a key it did not find:
         # no row, so not stale), TTL and feature positions.
-        views = [(response[first + TS_SUFFIX], ttl, positions) for first, ttl, positions in self._views]
+        views = [(k, response[first + TS_SUFFIX], ttl) for k, (first, ttl, _) in enumerate(self._views)]
         out = []
         for i, entity in enumerate(entities):
             as_of = entity[self.request_time_field].timestamp()
-            values = list(rows[i])
-            stale_positions = None
-            for stamps, ttl, positions in views:
-                ts = stamps[i]
-                if ts and (ts > as_of or (ttl and ts + ttl < as_of)):
-                    stale_positions = (stale_positions or []) + positions
-            stale = []
-            if stale_positions:
-                for j in sorted(stale_positions):
+            values = rows[i]
+            stale_views = tuple(k for k, stamps, ttl in views
+                                if (ts := stamps[i]) and (ts > as_of or (ttl and ts + ttl < as_of)))
+            stale: list[str] = []
+            if stale_views:
+                positions, names = self._stale_positions(stale_views)
+                values = list(values)
+                for j in positions:
                     values[j] = None
-                    stale.append(features[j])
-            out.append(OnlineVector(dict(zip(features, values)),
-                                    [f for f, v in zip(features, values) if v is None], stale))
+                stale = list(names)
+            out.append(OnlineVector.from_row(features, tuple(values),
+                                             list(compress(features, map(is_, values, repeat(None)))), stale))
         return out
+
+    def _stale_positions(self, stale_views: tuple[int, ...]) -> tuple[list[int], list[str]]:
+        """The feature positions and names (model order) of these time-stamped views."""
+        known = self._stale_cache.get(stale_views)
+        if known is None:
+            positions = sorted(j for k in stale_views for j in self._views[k][2])
+            known = self._stale_cache[stale_views] = (positions, [self.features[j] for j in positions])
+        return known

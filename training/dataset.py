@@ -163,6 +163,22 @@ def feature_matrix(frame: pd.DataFrame | Sequence[dict], features: Sequence[str]
     return np.column_stack(columns)
 
 
+def rows_matrix(rows: Sequence[Sequence], features: Sequence[str]) -> np.ndarray:
+    """:func:`feature_matrix` for rows of values already in ``features`` order (online
+    vectors, :meth:`serving.online.OnlineVector.row_for`): NumPy converts them at once
+    (None -> NaN, numbers and numeric strings -> float64); anything else is the same error
+    as :func:`feature_matrix`, naming the feature."""
+    try:
+        matrix = np.array(rows, dtype="float64") if len(rows) else np.empty((0, len(features)))
+    except (TypeError, ValueError):
+        matrix = None
+    if matrix is None or matrix.shape != (len(rows), len(features)):
+        features = list(features)
+        return _vectors_matrix([dict(zip(features, row)) if len(row) == len(features) else {} for row in rows],
+                               features)
+    return matrix
+
+
 def _vectors_matrix(rows: list[dict], features: list[str]) -> np.ndarray:
     """:func:`feature_matrix` for online vectors (dicts), without pandas: per request, a
     DataFrame and a ``to_numeric`` per column cost milliseconds. Same result: None -> NaN,

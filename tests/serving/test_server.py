@@ -77,6 +77,54 @@ def test_body_over_the_limit_is_413_and_batch_over_the_limit_is_400(app, served_
     assert response.status_code == 400 and response.get_json()["field"] == "flights"
 
 
+def test_a_huge_integer_or_a_nan_in_a_request_is_a_400_naming_the_field(app, served_dir, use_case):
+    """Requests are read by Flask's own JSON reader (only answers go through orjson)."""
+    import json
+
+    client = app.test_client()
+    entity = request_entity(next(flights_after_serve_end(served_dir, use_case, 1).itertuples()))
+    good = json.dumps(entity)
+    for bad in (2**70, "NaN"):
+        body = good.replace(f'"flight": {entity["flight"]}', f'"flight": {bad}')
+        assert body != good
+        response = client.post("/predict", data=body, content_type="application/json")
+        assert response.status_code == 400 and response.get_json()["field"] == "flight", response.get_json()
+    response = client.post("/predict", data=good, content_type="application/json")
+    assert response.status_code == 200 and response.data.endswith(b"}\n")
+
+
+def test_answers_are_what_flasks_own_json_provider_writes(app):
+    """The orjson provider against Flask's default on what the endpoints return, and on
+    what Flask writes through its ``default`` (dates, dataclasses, decimals)."""
+    import dataclasses
+    import json
+    from datetime import date, datetime, timezone
+    from decimal import Decimal
+
+    import numpy as np
+    from flask.json.provider import DefaultJSONProvider
+
+    @dataclasses.dataclass
+    class Point:
+        x: int
+
+    stock = DefaultJSONProvider(app)
+    stock.sort_keys = False
+    value = {"model_version": "abc", "predictions": [{"probability": 0.123456789012345, "missing_features": ["a__b"],
+                                                     "stale_features": []}],
+             "when": datetime(2013, 7, 4, 12, 30, tzinfo=timezone.utc), "day": date(2013, 1, 2),
+             "numpy": np.float64(0.25), "amount": Decimal("1.10"), "point": Point(3), 7: "int key",
+             "z": None, "a": [1, 2.5, True, "é"]}
+    assert json.loads(app.json.dumps(value)) == json.loads(stock.dumps(value))
+    assert list(json.loads(app.json.dumps(value))) == list(json.loads(stock.dumps(value))), "key order"
+    with app.app_context():
+        ours, theirs = app.json.response(value), stock.response(value)
+        assert ours.mimetype == theirs.mimetype == "application/json"
+        assert json.loads(ours.data) == json.loads(theirs.data) and ours.data.endswith(b"\n")
+    assert json.loads(app.json.dumps({"x": float("nan")})) == {"x": None}  # stdlib: NaN, not JSON
+    assert app.json.dumps({"b": 1}, indent=2) == stock.dumps({"b": 1}, indent=2)
+
+
 def test_openapi_lists_exactly_the_routes_and_the_validators_fields(app, use_case):
     spec = app.test_client().get("/openapi.json").get_json()
     routes = {(rule.rule, method.lower()) for rule in app.url_map.iter_rules() if rule.endpoint != "static"
