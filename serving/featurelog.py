@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import sys
 import threading
 import time
 import uuid
@@ -37,6 +38,25 @@ from typing import Mapping, Sequence
 from pipeline.usecase import RequestField
 
 log = logging.getLogger(__name__)
+
+#: How much nicer (lower CPU priority) the writer thread is than the request threads: on a
+#: busy machine the scheduler serves requests first, and the writer catches up in between.
+#: Measured (1 worker, 100 entities per request, concurrency 1): p99 17.5 -> 15.2 ms, p50
+#: 6.7 -> 6.2 ms; 10 and 19 measured alike.
+WRITER_NICE = 10
+
+
+def _lower_this_threads_priority(nice: int) -> None:
+    """Raise the calling thread's nice value by ``nice`` (Linux schedules threads one by
+    one, so ``setpriority`` on a thread id leaves the other threads as they are). A no-op
+    elsewhere, or when not allowed."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
+    except OSError as e:
+        log.debug("feature log writer: could not lower its priority: %s", e)
 
 
 @dataclass(frozen=True)
@@ -131,6 +151,7 @@ class FeatureLogger:
         return batch
 
     def _run_writer(self) -> None:
+        _lower_this_threads_priority(WRITER_NICE)
         while True:
             with self._lock:
                 while not self.closed:

@@ -35,6 +35,17 @@ def test_rows_are_buffered_flushed_in_batches_and_on_close(served_dir, use_case)
     # The writer thread writes a full batch off the request path.
     assert app.extensions["serving"].feature_log.wait_written(timeout=30)
     assert len(read_log(served_dir)) == 8, "the batch was not flushed once it reached 6 rows"
+    # The writer runs at a lower CPU priority than the request threads (Linux: per thread).
+    import os
+    import sys
+
+    from serving.featurelog import WRITER_NICE
+
+    writer = app.extensions["serving"].feature_log._writer
+    if sys.platform.startswith("linux"):
+        mine = os.getpriority(os.PRIO_PROCESS, 0)
+        assert os.getpriority(os.PRIO_PROCESS, writer.native_id) == min(19, mine + WRITER_NICE)
+        assert os.getpriority(os.PRIO_PROCESS, 0) == mine, "the request thread's priority changed"
     assert client.get("/features", query_string=query_string(body["flights"][0])).status_code == 200
     app.extensions["serving"].feature_log.close()
     log = read_log(served_dir)
