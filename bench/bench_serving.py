@@ -6,8 +6,8 @@ inplace_predict).
 Each server runs 2 worker processes on 127.0.0.1 (this server and the floor app: gunicorn's
 gthread workers, 4 threads each; feast serve: its own uvicorn workers), all three at once;
 a bounded thread-pool client (a new connection per request for every server) sends real flights (1 or 100 per
-request) at concurrency 1, 8 and 32 for a fixed time per cell, the three servers back to
-back in each cell, and records p50/p99 latency and requests/s.
+request) at concurrency 1, 8 and 32 for a fixed time per cell, cut in ROUNDS slices in which
+the three servers take turns, and records p50/p99 latency and requests/s over the slices.
 Needs `make pipeline` (DATA_DIR with a promoted model and a materialized online store).
 
     .venv/bin/python bench/bench_serving.py [--seconds 4]
@@ -46,6 +46,8 @@ CONCURRENCY = (1, 8, 32)
 WORKERS, THREADS = 2, 4
 BATCHES = (1, 100)
 BODIES = 200
+#: Slices per server and cell (the servers take turns).
+ROUNDS = 4
 
 
 def stop(process: subprocess.Popen) -> None:
@@ -63,8 +65,11 @@ def start(argv: list[str], env: dict) -> subprocess.Popen:
                             start_new_session=True)
 
 
-def load(port: int, path: str, bodies: list[bytes], concurrency: int, seconds: float) -> dict:
-    """Closed-loop load: ``concurrency`` threads, each sending its next request on the last answer."""
+def load(port: int, path: str, bodies: list[bytes], concurrency: int, seconds: float,
+         warmup: float = 1.0) -> dict:
+    """Closed-loop load: ``concurrency`` threads, each sending its next request on the last
+    answer, for ``warmup`` seconds (not recorded) and then ``seconds``. Returns the recorded
+    latencies (seconds), the measured wall time and the failed requests."""
     latencies: list[float] = []
     errors = [0]
     lock = threading.Lock()
@@ -95,27 +100,31 @@ def load(port: int, path: str, bodies: list[bytes], concurrency: int, seconds: f
             latencies.extend(mine)
             errors[0] += bad
 
-    # Warm-up, then the measured window.
-    stop_at[0] = time.perf_counter() + 1.0
-    threads = [threading.Thread(target=worker, args=(k,)) for k in range(concurrency)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    latencies.clear()
-    errors[0] = 0
-    started = time.perf_counter()
-    stop_at[0] = started + seconds
-    threads = [threading.Thread(target=worker, args=(k,)) for k in range(concurrency)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - started
-    ms = np.array(latencies) * 1000
+    def run(duration: float) -> float:
+        started = time.perf_counter()
+        stop_at[0] = started + duration
+        threads = [threading.Thread(target=worker, args=(k,)) for k in range(concurrency)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return time.perf_counter() - started
+
+    if warmup > 0:
+        run(warmup)
+        latencies.clear()
+        errors[0] = 0
+    wall = run(seconds)
+    return {"latencies": latencies, "wall": wall, "errors": errors[0]}
+
+
+def summary(slices: list[dict]) -> dict:
+    """p50/p99 over every recorded latency of the slices, requests/s over their total time."""
+    ms = np.array([x for s in slices for x in s["latencies"]]) * 1000
+    wall = sum(s["wall"] for s in slices)
     return {"p50_ms": float(np.percentile(ms, 50)) if len(ms) else None,
             "p99_ms": float(np.percentile(ms, 99)) if len(ms) else None,
-            "req_s": len(ms) / wall, "errors": errors[0]}
+            "req_s": len(ms) / wall, "errors": sum(s["errors"] for s in slices)}
 
 
 def bench_flights(settings: Settings, as_of: pd.Timestamp) -> pd.DataFrame:
@@ -272,10 +281,19 @@ def main() -> int:
             bodies = {name: bodies_for(flights, size, feast_service)
                       for name, (_, _, _, feast_service) in running.items()}
             for concurrency in CONCURRENCY:
-                for name, (_, port, path, _) in running.items():
-                    result = load(port, path, bodies[name], concurrency, args.seconds)
+                # The cell's time is cut in ROUNDS slices per server, the servers taking
+                # turns (in a rotating order): a change in the machine's speed during the
+                # cell reaches all three alike, and so leaves their ratios alone.
+                slices: dict[str, list[dict]] = {name: [] for name in running}
+                names = list(running)
+                for k in range(ROUNDS):
+                    for name in names[k % len(names):] + names[:k % len(names)]:
+                        _, port, path, _ = running[name]
+                        slices[name].append(load(port, path, bodies[name], concurrency, args.seconds / ROUNDS,
+                                                 warmup=1.0 if k == 0 else 0.25))
+                for name in names:
                     row = {"case": f"{size} entit{'y' if size == 1 else 'ies'}, concurrency {concurrency}",
-                           "variant": name, **result}
+                           "variant": name, **summary(slices[name])}
                     print(json.dumps(row), flush=True)
                     rows.append(row)
     finally:
@@ -305,7 +323,8 @@ def main() -> int:
     write_result("serving", "Online serving, the same data materialized to the same instant (this server: "
                  "packed SQLite store, direct read; feast serve: Feast's stock SQLite store), 2 workers per server "
                  f"(this server and the floor app: gthread, {THREADS} threads each), "
-                 f"{args.seconds:.0f} s per cell, a new connection per request; /predict includes features, "
+                 f"{args.seconds:.0f} s per cell and server in {ROUNDS} turns, a new connection per request; "
+                 "/predict includes features, "
                  "TTL checks, prediction, metrics and the feature log (sample rate 1); feast serve only "
                  f"returns features. Failed requests in all cells: {errors}",
                  rows, goals, extra={"as_of": as_of.isoformat(), "flights": len(flights)})

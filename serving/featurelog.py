@@ -254,8 +254,10 @@ class FeatureLogger:
         for field in self.request_fields:
             arrays[field.name] = pa.array([entity.get(field.name) for entity in entities], type=kinds[field.kind])
         time_field = next((f for f in self.request_fields if f.name == self.time_field), None)
-        arrays[self.event_timestamp] = (arrays[self.time_field] if time_field is not None and time_field.kind == "timestamp"
-                                        else pa.array([entity[self.time_field] for entity in entities], type=utc))
+        if time_field is not None and time_field.kind == "timestamp":  # the same values: one array
+            arrays[self.event_timestamp] = arrays[self.time_field]
+        else:
+            arrays[self.event_timestamp] = pa.array([entity[self.time_field] for entity in entities], type=utc)
         matrices = [rows_matrix([v.row_for(features) for v in record[7]], features) if record[9] is None
                     else record[9] for record in records]
         values = np.vstack(matrices) if matrices else np.empty((0, len(features)))

@@ -39,9 +39,9 @@ from __future__ import annotations
 import functools
 import sqlite3
 import threading
+from datetime import datetime, timezone
 from itertools import compress, repeat
 from operator import is_
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence
 
