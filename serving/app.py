@@ -113,8 +113,9 @@ class ServingState:
 
     def log_served(self, endpoint: str, model: ServingModel, entities, vectors, probabilities, matrix=None) -> None:
         if self.feature_log is not None and self.feature_log.sampled():
-            self.feature_log.append(endpoint, model.version, model.feature_service, model.model.features,
-                                    entities, vectors, probabilities, matrix)
+            if not self.feature_log.append(endpoint, model.version, model.feature_service, model.model.features,
+                                           entities, vectors, probabilities, matrix):
+                self.metrics.log_dropped.inc(len(entities))
 
     def probe_entity(self) -> dict:
         """A made-up entity for the readiness read (keys match nothing)."""

@@ -66,6 +66,9 @@ class LogConfig:
     batch_rows: int = 1000
     flush_seconds: float = 30.0
     seed: int = 0
+    #: Rows buffered at most while the writer is behind (a stalled disk, an overloaded
+    #: machine); past it whole requests are dropped and counted, never the server's memory.
+    max_buffered_rows: int = 20_000
 
     @classmethod
     def from_env(cls, directory: Path, env: Mapping[str, str]) -> "LogConfig":
@@ -80,11 +83,15 @@ class LogConfig:
                      sample_rate=number("FEATURE_LOG_SAMPLE_RATE", 1.0, float),
                      batch_rows=number("FEATURE_LOG_BATCH_ROWS", 1000, int),
                      flush_seconds=number("FEATURE_LOG_FLUSH_SECONDS", 30.0, float),
-                     seed=number("FEATURE_LOG_SEED", 0, int))
+                     seed=number("FEATURE_LOG_SEED", 0, int),
+                     max_buffered_rows=number("FEATURE_LOG_MAX_BUFFERED_ROWS", 20_000, int))
         if not 0.0 <= config.sample_rate <= 1.0:
             raise ValueError(f"FEATURE_LOG_SAMPLE_RATE={config.sample_rate} must lie in [0, 1]")
         if config.batch_rows < 1:
             raise ValueError(f"FEATURE_LOG_BATCH_ROWS={config.batch_rows} must be at least 1")
+        if config.max_buffered_rows < config.batch_rows:
+            raise ValueError(f"FEATURE_LOG_MAX_BUFFERED_ROWS={config.max_buffered_rows} must be at least "
+                             f"FEATURE_LOG_BATCH_ROWS={config.batch_rows}")
         return config
 
 
@@ -109,6 +116,8 @@ class FeatureLogger:
         self._id_prefix = ""
         self._requests = 0
         self._files = 0
+        #: Rows not logged because the buffer was full (also ``serving_feature_log_dropped_rows_total``).
+        self.dropped_rows = 0
         self.closed = False
 
     def sampled(self) -> bool:
@@ -120,12 +129,16 @@ class FeatureLogger:
 
     def append(self, endpoint: str, model_version: str, feature_service: str, features: Sequence[str],
                entities: Sequence[dict], vectors, probabilities: Sequence[float] | None,
-               matrix=None) -> None:
+               matrix=None) -> bool:
         """Buffer one request (call only when :meth:`sampled` said so): no rows built, nothing
         written here. ``matrix`` is the model input already built for ``vectors`` (float64,
-        ``features`` order; None: built by the writer). None of them may change afterwards."""
+        ``features`` order; None: built by the writer). None of them may change afterwards.
+        False: not buffered, because ``max_buffered_rows`` are waiting (the caller counts it)."""
         served_at = datetime.now(timezone.utc)
         with self._lock:
+            if self._pending_rows + len(entities) > self.config.max_buffered_rows:
+                self.dropped_rows += len(entities)
+                return False
             if self._writer is None or self._writer_pid != os.getpid():  # first append, or a forked child
                 self._writer_pid = os.getpid()
                 self._id_prefix = uuid.uuid4().hex[:20]
@@ -142,6 +155,7 @@ class FeatureLogger:
             self._pending_rows += len(entities)
             if self._pending_rows >= self.config.batch_rows:
                 self._wake.notify_all()
+        return True
 
     def _take(self) -> list[tuple]:
         """(Under the lock.) The buffered requests; the caller writes them."""

@@ -83,6 +83,9 @@ class Metrics:
                                    ["result"], registry=r)
         self.store_errors = Counter("serving_online_store_errors_total",
                                     "Online reads that failed (answered 503)", registry=r)
+        self.log_dropped = Counter("serving_feature_log_dropped_rows_total",
+                                   "Served rows left out of the feature log: its buffer was full "
+                                   "(FEATURE_LOG_MAX_BUFFERED_ROWS)", registry=r)
         self.multiprocess_dir = os.environ.get(MULTIPROC_ENV) if multiprocess_mode() else None
         self.missing_counts = BufferedCounts(self.missing)
         self.stale_counts = BufferedCounts(self.stale)

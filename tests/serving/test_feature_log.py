@@ -100,3 +100,34 @@ def test_sample_rate_samples_whole_requests_with_a_seeded_generator(served_dir, 
 def test_bad_sample_rate_is_refused_naming_the_setting(served_dir):
     with pytest.raises(ValueError, match="FEATURE_LOG_SAMPLE_RATE"):
         create_app({"DATA_DIR": served_dir, "FEATURE_LOG_SAMPLE_RATE": 1.5})
+    with pytest.raises(ValueError, match="FEATURE_LOG_MAX_BUFFERED_ROWS"):
+        create_app({"DATA_DIR": served_dir, "FEATURE_LOG_BATCH_ROWS": 10, "FEATURE_LOG_MAX_BUFFERED_ROWS": 5})
+
+
+def test_a_writer_that_falls_behind_drops_whole_requests_and_counts_them(served_dir, use_case, monkeypatch):
+    """With the writer stalled (here: never woken, as if the disk hung), the buffer stops at
+    FEATURE_LOG_MAX_BUFFERED_ROWS: later requests are still answered, their rows counted as
+    dropped, whole requests only; what was buffered is written at close."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from serving.featurelog import FeatureLogger
+
+    monkeypatch.setattr(FeatureLogger, "_run_writer", lambda self: None)  # a writer that never writes
+    app = create_app({"DATA_DIR": served_dir, "FEATURE_LOG_BATCH_ROWS": 4, "FEATURE_LOG_MAX_BUFFERED_ROWS": 5})
+    client = app.test_client()
+    body = request_body(flights_after_serve_end(served_dir, use_case, 2))
+
+    def dropped():
+        text = client.get("/metrics").get_data(as_text=True)
+        return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
+                   if s.name == "serving_feature_log_dropped_rows_total")
+
+    before = dropped()
+    for _ in range(4):
+        assert client.post("/predict", json=body).status_code == 200
+    state = app.extensions["serving"]
+    assert state.feature_log._pending_rows == 4 and state.feature_log.dropped_rows == 4
+    assert dropped() - before == 4
+    state.feature_log.close()
+    log = read_log(served_dir)
+    assert len(log) == 4 and log.groupby("request_id").size().eq(2).all()
