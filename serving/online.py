@@ -492,9 +492,10 @@ class OnlineFeatures:
                     features=self.service, entity_rows=rows, full_feature_names=True
                 ).to_dict(include_event_timestamps=True)
         except STORE_ERRORS as e:
-            reset_online_connection(self.store)
-            if self.direct is not None:
+            if self.direct is not None:  # its own connections; Feast's is not used
                 self.direct.reset()
+            else:
+                reset_online_connection(self.store)
             raise StoreUnavailable(f"online store unavailable: {type(e).__name__}: {e}") from e
         except registry_errors() as e:
             raise StoreUnavailable(f"feature registry unreadable: {type(e).__name__}: {e}") from e
