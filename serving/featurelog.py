@@ -102,6 +102,8 @@ class FeatureLogger:
         self.request_fields = list(request_fields)
         self.time_field = time_field
         self.event_timestamp = event_timestamp
+        self._time_is_request_timestamp = any(f.name == time_field and f.kind == "timestamp"
+                                              for f in self.request_fields)
         self._random = random.Random(config.seed)
         #: Served requests not yet written: (served_at, request_id, endpoint, model_version,
         #: feature_service, features, entities, vectors, probabilities).
@@ -267,8 +269,7 @@ class FeatureLogger:
                   "feature_service": per_request(4, pa.string())}
         for field in self.request_fields:
             arrays[field.name] = pa.array([entity.get(field.name) for entity in entities], type=kinds[field.kind])
-        time_field = next((f for f in self.request_fields if f.name == self.time_field), None)
-        if time_field is not None and time_field.kind == "timestamp":  # the same values: one array
+        if self._time_is_request_timestamp:  # the same values: one array
             arrays[self.event_timestamp] = arrays[self.time_field]
         else:
             arrays[self.event_timestamp] = pa.array([entity[self.time_field] for entity in entities], type=utc)
