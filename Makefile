@@ -6,10 +6,9 @@ BIN := $(VENV)/bin
 DATA_DIR ?= $(CURDIR)/data
 HOST ?= 127.0.0.1
 PORT ?= 8000
-# PROFILE=spark switches every target to Spark + Redis + SQL registry (feature_store.spark.yaml).
+# PROFILE=redis or PROFILE=spark switch every target to another feature store profile (core/settings.py).
 PROFILE ?= embedded
 export DATA_DIR HOST PORT PROFILE
-FS_YAML := feature_repo/$(if $(filter spark,$(PROFILE)),feature_store.spark.yaml,feature_store.yaml)
 
 .PHONY: install sysdeps demo pipeline serve monitor replay test bench feast clean help
 
@@ -21,8 +20,8 @@ help:
 	@echo "make monitor    the monitoring report (skew, drift, freshness, quality) of the served traffic; exit 1 on an alert"
 	@echo "make replay     replay 2013 day by day as if live (REPLAY_POLICY=static|periodic|triggered, REPLAY_DAYS=N, REPLAY_FEED=push)"
 	@echo "make bench      every benchmark in bench/ (results in bench/results/, table in README)"
-	@echo "make feast ARGS='plan'   the Feast CLI on feature_repo/ with this DATA_DIR and PROFILE"
-	@echo "PROFILE=spark make ...   any target on the scale-out profile (Spark + Redis + SQL registry)"
+	@echo "make feast ARGS='plan'   the Feast CLI on feature_repo/ with this DATA_DIR and PROFILE's YAML"
+	@echo "PROFILE=redis|spark make ...   any target on another profile (Redis online store; Spark + Redis + SQL registry)"
 	@echo "make clean      remove DATA_DIR ($(DATA_DIR))"
 
 $(BIN)/.installed: pyproject.toml
@@ -67,6 +66,7 @@ demo: pipeline
 
 test: install sysdeps
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest
 
 bench: install
@@ -74,8 +74,11 @@ bench: install
 	  [ -e "$$script" ] || continue; echo "== $$script"; $(BIN)/python "$$script"; done
 	$(BIN)/python bench/report.py
 
+# The settings say which YAML the profile uses and what it reads (${DATA_DIR}, ...); a bad
+# setting stops here with its message (exit 2).
 feast: install
-	$(BIN)/feast -c feature_repo -f $(FS_YAML) $(ARGS)
+	@exports="$$($(BIN)/python -m core.settings shell)" && eval "$$exports" && \
+	  $(BIN)/feast -c feature_repo -f "$$FEAST_YAML" $(ARGS)
 
 clean:
 	rm -rf "$(DATA_DIR)"

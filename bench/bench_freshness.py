@@ -38,9 +38,9 @@ def main() -> None:
     import pandas as pd
 
     from bench.bench_training_set import flights_data_dir
-    from pipeline import feast_ops
-    from pipeline.config import Settings
-    from pipeline.usecase import load_use_case
+    from core.settings import Settings
+    from core.usecase import load_use_case
+    from feast_plugins.store import feature_store
     from training import evaluate
     from training.dataset import feature_matrix, load_events, training_set
     from training.model import booster_from_bytes, predict_proba
@@ -57,7 +57,7 @@ def main() -> None:
         os.environ["DATA_DIR"] = str(scratch)
         os.environ.pop("PROFILE", None)
         settings = Settings.from_env()
-        store = feast_ops.feature_store(settings)
+        store = feature_store(settings)
         config = TrainConfig()
         for service in SERVICES:
             use_case = load_use_case().with_feature_service(service)

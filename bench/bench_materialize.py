@@ -1,5 +1,5 @@
 """Materialization rows/s: Feast's stock SQLite online store against the packed one
-(``pipeline/packed_sqlite_store.py``), both through ``FeatureStore.materialize`` (Feast's
+(``feast_plugins/packed_sqlite_store.py``), both through ``FeatureStore.materialize`` (Feast's
 local engine: offline read, conversion to protobuf values, ``online_write_batch``).
 
 A synthetic feature view (int64 key, 10 Float64 + 2 Int64 features, one row per entity,
@@ -30,7 +30,7 @@ FLOATS = [f"f{i}" for i in range(10)]
 INTS = ["n0", "n1"]
 START = datetime(2013, 1, 1, tzinfo=timezone.utc)
 END = datetime(2014, 1, 1, tzinfo=timezone.utc)
-STORES = {"stock SQLite store": "sqlite", "packed SQLite store": "pipeline.packed_sqlite_store.PackedSqliteOnlineStore"}
+STORES = {"stock SQLite store": "sqlite", "packed SQLite store": "feast_plugins.packed_sqlite_store.PackedSqliteOnlineStore"}
 
 
 def make_source(root: Path, rows: int) -> Path:
@@ -50,7 +50,7 @@ def store_for(root: Path, online_type: str, source: Path):
     from feast.repo_config import RepoConfig
     from feast.types import Float64, Int64
 
-    engine = "local" if online_type == "sqlite" else "pipeline.packed_sqlite_store.PackedLocalComputeEngine"
+    engine = "local" if online_type == "sqlite" else "feast_plugins.packed_sqlite_store.PackedLocalComputeEngine"
     config = RepoConfig(project="synthetic", provider="local", registry=str(root / "registry.db"),
                         online_store={"type": online_type, "path": str(root / "online.db")}, batch_engine=engine,
                         offline_store={"type": "duckdb"}, entity_key_serialization_version=3, repo_path=str(root))

@@ -38,26 +38,26 @@ def _env(data_dir: str, profile: str, redis_url: str | None) -> None:
 
 def prepare(data_dir: str, redis_url: str) -> str:
     """Ingest, build sources, apply both profiles; return the snapshot's as-of (ISO)."""
-    from pipeline import feast_ops
-    from pipeline.config import Settings
+    from core.settings import Settings
+    from core.usecase import load_use_case
+    from pipeline.apply import apply
     from pipeline.features import build_sources
     from pipeline.ingest import ingest
-    from pipeline.usecase import load_use_case
 
     _env(data_dir, "embedded", redis_url)
     settings, use_case = Settings.from_env(), load_use_case()
     snapshot = ingest(settings, use_case)
     build_sources(settings, use_case, snapshot)
-    feast_ops.apply(settings)
+    apply(settings)
     _env(data_dir, "spark", redis_url)
-    feast_ops.apply(Settings.from_env())
+    apply(Settings.from_env())
     return snapshot.as_of.isoformat()
 
 
 def entity_file(data_dir: str, rows: int | str) -> str:
     """Parquet entity set: the real events, or ``rows`` drawn from them with replacement,
     their timestamps shifted by up to ±3 days (seeded)."""
-    from pipeline.duck import connect, sql_str
+    from core.duck import connect, sql_str
 
     events = Path(data_dir) / "sources" / "labelled_events.parquet"
     out = Path(data_dir) / f"entities_{rows}.parquet"
@@ -86,13 +86,13 @@ def entity_file(data_dir: str, rows: int | str) -> str:
 def training_set(data_dir: str, profile: str, redis_url: str, path: str) -> int:
     import pandas as pd
 
-    from pipeline import feast_ops
-    from pipeline.config import Settings
-    from pipeline.quiet import quiet_third_party_warnings
+    from core.quiet import quiet_third_party_warnings
+    from core.settings import Settings
+    from feast_plugins.store import feature_store
 
     quiet_third_party_warnings()
     _env(data_dir, profile, redis_url)
-    store = feast_ops.feature_store(Settings.from_env())
+    store = feature_store(Settings.from_env())
     entity_df = pd.read_parquet(path) if profile == "embedded" else f"SELECT * FROM parquet.`{path}`"
     service = store.get_feature_service("late_arrival_v1")
     frame = store.get_historical_features(entity_df=entity_df, features=service, full_feature_names=True).to_df()
@@ -102,19 +102,20 @@ def training_set(data_dir: str, profile: str, redis_url: str, path: str) -> int:
 def materialize(data_dir: str, profile: str, redis_url: str, as_of: str) -> int:
     from datetime import datetime
 
-    from pipeline import feast_ops
-    from pipeline.config import Settings
-    from pipeline.quiet import quiet_third_party_warnings
+    from core.quiet import quiet_third_party_warnings
+    from core.settings import Settings
+    from feast_plugins.store import feature_store
+    from pipeline.materialize import EPOCH, materialize
 
     quiet_third_party_warnings()
     _env(data_dir, profile, redis_url)
     settings = Settings.from_env()
-    feast_ops.materialize(settings, end=datetime.fromisoformat(as_of), start=feast_ops.EPOCH)
-    return len(feast_ops.feature_store(settings).list_feature_views())
+    materialize(settings, end=datetime.fromisoformat(as_of), start=EPOCH)
+    return len(feature_store(settings).list_feature_views())
 
 
 def _redis(workdir: str) -> tuple[subprocess.Popen, str]:
-    from serving.cli import free_port
+    from serving.process import free_port
 
     port = free_port()
     proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",

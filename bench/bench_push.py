@@ -36,14 +36,14 @@ SAMPLE_HOURS = 300
 def _store(data_dir: str, synchronous: str | None = None):
     import os
 
-    from pipeline import feast_ops
-    from pipeline.config import Settings
-    from pipeline.usecase import load_use_case
+    from core.settings import Settings
+    from core.usecase import load_use_case
+    from feast_plugins.store import feature_store
 
     os.environ["DATA_DIR"] = data_dir
     os.environ.pop("PROFILE", None)
     settings = Settings.from_env()
-    store = feast_ops.feature_store(settings)
+    store = feature_store(settings)
     if synchronous:
         store.config.online_store.synchronous = synchronous
     return settings, load_use_case(), store

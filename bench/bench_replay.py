@@ -27,8 +27,8 @@ GOAL_SECONDS = 15 * 60
 def _replay(data_dir: str, days: int | None) -> dict:
     os.environ["DATA_DIR"] = data_dir
     os.environ.pop("RAW_DIR", None)
-    from pipeline.entry import context
-    from pipeline.quiet import quiet_third_party_warnings
+    from cli.entry import context
+    from core.quiet import quiet_third_party_warnings
     from replay.config import ReplayConfig
     from replay.run import run_replay
 

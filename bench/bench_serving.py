@@ -37,8 +37,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from _util import write_result  # noqa: E402
 
-from pipeline.config import Settings  # noqa: E402
-from serving.cli import free_port, wait_ready  # noqa: E402
+from core.settings import Settings  # noqa: E402
+from serving.process import free_port, gunicorn_argv, wait_ready  # noqa: E402
 
 CONCURRENCY = (1, 8, 32)
 #: gunicorn workers and threads per worker, the same for this server and the floor app
@@ -128,7 +128,7 @@ def summary(slices: list[dict]) -> dict:
 
 
 def bench_flights(settings: Settings, as_of: pd.Timestamp) -> pd.DataFrame:
-    from pipeline.usecase import load_use_case
+    from core.usecase import load_use_case
     from training.dataset import load_events
 
     events = load_events(settings, load_use_case())
@@ -197,14 +197,13 @@ def build_stock_store(settings: Settings, as_of: pd.Timestamp, directory: Path) 
 
     from feast import FeatureStore
 
-    from pipeline import feast_ops
-
+    from pipeline.materialize import EPOCH
     shutil.copy(settings.data_dir / "registry.db", directory / "registry_stock.db")
     text = settings.feature_store_yaml.read_text()
     text = text.replace("${DATA_DIR}/registry.db", str(directory / "registry_stock.db"))
-    text = text.replace("type: pipeline.packed_sqlite_store.PackedSqliteOnlineStore", "type: sqlite")
+    text = text.replace("type: feast_plugins.packed_sqlite_store.PackedSqliteOnlineStore", "type: sqlite")
     text = text.replace("${DATA_DIR}/online_store.db", str(directory / "online_stock.db"))
-    text = text.replace("type: pipeline.packed_sqlite_store.PackedLocalComputeEngine", "type: local")
+    text = text.replace("type: feast_plugins.packed_sqlite_store.PackedLocalComputeEngine", "type: local")
     # The packed store's own options (e.g. `synchronous`) are not the stock store's: drop them
     # (they concern writes; the anchor is measured on reads).
     text = re.sub(r"(?m)^  synchronous:.*\n", "", text)
@@ -215,7 +214,7 @@ def build_stock_store(settings: Settings, as_of: pd.Timestamp, directory: Path) 
     store = FeatureStore(repo_path=str(settings.feature_repo), fs_yaml_file=path)
     views = store.list_feature_views()
     store._get_provider().online_store.update(store.config, [], views, [], [], partial=False)
-    store.materialize(start_date=feast_ops.EPOCH, end_date=as_of.to_pydatetime())
+    store.materialize(start_date=EPOCH, end_date=as_of.to_pydatetime())
     return path
 
 
@@ -224,9 +223,9 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=4.0, help="measured seconds per cell")
     args = parser.parse_args()
 
-    from pipeline import feast_ops
+    from core.quiet import quiet_third_party_warnings
+    from feast_plugins.store import feature_store
     from pipeline.ingest import latest_snapshot
-    from pipeline.quiet import quiet_third_party_warnings
     from training.registry import ModelRegistry
 
     quiet_third_party_warnings()
@@ -237,7 +236,7 @@ def main() -> int:
         subprocess.run([str(Path(sys.executable).with_name("pipeline")), "run"], check=False)
     model = registry.load_champion()
     as_of = pd.Timestamp(latest_snapshot(settings).as_of)
-    store = feast_ops.feature_store(settings)
+    store = feature_store(settings)
     flights = bench_flights(settings, as_of)
     service = model.metadata["feature_service"]
     workdir = Path(tempfile.mkdtemp(prefix="bench_serving_"))
@@ -254,8 +253,7 @@ def main() -> int:
              "-w", "2", "--max-requests", "0", "--no-access-log"],
             "/get-online-features", "/health", env, service),
         "this server /predict": (
-            [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "serving" / "gunicorn.conf.py"),
-             "serving.app:create_app()"],
+            gunicorn_argv(),
             "/predict", "/healthz",
             {**env, "WEB_CONCURRENCY": str(WORKERS), "WEB_THREADS": str(THREADS), "ACCESS_LOG": "",
              "PROMETHEUS_MULTIPROC_DIR": str(workdir / "metrics"), "DATA_DIR": str(settings.data_dir)}, None),

@@ -3,7 +3,7 @@
 Three variants on the same input, each in a fresh process (``run_isolated``):
 
 * ``stock``: Feast 0.67's DuckDB offline store (``type: duckdb``), the anchor to beat;
-* ``asof``: this project's store (``pipeline.asof_offline_store``), through ``FeatureStore``;
+* ``asof``: this project's store (``feast_plugins.asof_offline_store``), through ``FeatureStore``;
 * ``floor``: one hand-written DuckDB ``ASOF JOIN`` query with the same TTL rule and the same
   output contract (every entity row once, in input order), no Feast at all.
 
@@ -52,22 +52,22 @@ SYNTH_MEMORY_LIMIT = "2GB"
 
 def flights_data_dir() -> Path:
     """DATA_DIR with the full flights pipeline (sources + registry), built if missing."""
-    from pipeline.config import Settings
+    from core.settings import Settings
 
     settings = Settings.from_env()
     if (settings.sources / "labelled_events.parquet").is_file() and (settings.data_dir / "registry.db").is_file():
         return settings.data_dir
-    from pipeline import feast_ops
+    from core.usecase import load_use_case
+    from pipeline.apply import apply
     from pipeline.features import build_sources
     from pipeline.ingest import ingest
-    from pipeline.usecase import load_use_case
 
     data_dir = Path(tempfile.mkdtemp(prefix="bench_flights_"))
     os.environ["DATA_DIR"] = str(data_dir)
     os.environ.pop("RAW_DIR", None)
     settings, use_case = Settings.from_env(), load_use_case()
     build_sources(settings, use_case, ingest(settings, use_case))
-    feast_ops.apply(settings)
+    apply(settings)
     return data_dir
 
 
@@ -112,7 +112,7 @@ def synthetic_config(root: Path, stock: bool):
 
     config = RepoConfig(project="synthetic", provider="local", registry=str(root / "registry.db"),
                         online_store={"type": "sqlite", "path": str(root / "online.db")},
-                        offline_store={"type": "pipeline.asof_offline_store.AsofDuckDBOfflineStore",
+                        offline_store={"type": "feast_plugins.asof_offline_store.AsofDuckDBOfflineStore",
                                        "memory_limit": SYNTH_MEMORY_LIMIT},
                         entity_key_serialization_version=3, repo_path=str(root))
     if stock:
@@ -141,11 +141,11 @@ def _fingerprint(table) -> str:
 def _store(kind: str, case: str, root: str):
     if case == "flights":
         os.environ["DATA_DIR"] = root
-        from pipeline import feast_ops
-        from pipeline.config import Settings
+        from core.settings import Settings
+        from feast_plugins.store import feature_store, stock_feature_store
 
         settings = Settings.from_env()
-        return feast_ops.stock_feature_store(settings) if kind == "stock" else feast_ops.feature_store(settings)
+        return stock_feature_store(settings) if kind == "stock" else feature_store(settings)
     from feast import FeatureStore
 
     return FeatureStore(repo_path=root, config=synthetic_config(Path(root), stock=kind == "stock"))
@@ -155,8 +155,8 @@ def _entity_set(case: str, root: str, n: int | None, as_pandas: bool):
     import pandas as pd
 
     if case == "flights":
-        from pipeline.config import Settings
-        from pipeline.usecase import load_use_case
+        from core.settings import Settings
+        from core.usecase import load_use_case
         from training.dataset import entity_frame, load_events
 
         use_case = load_use_case()

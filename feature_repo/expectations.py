@@ -9,8 +9,8 @@ here: they come from the Feast feature views (see ``validation/feast_contracts.p
 
 from __future__ import annotations
 
-from validation.contracts import ColumnRule as C
-from validation.contracts import Direction, ModelExpectations, TableContract
+from core.contracts import ColumnRule as C
+from core.contracts import Direction, ModelExpectations, TableContract
 
 NYC_AIRPORTS = ("EWR", "JFK", "LGA")
 #: No plausible record of this use case is older than this.

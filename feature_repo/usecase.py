@@ -10,8 +10,8 @@ from datetime import timedelta
 
 import pandas as pd
 
+from core.usecase import RawTable, RequestField, SourceTable, UseCase
 from feature_repo.expectations import MODEL_EXPECTATIONS, RAW_CONTRACTS, SOURCE_RULES
-from pipeline.usecase import RawTable, RequestField, SourceTable, UseCase
 
 TIMEZONE = "America/New_York"
 

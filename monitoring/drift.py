@@ -13,7 +13,7 @@ from typing import Sequence
 
 import pandas as pd
 
-from pipeline.usecase import UseCase
+from core.usecase import UseCase
 from training.dataset import load_events
 from training.registry import LoadedModel
 from training.score import score_events

@@ -1,7 +1,7 @@
-"""Monitoring's one error type: a PipelineError, so the shared CLI runner maps it to exit 2."""
+"""Monitoring's error type."""
 
-from pipeline.errors import PipelineError
+from core.errors import PlatformError
 
 
-class MonitoringError(PipelineError):
+class MonitoringError(PlatformError):
     """Monitoring cannot produce a report; the message names the file, column or setting."""

@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 
 import pandas as pd
 
-from pipeline.duck import connect
+from core.duck import connect
 
 
 def _hours(delta) -> float | None:

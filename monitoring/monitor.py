@@ -9,13 +9,13 @@ from datetime import datetime, timezone
 
 import pandas as pd
 
+from core.files import atomic_write
+from core.settings import Settings
+from core.usecase import UseCase
 from monitoring import drift, freshness, quality, skew
 from monitoring.config import AlertRules
 from monitoring.errors import MonitoringError
 from monitoring.servedlog import read_served_log
-from pipeline.config import Settings
-from pipeline.files import atomic_write
-from pipeline.usecase import UseCase
 from training.dataset import load_events
 from training.registry import ModelRegistry
 from validation.drift import profile_proportions

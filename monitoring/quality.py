@@ -7,7 +7,7 @@ from typing import Sequence
 
 import pandas as pd
 
-from pipeline.usecase import UseCase
+from core.usecase import UseCase
 from training.evaluate import calibration, holdout_metrics, slice_metrics
 
 

@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from pipeline.usecase import UseCase
+from core.usecase import UseCase
 from training.dataset import training_set
 
 #: Examples kept per feature with mismatches.

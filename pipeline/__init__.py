@@ -1,1 +1,2 @@
-"""Platform core: settings, raw-data collection, feature pipelines and the end-to-end run."""
+"""The pipeline stages: ingest (raw snapshots), the feature SQL (source tables), apply,
+materialize, and push. They neither train models nor serve."""

@@ -1,6 +1,6 @@
 """Feature pipelines: DuckDB SQL from a raw snapshot to the source Parquet tables.
 
-Each :class:`~pipeline.usecase.SourceTable` is one SQL file in ``feature_repo/pipelines``
+Each :class:`~core.usecase.SourceTable` is one SQL file in ``feature_repo/pipelines``
 run against views ``raw_<table>`` of the snapshot and the tables built before it, with
 ``getvariable('as_of')`` bound to the snapshot's as-of instant. All tables are written to a
 staging directory first, checked against their contracts (types from the Feast feature
@@ -19,13 +19,14 @@ from typing import Mapping
 
 import duckdb
 
-from pipeline.config import Settings
-from pipeline.duck import connect, copy_to_parquet, sql_str
+from core.contracts import TableContract
+from core.duck import connect, copy_to_parquet, sql_str
+from core.progress import Progress
+from core.settings import Settings
+from core.usecase import UseCase
 from pipeline.errors import PipelineError
 from pipeline.ingest import Snapshot
-from pipeline.progress import Progress
-from pipeline.usecase import UseCase
-from validation.contracts import Context, TableContract
+from validation.contracts import Context
 from validation.gates import check_files, finish
 from validation.report import Report
 
@@ -47,7 +48,7 @@ def build_sources(
     :class:`~validation.report.GateFailed` and leaves the published tables as they were.
     ``contracts`` defaults to those derived from the Feast definitions."""
     if contracts is None:
-        from pipeline.feast_ops import source_contracts
+        from pipeline.apply import source_contracts
 
         contracts = source_contracts(settings, use_case)
     con = connect()

@@ -22,11 +22,11 @@ from typing import Iterable
 
 import duckdb
 
-from pipeline.config import Settings
-from pipeline.duck import connect, copy_to_parquet, sql_str
+from core.duck import connect, copy_to_parquet, sql_str
+from core.progress import Progress
+from core.settings import Settings
+from core.usecase import UseCase
 from pipeline.errors import PipelineError
-from pipeline.progress import Progress
-from pipeline.usecase import UseCase
 from validation.contracts import Context, check_schema, read_table
 from validation.drift import (
     as_of_failures,

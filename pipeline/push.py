@@ -45,9 +45,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline.config import Settings
+from core.settings import Settings
+from core.usecase import UseCase
 from pipeline.errors import PipelineError
-from pipeline.usecase import UseCase
 
 
 class PushError(PipelineError):

@@ -17,7 +17,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.usecase import UseCase
+from core.usecase import UseCase
 
 
 class Arrivals:

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Callable
 
+from core.errors import PlatformError
+
 POLICIES = ("static", "periodic", "triggered")
 
 
@@ -23,7 +25,7 @@ push_feed.__name__ = "push"
 FEEDS: dict[str, Callable | None] = {"none": None, "push": push_feed}
 
 
-class ReplayError(ValueError):
+class ReplayError(PlatformError):
     """A replay cannot start or go on; the message says why."""
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.config import Settings
-from pipeline.files import atomic_write
+from core.files import atomic_write
+from core.settings import Settings
 from training.evaluate import calibration, holdout_metrics
 
 #: Keys whose values are wall-clock measurements: they differ between identical runs.

@@ -30,8 +30,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.config import Settings
-from pipeline.usecase import UseCase
+from core.settings import Settings
+from core.usecase import UseCase
 from replay.arrivals import Arrivals
 from replay.config import ReplayConfig, ReplayError
 from replay.server import Server
@@ -136,7 +136,7 @@ class Replay:
 
     # ---- setup -------------------------------------------------------------------------
     def _prepare(self):
-        from pipeline.feast_ops import source_contracts
+        from pipeline.apply import source_contracts
         from pipeline.features import build_sources
         from pipeline.ingest import ingest
         from training.dataset import load_events
@@ -169,9 +169,11 @@ class Replay:
         """The night at ``until``: delivery, ingest, features, materialize. False (and a
         recorded refusal) when a gate refused the data; the online store then keeps what
         the last accepted night loaded."""
-        from pipeline import feast_ops
+        from feast_plugins.store import feature_store
+        from pipeline.apply import apply
         from pipeline.features import build_sources
         from pipeline.ingest import ingest, list_snapshots
+        from pipeline.materialize import materialize
 
         since = until - self.history
         with self.clock.time("deliver"):
@@ -195,11 +197,11 @@ class Replay:
             return False
         if not self.applied:
             with self.clock.time("apply"), _silenced():
-                feast_ops.apply(self.work)
-                self.store = feast_ops.feature_store(self.work)
+                apply(self.work)
+                self.store = feature_store(self.work)
             self.applied = True
         with self.clock.time("materialize"), _silenced():  # Feast prints a progress line per view
-            feast_ops.materialize(self.work, until, use_case=self.use_case, check=False)
+            materialize(self.work, until, use_case=self.use_case, check=False)
         with self.clock.time("ingest"):  # retention: the sliding history needs the newest snapshot only
             for old in list_snapshots(self.work)[:-2]:
                 shutil.rmtree(old, ignore_errors=True)
@@ -208,7 +210,7 @@ class Replay:
     def retrain(self, until: datetime, reason: str) -> None:
         from monitoring.drift import training_reference
         from training.errors import TrainingError
-        from training.gate import promote_if_better
+        from training.promote import promote_if_better
         from training.registry import ModelRegistry
         from training.train import TrainConfig, run_training
 

@@ -7,11 +7,10 @@ import http.client
 import json
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-from serving.cli import CONF, free_port, wait_ready
+from serving.process import free_port, gunicorn_argv, wait_ready
 
 
 class Server:
@@ -30,7 +29,7 @@ class Server:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", str(CONF), "serving.app:create_app()"],
+            gunicorn_argv(),
             env=env, stdout=self._log, stderr=subprocess.STDOUT)
         try:
             wait_ready(f"http://{self.base}", self.process, timeout=120, path="/readyz")

@@ -17,8 +17,8 @@ from flask import Flask, Response, g, jsonify, request
 from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import HTTPException
 
-from pipeline.config import Settings
-from pipeline.usecase import UseCase, load_use_case
+from core.settings import Settings
+from core.usecase import UseCase, load_use_case
 from serving import precomputed
 from serving.errors import RequestError, ServingError, StoreUnavailable
 from serving.featurelog import FeatureLogger, LogConfig
@@ -57,7 +57,7 @@ class ServingState:
     """The model slot (hot-swappable), the Feast store, metrics and the feature log."""
 
     def __init__(self, config: ServingConfig):
-        from pipeline.feast_ops import feature_store
+        from feast_plugins.store import feature_store
         from training.registry import CHAMPION_FILE, ModelRegistry
 
         self.config = config
@@ -174,7 +174,7 @@ def _close_log_at_exit(ref) -> None:
 def create_app(test_config: dict | None = None) -> Flask:
     """Build the app from the environment; ``test_config`` entries override it (``DATA_DIR``,
     ``MAX_BATCH``, ``MODEL_CHECK_SECONDS``, ``FEATURE_LOG_*``)."""
-    from pipeline.quiet import quiet_third_party_warnings
+    from core.quiet import quiet_third_party_warnings
 
     quiet_third_party_warnings()
     env = {**os.environ, **{k: str(v) for k, v in (test_config or {}).items()}}

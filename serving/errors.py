@@ -1,5 +1,7 @@
 """The serving component's error types, mapped to HTTP statuses in ``serving.app``."""
 
+from core.errors import PlatformError
+
 
 class RequestError(Exception):
     """A request is malformed: HTTP 400 with a JSON body naming the field."""
@@ -10,7 +12,7 @@ class RequestError(Exception):
         self.message = message
 
 
-class ServingError(Exception):
+class ServingError(PlatformError):
     """The server cannot serve (no model, or a model that does not fit its FeatureService)."""
 
 

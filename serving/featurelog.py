@@ -35,7 +35,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from pipeline.usecase import RequestField
+from core.usecase import RequestField
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Prometheus metrics for the server, correct under gunicorn's several worker processes.
 
 Each app gets its own ``CollectorRegistry`` (tests build many apps in one process). Under
-gunicorn, ``serving/gunicorn.conf.py`` sets ``PROMETHEUS_MULTIPROC_DIR`` before any worker
+gunicorn, ``serving/gunicorn_conf.py`` sets ``PROMETHEUS_MULTIPROC_DIR`` before any worker
 imports ``prometheus_client``: every worker then writes its samples to files there and
 ``/metrics`` (whichever worker answers it) adds up all workers' files, so the numbers are
 the server's, not one worker's.
@@ -13,7 +13,7 @@ is therefore read from prometheus_client itself (:func:`multiprocess_mode`), nev
 the environment at exposition time. In multiprocess mode, apps built in one process
 share their values (files are per process): tests compare before/after.
 
-The last monitoring report's gauges (``monitoring/gauges.py``) are a collector read at
+The last monitoring report's gauges (``serving/gauges.py``) are a collector read at
 scrape time, registered in both modes.
 
 Missing and stale values are counted per feature: a request with stale weather has a dozen
@@ -57,10 +57,10 @@ class Metrics:
     def __init__(self, monitoring_summary=None):
         self.registry = CollectorRegistry()
         r = self.registry
-        #: Gauges from the last monitoring report (monitoring/gauges.py), read at scrape time.
+        #: Gauges from the last monitoring report (serving/gauges.py), read at scrape time.
         self.collectors = []
         if monitoring_summary is not None:
-            from monitoring.gauges import MonitoringCollector
+            from serving.gauges import MonitoringCollector
 
             self.collectors.append(MonitoringCollector(monitoring_summary))
             r.register(self.collectors[-1])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipeline.usecase import UseCase
+from core.usecase import UseCase
 from serving.requests import entity_schema, field_schema
 
 _ERROR = {"$ref": "#/components/schemas/Error"}

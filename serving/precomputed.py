@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from pipeline.usecase import RequestField
+from core.usecase import RequestField
 
 TABLE = "precomputed"
 

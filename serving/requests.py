@@ -10,7 +10,7 @@ import re
 from datetime import datetime, timezone
 from typing import Any, Mapping, Sequence
 
-from pipeline.usecase import RequestField
+from core.usecase import RequestField
 from serving.errors import RequestError
 
 MAX_STRING = 64

@@ -11,9 +11,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipeline.config import Settings
-from pipeline.usecase import load_use_case
-from serving.cli import free_port
+from core.settings import Settings
+from core.usecase import load_use_case
+from serving.process import free_port
 
 #: The end-to-end slice: two winter months of real flights.
 SLICE_MONTHS = (1, 2)
@@ -70,10 +70,11 @@ def slice_run(tmp_path_factory, raw_slice_dir, use_case):
 
     Materialization is left to each test, which needs it up to different instants.
     """
-    from pipeline import feast_ops
+    from feast_plugins.store import feature_store
+    from pipeline.apply import apply
     from pipeline.features import build_sources
     from pipeline.ingest import ingest
-    from training.gate import promote_if_better
+    from training.promote import promote_if_better
     from training.train import TrainConfig, run_training
 
     data_dir = tmp_path_factory.mktemp("slice_data")
@@ -83,8 +84,8 @@ def slice_run(tmp_path_factory, raw_slice_dir, use_case):
         settings = Settings.from_env()
         snapshot = ingest(settings, use_case)
         build_sources(settings, use_case, snapshot)
-        feast_ops.apply(settings)
-        store = feast_ops.feature_store(settings)
+        apply(settings)
+        store = feature_store(settings)
         config = TrainConfig(num_boost_round=80, holdout_start="2013-02-15")
         result = run_training(settings, use_case, store, config, say=lambda m: None)
         promotion = promote_if_better(settings, use_case, store, result["version"], say=lambda m: None)
@@ -200,10 +201,10 @@ def redis_server(tmp_path):
 
 def materialize_into(settings: Settings, end=SERVE_END) -> None:
     """``feast apply`` + ``materialize`` from the epoch for ``settings``' online store profile."""
-    from pipeline import feast_ops
-
-    feast_ops.apply(settings)
-    feast_ops.materialize(settings, end=end, start=feast_ops.EPOCH)
+    from pipeline.apply import apply
+    from pipeline.materialize import EPOCH, materialize
+    apply(settings)
+    materialize(settings, end=end, start=EPOCH)
 
 
 @pytest.fixture(scope="session")

@@ -9,8 +9,10 @@ import math
 import pandas as pd
 import pytest
 
-from pipeline import feast_ops
-from pipeline.config import Settings
+from core.settings import Settings
+from feast_plugins.store import feature_store
+from pipeline.apply import apply
+from pipeline.materialize import EPOCH, materialize
 from serving.app import create_app
 from training.dataset import load_events
 from training.registry import ModelRegistry
@@ -19,7 +21,7 @@ from training.score import score_events
 pytestmark = pytest.mark.e2e
 
 HELD_OUT_DAY = "2013-02-27"
-STORE_TYPES = {"sqlite": "pipeline.packed_sqlite_store.PackedSqliteOnlineStore", "redis": "redis"}  # a weekday inside the holdout window (after 2013-02-15)
+STORE_TYPES = {"sqlite": "feast_plugins.packed_sqlite_store.PackedSqliteOnlineStore", "redis": "redis"}  # a weekday inside the holdout window (after 2013-02-15)
 
 
 def _same(a, b) -> bool:
@@ -46,13 +48,13 @@ def test_served_probability_equals_offline_for_every_flight_of_a_held_out_day(sl
         monkeypatch.setenv("PROFILE", "redis")
         monkeypatch.setenv("REDIS_ADDRESS", request.getfixturevalue("redis_server").address)
         settings = Settings.from_env()
-        feast_ops.apply(settings)
+        apply(settings)
     events = load_events(settings, use_case)
     local_day = events["scheduled_departure"].dt.tz_convert("America/New_York").dt.strftime("%Y-%m-%d")
     day = events[local_day == HELD_OUT_DAY].sort_values("scheduled_departure").reset_index(drop=True)
     assert len(day) > 500, f"expected a full day of flights on {HELD_OUT_DAY}, got {len(day)}"
 
-    store = feast_ops.feature_store(settings)
+    store = feature_store(settings)
     model = ModelRegistry(settings.models).load_champion()
     offline = score_events(store, use_case, model, day).set_index(use_case.id_column)
 
@@ -69,7 +71,7 @@ def test_served_probability_equals_offline_for_every_flight_of_a_held_out_day(sl
     checked = present = 0
     for _, group in day.groupby(day["scheduled_departure"].dt.floor("h"), sort=True):
         end = group["scheduled_departure"].min().to_pydatetime()
-        feast_ops.materialize(settings, end=end, start=feast_ops.EPOCH if first else None)
+        materialize(settings, end=end, start=EPOCH if first else None)
         first = False
         body = {"flights": [
             {"origin": r.origin, "dest": r.dest, "carrier": r.carrier,

@@ -11,8 +11,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from pipeline.config import Settings
-from pipeline.usecase import UseCase
+from core.settings import Settings
+from core.usecase import UseCase
 from training.errors import TrainingError
 
 
@@ -50,7 +50,7 @@ def without_leakage(frame: pd.DataFrame, timestamp_column: str, id_column: str,
     future can only come from a broken join or source; the error names the view, its
     features and the first offending rows. Returns ``frame`` without those columns.
     """
-    from pipeline.asof_offline_store import EVENT_TIMESTAMP_PREFIX
+    from feast_plugins.asof_offline_store import EVENT_TIMESTAMP_PREFIX
 
     entity_ts = pd.to_datetime(frame[timestamp_column], utc=True)
     problems = []
@@ -128,7 +128,7 @@ def training_set(store, use_case: UseCase, events: pd.DataFrame, extra_columns: 
     else:
         frame = job.to_df()
         status["leakage_guard"] = (f"not run: {type(job).__name__} cannot report feature event times "
-                                   "(only pipeline.asof_offline_store.AsofDuckDBOfflineStore can)")
+                                   "(only feast_plugins.asof_offline_store.AsofDuckDBOfflineStore can)")
     if len(frame) != len(entity_df):
         raise TrainingError(
             f"Feast returned {len(frame)} rows for {len(entity_df)} entity rows: rows were dropped or duplicated"

@@ -1,5 +1,7 @@
-"""The training component's one error type; the CLI maps it to exit code 2."""
+"""The training component's error type."""
+
+from core.errors import PlatformError
 
 
-class TrainingError(Exception):
+class TrainingError(PlatformError):
     """Training, evaluation, registration or promotion cannot go on; the message says why."""

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from pipeline.files import atomic_write
+from core.files import atomic_write
 from training.errors import TrainingError
 
 MODEL_FILE = "model.ubj"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from pipeline.usecase import UseCase
+from core.usecase import UseCase
 from training.dataset import feature_matrix, training_set
 from training.model import booster_from_bytes, predict_proba
 from training.registry import LoadedModel

@@ -13,15 +13,14 @@ import numpy as np
 import pandas as pd
 import xgboost as xgb
 
-from pipeline.config import Settings
-from pipeline.usecase import UseCase
+from core.settings import Settings
+from core.usecase import UseCase
 from training import evaluate
 from training.dataset import feature_matrix, load_events, service_features, training_set
 from training.errors import TrainingError
 from training.model import booster_from_bytes, predict_proba
 from training.registry import ModelRegistry
-from validation.contracts import Context, read_table
-from validation.gates import finish, run_contracts, training_frame_failures
+from training.training_gate import check_events, check_training_set
 from validation.report import Report
 
 
@@ -89,36 +88,6 @@ def fit(train_x: np.ndarray, train_y: np.ndarray, features: list[str], config: T
     dtrain = xgb.DMatrix(train_x, label=train_y, feature_names=features, missing=np.nan)
     booster = xgb.train(config.xgb_params(), dtrain, num_boost_round=config.num_boost_round)
     return bytes(booster.save_raw(raw_format="ubj"))
-
-
-def check_events(settings: Settings, use_case: UseCase, report: Report) -> None:
-    """The training gate's first half, before any feature is fetched: the events table's
-    contract. Raises :class:`~validation.report.GateFailed`."""
-    from pipeline.errors import PipelineError
-    from pipeline.ingest import latest_snapshot
-
-    contract = use_case.source_rules.get(use_case.events_table)
-    path = settings.sources / f"{use_case.events_table}.parquet"
-    if contract is not None and path.is_file():  # a missing file: load_events says so
-        try:  # the same context the features gate used: no event after the snapshot's as-of
-            as_of = latest_snapshot(settings).as_of
-        except PipelineError:
-            as_of = None
-        run_contracts(report, {contract.name: read_table(path)}, {contract.name: contract},
-                      Context(now=datetime.now(timezone.utc), as_of=as_of))
-    if not report.passed:
-        finish(report, settings.reports)
-
-
-def check_training_set(settings: Settings, use_case: UseCase, report: Report, frame: pd.DataFrame,
-                       features: list[str], cut: pd.Timestamp) -> None:
-    """The training gate's second half: a training set fit to learn from (both windows
-    populated with both labels, every feature numeric and not all missing). Raises
-    :class:`~validation.report.GateFailed`; nothing is trained or registered."""
-    report.subject += f", holdout from {cut:%Y-%m-%d}"
-    report.ran("training_set")
-    report.extend(training_frame_failures(frame, features, use_case.label, use_case.event_timestamp, cut))
-    finish(report, settings.reports)
 
 
 def run_training(settings: Settings, use_case: UseCase, store, config: TrainConfig, say=print) -> dict:

@@ -1,1 +1,2 @@
-"""Data contracts and gates: they read and judge, never change data."""
+"""Data contracts and checks: a library that reads and judges raw tables, source tables,
+pushed rows and training sets, and reports what failed. It never changes data."""

@@ -16,8 +16,8 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
-from pipeline.files import atomic_write
-from validation.contracts import TableContract
+from core.contracts import TableContract
+from core.files import atomic_write
 from validation.report import Failure
 
 #: PSI above this fails. The usual reading: < 0.1 stable, 0.1-0.25 moderate, > 0.25 a

@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable, Mapping
 
-from validation.contracts import ColumnRule, TableContract
+from core.contracts import ColumnRule, TableContract
 
 #: Feast primitive types -> the Arrow storage type a source column must have.
 FEAST_TO_DTYPE = {

@@ -13,7 +13,8 @@ from typing import Iterable, Mapping
 import numpy as np
 import pandas as pd
 
-from validation.contracts import Context, TableContract, read_table, validate_frame
+from core.contracts import TableContract
+from validation.contracts import Context, read_table, validate_frame
 from validation.report import Failure, GateFailed, Report
 
 

@@ -14,7 +14,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
 
-from pipeline.files import atomic_write
+from core.errors import PlatformError
+from core.files import atomic_write
 
 #: How many example values a failure keeps.
 MAX_EXAMPLES = 5
@@ -128,7 +129,7 @@ class Report:
         return path
 
 
-class GateFailed(Exception):
+class GateFailed(PlatformError):
     """A gate refused its input. ``report`` says which checks, columns and rows; ``path``
     is where its JSON was written (None if it was not)."""
 

@@ -1,6 +1,6 @@
 """Data sources: Parquet tables built by the DuckDB SQL in ``feature_repo/pipelines``.
 
-Paths come from ``DATA_DIR`` (see ``pipeline.config``); they are recorded in the registry
+Paths come from ``DATA_DIR`` (see ``core.settings``); they are recorded in the registry
 at ``feast apply`` time. Hourly tables are also push sources: a ``PushSource`` over the
 same Parquet table (its ``batch_source``), so training and materialization read the table
 while ``pipeline.push.push_window`` pushes each new hour's rows online as soon as it closes.
@@ -11,7 +11,7 @@ from feast.data_format import ParquetFormat
 from feast.field import Field
 from feast.types import UnixTimestamp
 
-from pipeline.config import Settings
+from core.settings import Settings
 
 _SETTINGS = Settings.from_env()
 

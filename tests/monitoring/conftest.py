@@ -7,8 +7,8 @@ from datetime import datetime, timedelta
 import pandas as pd
 import pytest
 
-from pipeline import feast_ops
-from pipeline.config import Settings
+from core.settings import Settings
+from feast_plugins.store import feature_store
 from serving.app import create_app
 from tests.conftest import SERVE_END, copy_data_dir
 from tests.serving.helpers import request_entity
@@ -25,7 +25,7 @@ def replay(data_dir, use_case, start: datetime, hours: int, materialize: bool = 
     hourly materialization job would), so the server sees what the offline join sees."""
     settings = Settings.from_env({"DATA_DIR": str(data_dir)})
     events = load_events(settings, use_case)
-    store = feast_ops.feature_store(settings)
+    store = feature_store(settings)
     app = create_app({"DATA_DIR": data_dir, "MODEL_CHECK_SECONDS": 0})
     client = app.test_client()
     served = 0

@@ -12,15 +12,15 @@ from datetime import timedelta
 import pandas as pd
 import pytest
 
-from monitoring.cli import main as monitoring_main
+from cli.monitoring import main as monitoring_main
+from core.settings import Settings
+from feast_plugins.store import feature_store
 from monitoring.config import AlertRules, load_rules
 from monitoring.errors import MonitoringError
 from monitoring.html import PLOT_IDS
 from monitoring.monitor import run_monitoring, write_summary
 from monitoring.servedlog import read_served_log
 from monitoring.skew import feature_skew, offline_features
-from pipeline import feast_ops
-from pipeline.config import Settings
 from tests.conftest import SERVE_END, copy_data_dir, materialize_into, require_tool
 from tests.monitoring.conftest import REPLAY_HOURS, replay
 from training.registry import ModelRegistry
@@ -32,7 +32,7 @@ BATCH_VIEWS_WITH_TTL = {"weather_hourly", "carrier_daily", "origin_daily", "rout
 
 def monitor(data_dir, use_case, rules=AlertRules(), **kwargs) -> dict:
     settings = Settings.from_env({"DATA_DIR": str(data_dir)})
-    return run_monitoring(settings, use_case, feast_ops.feature_store(settings), rules, **kwargs)
+    return run_monitoring(settings, use_case, feature_store(settings), rules, **kwargs)
 
 
 def mismatched(summary) -> dict:
@@ -63,7 +63,7 @@ def test_a_served_value_that_differs_from_the_offline_one_is_skew_with_an_exampl
     settings = Settings.from_env()
     features = ModelRegistry(settings.models).load_champion().features
     log = read_served_log(settings.logs / "served", features, use_case.event_timestamp)
-    offline = offline_features(feast_ops.feature_store(settings), use_case, log)
+    offline = offline_features(feature_store(settings), use_case, log)
     log.loc[3, "carrier_daily__late_rate_7d"] += 1e-9
     skew = feature_skew(log, offline, features, ["origin", "flight"])
     assert {f: s["mismatches"] for f, s in skew.items() if s["mismatches"]} == {"carrier_daily__late_rate_7d": 1}

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import REPO_ROOT
+from core.settings import REPO_ROOT
 
 FEAST = str(Path(sys.executable).with_name("feast"))
 
@@ -35,7 +35,7 @@ def test_plan_and_materialize_incremental_from_the_cli(slice_run, monkeypatch):
     assert incremental.returncode == 0, incremental.stderr
 
     monkeypatch.setenv("DATA_DIR", str(settings.data_dir))
-    from pipeline.feast_ops import feature_store
+    from feast_plugins.store import feature_store
 
     store = feature_store(settings)
     online = store.get_online_features(

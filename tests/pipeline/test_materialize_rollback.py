@@ -7,8 +7,10 @@ from datetime import timedelta
 
 import pytest
 
-from pipeline import feast_ops
-from pipeline.config import Settings
+from core.settings import Settings
+from feast_plugins.store import feature_store
+from pipeline.apply import apply
+from pipeline.materialize import EPOCH, materialize
 from tests.conftest import copy_data_dir
 
 
@@ -23,16 +25,16 @@ def test_rollback_leaves_no_value_from_after_the_end(slice_run, tmp_path, monkey
     if profile == "redis":
         monkeypatch.setenv("REDIS_ADDRESS", request.getfixturevalue("redis_server").address)
     settings = Settings.from_env()
-    feast_ops.apply(settings)
+    apply(settings)
     late = slice_run["snapshot"].as_of
     early = (late - timedelta(days=3)).replace(minute=0, second=0, microsecond=0)
 
     def newest_weather_ts() -> int:
-        store = feast_ops.feature_store(settings)
+        store = feature_store(settings)
         online = store.get_online_features(features=["weather_hourly:temp"], entity_rows=[{"origin": "JFK"}])
         return online.to_dict(include_event_timestamps=True)["temp__ts"][0]
 
-    feast_ops.materialize(settings, end=late, start=feast_ops.EPOCH)
+    materialize(settings, end=late, start=EPOCH)
     assert newest_weather_ts() == int(late.timestamp())
-    feast_ops.materialize(settings, end=early)
+    materialize(settings, end=early)
     assert newest_weather_ts() == int(early.timestamp()), "a value from after the new end stayed online"

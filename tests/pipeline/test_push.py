@@ -13,8 +13,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import feast_ops
-from pipeline.config import Settings
+from core.settings import Settings
+from feast_plugins.store import feature_store
+from pipeline.apply import apply, source_contracts
 from pipeline.push import PushError, push_frames, push_targets, push_window, window_rows
 from tests.conftest import copy_data_dir
 from training.dataset import load_events, service_features, training_set
@@ -41,8 +42,8 @@ def fresh(slice_run, tmp_path, monkeypatch):
 
 
 def _applied_store(settings: Settings):
-    feast_ops.apply(settings)
-    return feast_ops.feature_store(settings)
+    apply(settings)
+    return feature_store(settings)
 
 
 def _same(a, b) -> bool:
@@ -130,7 +131,7 @@ def _assert_pushed_equals_offline(settings: Settings, use_case) -> int:
 
 def test_pushed_values_equal_offline_values_sqlite(fresh, use_case):
     settings = Settings.from_env()
-    assert feast_ops.feature_store(settings).config.online_store.type.endswith("PackedSqliteOnlineStore")
+    assert feature_store(settings).config.online_store.type.endswith("PackedSqliteOnlineStore")
     _assert_pushed_equals_offline(settings, use_case)
 
 
@@ -213,7 +214,7 @@ def test_bad_rows_fail_naming_push_source_and_column_and_write_nothing(fresh, us
 
 
 def test_training_uses_the_configured_feature_service(slice_run, tmp_path, monkeypatch):
-    from pipeline.entry import context
+    from cli.entry import context
     from training.errors import TrainingError
     from training.train import TrainConfig, run_training
 
@@ -222,7 +223,7 @@ def test_training_uses_the_configured_feature_service(slice_run, tmp_path, monke
     monkeypatch.setenv("FEATURE_SERVICE", V2)
     settings, use_case = context()
     assert use_case.feature_service == V2 and context("late_arrival_v1")[1].feature_service == "late_arrival_v1"
-    store = feast_ops.feature_store(settings)
+    store = feature_store(settings)
     config = TrainConfig(num_boost_round=10, holdout_start="2013-02-15")
     result = run_training(settings, use_case, store, config, say=lambda m: None)
     from training.registry import ModelRegistry
@@ -242,7 +243,7 @@ def test_origin_recent_contract_takes_types_from_the_view_and_values_from_the_us
     from validation.report import Report
 
     settings, snapshot = slice_run["settings"], slice_run["snapshot"]
-    contract = feast_ops.source_contracts(settings, use_case)["origin_recent"]
+    contract = source_contracts(settings, use_case)["origin_recent"]
     assert contract.key == ("origin", "event_timestamp")
     assert {c: r.dtype for c, r in contract.columns.items()} == {
         "origin": "string", "event_timestamp": "timestamp", "departures_3h": "int64",

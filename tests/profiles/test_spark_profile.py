@@ -8,8 +8,10 @@ from datetime import timezone
 import pandas as pd
 import pytest
 
-from pipeline import feast_ops
-from pipeline.config import Settings
+from core.settings import Settings
+from feast_plugins.store import feature_store
+from pipeline.apply import apply
+from pipeline.materialize import materialize
 from tests.conftest import require_tool
 from training.dataset import load_events, training_set
 
@@ -31,9 +33,9 @@ def spark_profile(slice_run, redis_session):
         mp.setenv("REDIS_ADDRESS", redis_session.address)
         mp.setenv("SPARK_MASTER", "local[2]")
         spark = Settings.from_env()
-        feast_ops.apply(spark)
-        feast_ops.materialize(spark, end=slice_run["snapshot"].as_of)
-        store = feast_ops.feature_store(spark)
+        apply(spark)
+        materialize(spark, end=slice_run["snapshot"].as_of)
+        store = feature_store(spark)
     return {"settings": spark, "store": store}
 
 
@@ -42,7 +44,7 @@ def embedded_store(slice_run):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("DATA_DIR", str(slice_run["settings"].data_dir))
         mp.setenv("PROFILE", "embedded")
-        return feast_ops.feature_store(slice_run["settings"])
+        return feature_store(slice_run["settings"])
 
 
 def test_profile_selects_spark_sources_redis_and_sql_registry(spark_profile):
@@ -67,7 +69,7 @@ def test_redis_serves_the_same_vectors_as_sqlite(spark_profile, embedded_store, 
     as_of = slice_run["snapshot"].as_of
     monkeypatch.setenv("DATA_DIR", str(slice_run["settings"].data_dir))
     monkeypatch.setenv("PROFILE", "embedded")
-    feast_ops.materialize(slice_run["settings"], end=as_of)  # SQLite up to the same instant
+    materialize(slice_run["settings"], end=as_of)  # SQLite up to the same instant
     events = load_events(slice_run["settings"], use_case)
     sample = events.drop_duplicates(["origin", "dest", "carrier", "tailnum"]).head(300)
     rows = [{"origin": r.origin, "dest": r.dest, "carrier": r.carrier,

@@ -10,7 +10,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.config import Settings
+from core.settings import Settings
 from replay.arrivals import Arrivals
 from replay.config import ReplayConfig, ReplayError
 from replay.report import conclusion, strip_timings

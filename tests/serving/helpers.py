@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pandas as pd
 
-from pipeline.config import Settings
+from core.settings import Settings
 from tests.conftest import SERVE_END
 from training.dataset import load_events
 

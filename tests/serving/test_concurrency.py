@@ -8,9 +8,10 @@ from datetime import timedelta
 
 import pytest
 
-from pipeline import feast_ops
-from pipeline.config import Settings
-from serving.cli import free_port, wait_ready
+from core.settings import Settings
+from feast_plugins.store import feature_store
+from pipeline.materialize import EPOCH, materialize
+from serving.process import free_port, wait_ready
 from tests.conftest import SERVE_END, materialize_into
 from tests.serving.helpers import flights_after_serve_end, query_string, request_entity
 from tests.serving.test_gunicorn import gunicorn_env, http, start_gunicorn, stop
@@ -63,8 +64,8 @@ def test_reads_during_materialization_see_old_or_new_values_and_no_errors(served
             t.start()
         try:
             # A full rewrite of every entity's rows, not just the new hours: the longest write.
-            feast_ops.materialize(Settings.from_env({"DATA_DIR": str(served_dir), **store_env}), end=NEW_END,
-                                  start=feast_ops.EPOCH)
+            materialize(Settings.from_env({"DATA_DIR": str(served_dir), **store_env}), end=NEW_END,
+                                  start=EPOCH)
         finally:
             done.set()
             for t in readers:
@@ -102,7 +103,7 @@ def test_feast_quirk_a_view_in_materializing_state_is_served_only_with_the_regis
     from feast.repo_config import RepoConfig
 
     settings = Settings.from_env({"DATA_DIR": str(served_dir)})
-    store = feast_ops.feature_store(settings)
+    store = feature_store(settings)
     view = store.registry.get_feature_view("weather_hourly", store.project, allow_cache=False)
     view.state = FeatureViewState.MATERIALIZING
     store.registry.apply_feature_view(view, store.project)
@@ -110,7 +111,7 @@ def test_feast_quirk_a_view_in_materializing_state_is_served_only_with_the_regis
               "scheduled_departure": SERVE_END}
     features = ["weather_hourly:temp"]
 
-    fresh = feast_ops.feature_store(settings)  # the project's configuration
+    fresh = feature_store(settings)  # the project's configuration
     assert fresh.get_online_features(features=features, entity_rows=[entity]).to_dict()["temp"][0] is not None
 
     raw = yaml.safe_load(settings.feature_store_yaml.read_text().replace("${DATA_DIR}", str(served_dir)))

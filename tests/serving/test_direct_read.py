@@ -9,8 +9,8 @@ from datetime import timedelta
 import pandas as pd
 import pytest
 
-from pipeline import feast_ops
-from pipeline.config import Settings
+from core.settings import Settings
+from feast_plugins.store import feature_store
 from serving.online import OnlineFeatures
 from tests.conftest import SERVE_END
 from training.dataset import load_events
@@ -22,7 +22,7 @@ JOIN_KEYS = ["origin", "dest", "carrier", "tailnum"]
 @pytest.fixture
 def both_paths(served_dir):
     settings = Settings.from_env()
-    store = feast_ops.feature_store(settings)
+    store = feature_store(settings)
     model = ModelRegistry(settings.models).load_champion()
     service = model.metadata["feature_service"]
     direct = OnlineFeatures(store, service, model.features, JOIN_KEYS, "scheduled_departure")
@@ -98,7 +98,7 @@ def test_python_on_demand_view_offline_sees_only_its_declared_columns(both_paths
     same answer as Feast's transform_arrow on the whole joined table, from fewer columns."""
     import pyarrow as pa
 
-    from pipeline.asof_offline_store import DeclaredInputsOnly
+    from feast_plugins.asof_offline_store import DeclaredInputsOnly
 
     _, feast, settings = both_paths
     batch = entities(settings, use_case)[:30]
@@ -123,7 +123,7 @@ def test_entity_key_cache_is_bounded_and_answers_like_feast(both_paths, use_case
     """Serialized entity keys are remembered between requests (hits and misses in one batch,
     a null key, unknown keys) and the memory stays bounded (past the bound the cache is
     emptied, so it holds at most the bound plus one batch)."""
-    import serving.online as online
+    import feast_plugins.online_read as online
 
     direct, feast, settings = both_paths
     monkeypatch.setattr(online, "KEY_CACHE_SIZE", 40)
@@ -146,7 +146,7 @@ def test_view_by_view_read_beyond_one_statement_answers_the_same(both_paths, use
     """Past UNION_MAX_KEYS keys the views are read one statement each: the same answer as
     Feast, and as the single UNION ALL statement (which pads each view's keys to a power
     of two) on the same batches."""
-    import serving.online as online
+    import feast_plugins.online_read as online
 
     direct, feast, settings = both_paths
     request = [direct._entity_row(e) for e in entities(settings, use_case)]

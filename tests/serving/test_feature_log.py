@@ -8,8 +8,8 @@ import pandas as pd
 import pyarrow.dataset as ds
 import pytest
 
-from pipeline import feast_ops
-from pipeline.config import Settings
+from core.settings import Settings
+from feast_plugins.store import feature_store
 from serving.app import create_app
 from tests.serving.helpers import flights_after_serve_end, query_string, request_body, request_entity
 from training.dataset import training_set
@@ -72,7 +72,7 @@ def test_logged_rows_hold_what_was_served_and_join_back_to_offline_features(serv
     assert (log[use_case.event_timestamp] == flights["scheduled_departure"]).all()
 
     # The log is an entity dataframe: the point-in-time join over it gives the logged values.
-    store = feast_ops.feature_store(Settings.from_env({"DATA_DIR": str(served_dir)}))
+    store = feature_store(Settings.from_env({"DATA_DIR": str(served_dir)}))
     entity_log = log.assign(**{use_case.id_column: range(len(log)), use_case.label: 0})
     offline = training_set(store, use_case, entity_log)
     for feature in features:

@@ -6,13 +6,12 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from serving.cli import CONF, free_port, wait_ready
+from serving.process import free_port, gunicorn_argv, wait_ready
 from tests.serving.helpers import flights_after_serve_end, request_body
 from tests.serving.test_feature_log import read_log
 from tests.serving.test_server import samples
@@ -28,7 +27,7 @@ def gunicorn_env(data_dir, port: int, **extra) -> dict:
 
 
 def start_gunicorn(env: dict) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", str(CONF), "serving.app:create_app()"],
+    return subprocess.Popen(gunicorn_argv(),
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from pipeline.config import Settings
+from core.settings import Settings
 from serving.app import create_app
 from tests.conftest import copy_data_dir, materialize_into
 from tests.serving.helpers import flights_after_serve_end, query_string, request_body

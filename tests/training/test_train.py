@@ -9,8 +9,8 @@ import pytest
 from training import evaluate
 from training.dataset import feature_matrix
 from training.errors import TrainingError
+from training.model_gate import GateConfig, floor_failures
 from training.train import TrainConfig, fit, holdout_start
-from validation.model_gate import GateConfig, floor_failures
 
 
 def _data(seed=0, n=2000):

@@ -7,7 +7,8 @@ import re
 import pandas as pd
 import pytest
 
-from pipeline import asof_offline_store, feast_ops
+from feast_plugins import asof_offline_store
+from feast_plugins.store import feature_store, stock_feature_store
 from training.dataset import entity_frame, load_events, training_set
 from training.errors import TrainingError
 from training.train import run_training
@@ -18,7 +19,7 @@ def slice_store(slice_run):
     settings = slice_run["settings"]
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("DATA_DIR", str(settings.data_dir))
-        yield settings, feast_ops.feature_store(settings)
+        yield settings, feature_store(settings)
 
 
 def test_training_set_equals_stock_feast_cell_for_cell(slice_store, use_case):
@@ -31,7 +32,7 @@ def test_training_set_equals_stock_feast_cell_for_cell(slice_store, use_case):
     entity_df = entity_frame(load_events(settings, use_case), use_case)
     service = store.get_feature_service(use_case.feature_service)
     ours = store.get_historical_features(entity_df=entity_df, features=service, full_feature_names=True).to_df()
-    stock = feast_ops.stock_feature_store(settings).get_historical_features(
+    stock = stock_feature_store(settings).get_historical_features(
         entity_df=entity_df, features=service, full_feature_names=True).to_df()
     key = use_case.id_column
     assert ours[key].tolist() == entity_df[key].tolist(), "the ASOF store reordered entity rows"

@@ -38,7 +38,7 @@ def clean(builtin_raw) -> dict[str, pd.DataFrame]:
 @pytest.fixture(scope="module")
 def baseline_dir(tmp_path_factory, clean, use_case) -> Path:
     """A data dir holding one accepted snapshot of the clean slice and its reference profile."""
-    from pipeline.config import Settings
+    from core.settings import Settings
 
     root = tmp_path_factory.mktemp("corpus")
     raw = write_raw_dir(clean, root / "raw")

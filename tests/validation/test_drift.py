@@ -8,7 +8,8 @@ from datetime import datetime, timezone
 import pandas as pd
 import pytest
 
-from validation.contracts import ColumnRule, TableContract
+from core.contracts import ColumnRule, TableContract
+from training.model_gate import auc_standard_error
 from validation.drift import (
     PSI_MAX,
     as_of_failures,
@@ -18,7 +19,6 @@ from validation.drift import (
     psi,
     volume_failures,
 )
-from validation.model_gate import auc_standard_error
 
 
 def test_psi_matches_the_hand_computed_value():

@@ -12,9 +12,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipeline import feast_ops
+from feast_plugins.store import feature_store
+from pipeline.apply import apply
 from pipeline.features import build_sources
 from pipeline.ingest import latest_snapshot
+from pipeline.materialize import EPOCH, materialize
 from tests.conftest import write_raw_dir
 from training.registry import ModelRegistry
 from training.train import TrainConfig, run_training
@@ -40,11 +42,11 @@ def applied(slice_run, tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("DATA_DIR", str(data))
         mp.delenv("RAW_DIR", raising=False)
-        from pipeline.config import Settings
+        from core.settings import Settings
 
         settings = Settings.from_env()
-        feast_ops.apply(settings)
-        feast_ops.materialize(settings, end=latest_snapshot(settings).as_of, start=feast_ops.EPOCH)
+        apply(settings)
+        materialize(settings, end=latest_snapshot(settings).as_of, start=EPOCH)
     return data
 
 
@@ -78,7 +80,7 @@ def test_materialize_gate_refuses_a_source_whose_type_differs_from_the_feature_v
     end = latest_snapshot(settings).as_of
     try:
         with pytest.raises(GateFailed) as info:
-            feast_ops.materialize(settings, end=end, start=feast_ops.EPOCH)
+            materialize(settings, end=end, start=EPOCH)
         failures = [(f.check, f.table, f.column) for f in info.value.report.failures]
         assert failures == [("dtype", "aircraft", "seats")], info.value.report.render()
         message = info.value.report.failures[0].message
@@ -86,8 +88,8 @@ def test_materialize_gate_refuses_a_source_whose_type_differs_from_the_feature_v
         assert hashlib.sha256(online.read_bytes()).hexdigest() == online_before, "the online store changed"
 
         # The difference the gate makes: Feast alone materializes the file without a word.
-        store = feast_ops.feature_store(settings)
-        store.materialize(start_date=feast_ops.EPOCH, end_date=end, feature_views=["aircraft"])
+        store = feature_store(settings)
+        store.materialize(start_date=EPOCH, end_date=end, feature_views=["aircraft"])
         tailnum, seats = bad["tailnum"].iloc[0], bad["seats"].iloc[0]
         served = store.get_online_features(features=["aircraft:seats"], entity_rows=[{"tailnum": tailnum}]).to_dict()
         entity = pd.DataFrame({"tailnum": [tailnum], "event_timestamp": [end]})
@@ -108,7 +110,7 @@ def test_training_gate_registers_nothing_from_a_bad_events_table(applied, use_ca
     _rewrite(events_path, events)
     versions = ModelRegistry(settings.models).versions()
     with pytest.raises(GateFailed) as info:
-        run_training(settings, use_case, feast_ops.feature_store(settings), TrainConfig(num_boost_round=5),
+        run_training(settings, use_case, feature_store(settings), TrainConfig(num_boost_round=5),
                      say=lambda m: None)
     assert ("allowed_values", "labelled_events", "is_late") in [
         (f.check, f.table, f.column) for f in info.value.report.failures], info.value.report.render()
@@ -125,7 +127,7 @@ def test_pipeline_run_on_a_corrupted_raw_dir_fails_and_leaves_production_untouch
     raw = write_raw_dir(corrupted, tmp_path / "raw")
     before = _digest(data)
     env = {"DATA_DIR": str(data), "RAW_DIR": str(raw), "PATH": ""}
-    result = subprocess.run([sys.executable, "-m", "pipeline.cli", "run"], capture_output=True, text=True, env=env)
+    result = subprocess.run([sys.executable, "-m", "cli.pipeline", "run"], capture_output=True, text=True, env=env)
     assert result.returncode == 2, result.stderr[-3000:]
     assert "[not_nullable] flights.carrier" in result.stderr and "Traceback" not in result.stderr, result.stderr[-3000:]
     after = _digest(data)
@@ -142,7 +144,8 @@ def test_check_files_names_the_unreadable_file_and_still_checks_the_others(tmp_p
     contract whose table was not produced at all fails as table_present."""
     from datetime import datetime, timezone
 
-    from validation.contracts import ColumnRule, Context, TableContract
+    from core.contracts import ColumnRule, TableContract
+    from validation.contracts import Context
     from validation.gates import check_files
     from validation.report import Report
 

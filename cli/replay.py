@@ -7,12 +7,12 @@ import os
 import sys
 from datetime import date
 
-from pipeline.entry import run
+from cli.entry import run
 from replay.config import FEEDS, POLICIES, ReplayConfig
 
 
 def cmd_run(args) -> int:
-    from pipeline.entry import context
+    from cli.entry import context
     from replay.run import run_replay
 
     settings, use_case = context()

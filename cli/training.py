@@ -9,11 +9,11 @@ import argparse
 import json
 import sys
 
-from pipeline.entry import context, run
+from cli.entry import context, run
 
 
 def cmd_train(args) -> int:
-    from pipeline.feast_ops import feature_store
+    from feast_plugins.store import feature_store
     from training.train import TrainConfig, run_training
 
     settings, use_case = context(feature_service=args.feature_service)
@@ -48,8 +48,8 @@ def cmd_show(args) -> int:
 
 
 def cmd_promote(args) -> int:
-    from pipeline.feast_ops import feature_store
-    from training.gate import promote_if_better
+    from feast_plugins.store import feature_store
+    from training.promote import promote_if_better
     from training.registry import ModelRegistry
 
     settings, use_case = context()
@@ -63,7 +63,7 @@ def cmd_promote(args) -> int:
 
 
 def cmd_score(args) -> int:
-    from pipeline.feast_ops import feature_store
+    from feast_plugins.store import feature_store
     from training.dataset import load_events
     from training.registry import ModelRegistry
     from training.score import score_events

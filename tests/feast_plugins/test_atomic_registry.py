@@ -12,8 +12,8 @@ from feast.infra.registry.file import FileRegistryStore
 from feast.protos.feast.core.Registry_pb2 import Registry as RegistryProto
 from feast.repo_config import RegistryConfig
 
-from pipeline.atomic_registry import AtomicFileRegistryStore
-from pipeline.config import Settings
+from core.settings import Settings
+from feast_plugins.atomic_registry import AtomicFileRegistryStore
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -1,7 +1,7 @@
 """The promotion step: a candidate replaces the champion only if the model gate blesses it.
 
 The gate itself (integrity, FeatureService, floors, champion and slices, behaviour) is
-``validation.model_gate``; this module gathers what it needs — the candidate's later
+``training.model_gate``; this module gathers what it needs — the candidate's later
 evaluation window, fetched through the FeatureService, and the baseline on those rows —
 and acts on the verdict. A rejected candidate stays in the registry with its report
 (``models/<version>/gate_report.json``); the champion keeps serving.
@@ -13,14 +13,14 @@ import json
 
 import pandas as pd
 
-from pipeline.config import Settings
-from pipeline.files import atomic_write
-from pipeline.usecase import UseCase
+from core.files import atomic_write
+from core.settings import Settings
+from core.usecase import UseCase
 from training import evaluate
 from training.dataset import load_events, service_features, training_set
 from training.errors import TrainingError
+from training.model_gate import GateConfig, judge
 from training.registry import ModelRegistry
-from validation.model_gate import GateConfig, judge
 from validation.report import Failure, Report
 
 GATE_REPORT = "gate_report.json"

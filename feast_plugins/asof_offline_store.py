@@ -3,7 +3,7 @@
 Named in ``feature_repo/feature_store.yaml``::
 
     offline_store:
-      type: pipeline.asof_offline_store.AsofDuckDBOfflineStore
+      type: feast_plugins.asof_offline_store.AsofDuckDBOfflineStore
 
 so training, batch scoring and anything else calling ``FeatureStore.get_historical_features``
 get it. Everything except ``get_historical_features`` (materialization's
@@ -63,7 +63,7 @@ from feast.repo_config import RepoConfig
 from feast.saved_dataset import SavedDatasetStorage
 from pydantic import StrictStr
 
-from pipeline.duck import connect, sql_ident, sql_str
+from core.duck import connect, sql_ident, sql_str
 
 EntitySet = Union[pd.DataFrame, str, Path]
 
@@ -82,7 +82,7 @@ class AsofDuckDBOfflineStoreConfig(DuckDBOfflineStoreConfig):
     ``temp_directory`` (default: a ``duckdb_asof_spill`` folder in the system temp dir).
     """
 
-    type: StrictStr = "pipeline.asof_offline_store.AsofDuckDBOfflineStore"
+    type: StrictStr = "feast_plugins.asof_offline_store.AsofDuckDBOfflineStore"
     memory_limit: Optional[StrictStr] = None
     threads: Optional[int] = None
     temp_directory: Optional[StrictStr] = None

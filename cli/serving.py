@@ -5,26 +5,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 
-from pipeline.entry import run
-
-CONF = Path(__file__).with_name("gunicorn.conf.py")
-
-
-def _gunicorn_argv() -> list[str]:
-    return [sys.executable, "-m", "gunicorn", "-c", str(CONF), "serving.app:create_app()"]
+from cli.entry import run
+from serving.process import gunicorn_argv, wait_ready
 
 
 def example_request() -> dict:
-    from pipeline.config import Settings
-    from pipeline.usecase import load_use_case
+    from core.settings import Settings
+    from core.usecase import load_use_case
     from training.dataset import load_events
 
     settings = Settings.from_env()
@@ -42,32 +34,8 @@ def _post(url: str, body: dict) -> tuple[int, dict]:
         return e.code, json.loads(e.read() or b"{}")
 
 
-def free_port() -> int:
-    """A free TCP port on the loopback interface (for servers started by tests, benchmarks
-    and the replay)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_ready(base: str, process: subprocess.Popen, timeout: float = 120, path: str = "/healthz") -> None:
-    """Wait until ``base + path`` answers 200 (or the process exits, or ``timeout``)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"server exited with code {process.returncode} before it was ready")
-        try:
-            with urllib.request.urlopen(f"{base}{path}", timeout=2) as resp:
-                if resp.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
-        time.sleep(0.5)
-    raise SystemExit(f"server at {base} not ready after {timeout:.0f}s")
-
-
 def cmd_serve(args) -> int:
-    os.execv(sys.executable, _gunicorn_argv())
+    os.execv(sys.executable, gunicorn_argv())
 
 
 def cmd_example(args) -> int:
@@ -79,7 +47,7 @@ def cmd_demo(args) -> int:
     host, port = os.environ.get("HOST", "127.0.0.1"), os.environ.get("PORT", "8000")
     base = f"http://{host}:{port}"
     body = example_request()
-    server = subprocess.Popen(_gunicorn_argv())
+    server = subprocess.Popen(gunicorn_argv())
     try:
         wait_ready(base, server)
         status, answer = _post(f"{base}/predict", body)

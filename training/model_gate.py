@@ -29,12 +29,12 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
+from core.contracts import ModelExpectations
 from training.dataset import feature_matrix
 from training.errors import TrainingError
 from training.evaluate import group_key, holdout_metrics
 from training.model import booster_from_bytes, predict_proba
 from training.registry import LoadedModel, ModelRegistry
-from validation.contracts import ModelExpectations
 from validation.report import Failure, Report
 
 

@@ -11,7 +11,7 @@ import argparse
 import json
 import sys
 
-from pipeline.entry import add_accept_argument, context, run
+from cli.entry import add_accept_argument, context, run
 
 
 def _show(report, path) -> int:
@@ -31,7 +31,7 @@ def cmd_raw(args) -> int:
 def cmd_sources(args) -> int:
     from datetime import datetime, timezone
 
-    from pipeline.feast_ops import source_contracts
+    from pipeline.apply import source_contracts
     from pipeline.ingest import latest_snapshot
     from validation.contracts import Context
     from validation.gates import check_files
@@ -46,8 +46,9 @@ def cmd_sources(args) -> int:
 
 
 def cmd_materialize(args) -> int:
-    from pipeline.feast_ops import check_sources, feature_store
+    from feast_plugins.store import feature_store
     from pipeline.ingest import latest_snapshot
+    from pipeline.materialize import check_sources
 
     settings, use_case = context()
     store = feature_store(settings)
@@ -56,8 +57,8 @@ def cmd_materialize(args) -> int:
 
 
 def cmd_model(args) -> int:
-    from pipeline.feast_ops import feature_store
-    from training.gate import model_report
+    from feast_plugins.store import feature_store
+    from training.promote import model_report
 
     settings, use_case = context()
     report = model_report(settings, use_case, feature_store(settings), args.version)
@@ -77,7 +78,7 @@ def cmd_profile(args) -> int:
 
 
 def cmd_show(args) -> int:
-    from pipeline.config import Settings
+    from core.settings import Settings
 
     path = Settings.from_env().reports / f"{args.gate}-latest.json"
     if not path.is_file():

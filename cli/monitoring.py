@@ -13,7 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-from pipeline.entry import context, run
+from cli.entry import context, run
 
 #: Exit code when an alert rule is breached.
 EXIT_ALERT = 1
@@ -30,9 +30,9 @@ def _instant(text: str):
 
 
 def cmd_report(args) -> int:
+    from feast_plugins.store import feature_store
     from monitoring.config import RULES_FILE, load_rules
     from monitoring.monitor import run_monitoring, write_summary
-    from pipeline.feast_ops import feature_store
 
     settings, use_case = context()
     rules = load_rules(args.rules or settings.feature_repo / RULES_FILE)

@@ -13,8 +13,10 @@ from datetime import datetime, timezone
 
 import pytest
 
-from pipeline import feast_ops
-from pipeline.config import Settings
+from core.settings import Settings
+from feast_plugins.store import feature_store
+from pipeline.apply import apply
+from pipeline.materialize import EPOCH
 from tests.conftest import copy_data_dir
 
 FIRST_END = datetime(2013, 2, 10, tzinfo=timezone.utc)
@@ -35,8 +37,8 @@ def two_stores(slice_run, tmp_path_factory):
         mp.setenv("DATA_DIR", str(target))
         mp.delenv("PROFILE", raising=False)
         settings = Settings.from_env()
-        feast_ops.apply(settings)
-        packed = feast_ops.feature_store(settings)
+        apply(settings)
+        packed = feature_store(settings)
         config = load_repo_config(settings.feature_repo, settings.feature_store_yaml)
         config._online_store = SqliteOnlineStoreConfig(path=str(target / "stock_online.db"))
         stock = FeatureStore(repo_path=str(settings.feature_repo), config=config)
@@ -48,7 +50,7 @@ def two_stores(slice_run, tmp_path_factory):
 def stored_keys(store, view):
     from feast.infra.key_encoding_utils import deserialize_entity_key
 
-    from pipeline.packed_sqlite_store import table_name
+    from feast_plugins.packed_sqlite_store import table_name
 
     conn = store._get_provider().online_store._get_conn(store.config)
     blobs = [k for (k,) in conn.execute(f'SELECT entity_key FROM "{table_name(store.project, view.name)}"')]
@@ -88,7 +90,7 @@ def assert_same_reads(packed, stock):
 
 
 def entity_rows(slice_run, n=300):
-    from pipeline.usecase import load_use_case
+    from core.usecase import load_use_case
     from training.dataset import load_events
 
     events = load_events(slice_run["settings"], load_use_case()).sample(n=n, random_state=3)
@@ -103,7 +105,7 @@ def test_packed_store_reads_what_the_stock_store_reads(two_stores, slice_run):
     packed, stock = two_stores
     for end in (FIRST_END, SECOND_END):
         for store in (packed, stock):
-            store.materialize(start_date=feast_ops.EPOCH, end_date=end)
+            store.materialize(start_date=EPOCH, end_date=end)
         assert_same_reads(packed, stock)
     rows = entity_rows(slice_run)
     service = packed.get_feature_service("late_arrival_v1")
@@ -115,7 +117,7 @@ def test_packed_store_reads_what_the_stock_store_reads(two_stores, slice_run):
 
 
 def test_one_row_per_entity_and_view(two_stores):
-    from pipeline.packed_sqlite_store import table_name
+    from feast_plugins.packed_sqlite_store import table_name
 
     packed, stock = two_stores
     conn = packed._get_provider().online_store._get_conn(packed.config)
@@ -129,7 +131,7 @@ def test_one_row_per_entity_and_view(two_stores):
 def test_pack_round_trips_nulls_and_types():
     from feast.protos.feast.types.Value_pb2 import Value
 
-    from pipeline.packed_sqlite_store import from_micros, pack, to_micros, unpack
+    from feast_plugins.packed_sqlite_store import from_micros, pack, to_micros, unpack
 
     values = {"d": Value(double_val=0.1), "i": Value(int64_val=-3), "s": Value(string_val="é"), "null": Value(),
               "f": Value(float_val=1.5), "b": Value(bool_val=False)}
@@ -148,7 +150,7 @@ def test_arrow_write_stores_the_bytes_feasts_conversion_gives(tmp_path):
     from feast.types import Bool, Float32, Float64, Int32, Int64, String
     from feast.utils import _convert_arrow_to_proto
 
-    from pipeline.packed_sqlite_store import PackedSqliteOnlineStore, table_name
+    from feast_plugins.packed_sqlite_store import PackedSqliteOnlineStore, table_name
 
     entity = Entity(name="k", join_keys=["k"], value_type=ValueType.STRING)
     number = Entity(name="n", join_keys=["n"], value_type=ValueType.INT64)
@@ -170,7 +172,7 @@ def test_arrow_write_stores_the_bytes_feasts_conversion_gives(tmp_path):
                         ("feast", lambda store, config: store.online_write_batch(
                             config, view, _convert_arrow_to_proto(data, view, {"k": ValueType.STRING, "n": ValueType.INT64}), None))):
         config = RepoConfig(project="p", provider="local", registry=str(tmp_path / f"{name}.registry"),
-                            online_store={"type": "pipeline.packed_sqlite_store.PackedSqliteOnlineStore",
+                            online_store={"type": "feast_plugins.packed_sqlite_store.PackedSqliteOnlineStore",
                                           "path": str(tmp_path / f"{name}.db")},
                             entity_key_serialization_version=3, repo_path=str(tmp_path))
         store = PackedSqliteOnlineStore()
@@ -184,6 +186,6 @@ def test_arrow_write_stores_the_bytes_feasts_conversion_gives(tmp_path):
 
 
 def unpack_sorted(blob):
-    from pipeline.packed_sqlite_store import unpack
+    from feast_plugins.packed_sqlite_store import unpack
 
     return sorted((name, value.SerializeToString()) for name, value in unpack(blob).items())

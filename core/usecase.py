@@ -14,7 +14,7 @@ from typing import Callable, Mapping
 
 import pandas as pd
 
-from validation.contracts import ModelExpectations, TableContract
+from core.contracts import ModelExpectations, TableContract
 
 
 @dataclass(frozen=True)

@@ -84,7 +84,7 @@ def _write_sources(root: Path, rows: dict[str, list[dict]], tz: str = "UTC") -> 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
     root = tmp_path_factory.mktemp("pit_repo")
-    store = _build_repo(root, {"type": "pipeline.asof_offline_store.AsofDuckDBOfflineStore"})
+    store = _build_repo(root, {"type": "feast_plugins.asof_offline_store.AsofDuckDBOfflineStore"})
     return root, store
 
 
@@ -289,7 +289,7 @@ def test_a_view_fed_by_a_push_source_joins_its_batch_source(repo, tmp_path):
     as ``batch_source``: the ASOF store plans the same join over the same Parquet file."""
     from feast import FeatureView, PushSource
 
-    from pipeline.asof_offline_store import view_plan
+    from feast_plugins.asof_offline_store import view_plan
 
     _, store = repo
     plain = store.get_feature_view("a")
@@ -305,7 +305,7 @@ def test_python_columns_equal_to_pydict_with_utc_timestamps_from_pandas():
     (nulls, microseconds, other zones, strings), UTC instants carrying datetime.timezone.utc."""
     import pyarrow as pa
 
-    from pipeline.asof_offline_store import python_columns
+    from feast_plugins.asof_offline_store import python_columns
 
     micros = [None, 1_357_034_400_000_001, -5, None, 1_700_000_000_123_456]
     table = pa.table({

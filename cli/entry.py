@@ -1,17 +1,20 @@
 """What every command-line entry point does the same way: build the context, run the
-command with third-party noise silenced and the platform's errors mapped to exit code 2.
+command with third-party noise silenced, and turn the platform's errors into a message
+and an exit code (``core.errors``), never a traceback.
 
 Imports stay inside the functions so ``--help`` never pays for Feast or XGBoost.
 """
 
 from __future__ import annotations
 
+import sys
+
 
 def context(feature_service: str | None = None):
     """(Settings, UseCase) from the environment, with DATA_DIR exported for Feast. The use
     case's FeatureService is ``feature_service``, else FEATURE_SERVICE, else its default."""
-    from pipeline.config import Settings
-    from pipeline.usecase import load_use_case
+    from core.settings import Settings
+    from core.usecase import load_use_case
 
     settings = Settings.from_env()
     settings.export()
@@ -19,12 +22,23 @@ def context(feature_service: str | None = None):
 
 
 def run(args, gate_stream=None) -> int:
-    """Run ``args.func(args)`` (see :func:`pipeline.errors.run_command` for the exit codes)."""
-    from pipeline.errors import run_command
-    from pipeline.quiet import quiet_third_party_warnings
+    """Run ``args.func(args)`` and return its exit code. A :class:`~core.errors.PlatformError`
+    is printed (``error: ...`` on stderr) and exits with its ``exit_code``; a refusing gate
+    prints its whole report, to ``gate_stream`` (default stderr)."""
+    from core.errors import PlatformError
+    from core.quiet import quiet_third_party_warnings
+    from validation.report import GateFailed
 
     quiet_third_party_warnings()
-    return run_command(args.func, args, gate_stream=gate_stream)
+    try:
+        return args.func(args)
+    except GateFailed as e:
+        print(f"refused by a validation gate; nothing was written downstream.\n{e}",
+              file=gate_stream or sys.stderr)
+        return e.exit_code
+    except PlatformError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
 
 
 def add_accept_argument(parser) -> None:

@@ -13,7 +13,7 @@ import json
 import sys
 from datetime import datetime, timezone
 
-from pipeline.entry import add_accept_argument, context, run
+from cli.entry import add_accept_argument, context, run
 
 STAGES = ("ingest", "features", "apply", "materialize", "train", "promote")
 
@@ -25,11 +25,13 @@ def _parse_time(value: str) -> datetime:
 
 
 def cmd_run(args) -> int:
-    from pipeline import feast_ops
+    from core.progress import Progress
+    from feast_plugins.store import feature_store
+    from pipeline.apply import apply
     from pipeline.features import build_sources
     from pipeline.ingest import ingest
-    from pipeline.progress import Progress
-    from training.gate import promote_if_better
+    from pipeline.materialize import materialize
+    from training.promote import promote_if_better
     from training.train import TrainConfig, run_training
 
     settings, use_case = context()
@@ -41,12 +43,12 @@ def cmd_run(args) -> int:
     with progress.stage("features"):
         summary["sources"] = build_sources(settings, use_case, snapshot, progress)
     with progress.stage("apply"):
-        feast_ops.apply(settings)
+        apply(settings)
     with progress.stage("materialize"):
         # The features stage has just checked these very files against the same contracts.
-        feast_ops.materialize(settings, end=snapshot.as_of, use_case=use_case, check=False)
+        materialize(settings, end=snapshot.as_of, use_case=use_case, check=False)
     with progress.stage("train"):
-        store = feast_ops.feature_store(settings)
+        store = feature_store(settings)
         config = TrainConfig(holdout_start=args.holdout_start)
         result = run_training(settings, use_case, store, config, say=progress.say)
         summary["model"] = result
@@ -63,8 +65,8 @@ def cmd_run(args) -> int:
 
 
 def cmd_ingest(args) -> int:
+    from core.progress import Progress
     from pipeline.ingest import ingest
-    from pipeline.progress import Progress
 
     settings, use_case = context()
     snapshot = ingest(settings, use_case, Progress(1), accept=args.accept)
@@ -73,9 +75,9 @@ def cmd_ingest(args) -> int:
 
 
 def cmd_features(args) -> int:
+    from core.progress import Progress
     from pipeline.features import build_sources
     from pipeline.ingest import latest_snapshot
-    from pipeline.progress import Progress
 
     settings, use_case = context()
     print(json.dumps(build_sources(settings, use_case, latest_snapshot(settings), Progress(1))))
@@ -83,21 +85,20 @@ def cmd_features(args) -> int:
 
 
 def cmd_apply(args) -> int:
-    from pipeline import feast_ops
-
+    from pipeline.apply import apply
     settings, _ = context()
-    feast_ops.apply(settings)
+    apply(settings)
     return 0
 
 
 def cmd_materialize(args) -> int:
-    from pipeline import feast_ops
     from pipeline.ingest import latest_snapshot
+    from pipeline.materialize import materialize
 
     settings, use_case = context()
     end = _parse_time(args.end) if args.end else latest_snapshot(settings).as_of
     start = _parse_time(args.start) if args.start else None
-    feast_ops.materialize(settings, end=end, start=start, use_case=use_case)
+    materialize(settings, end=end, start=start, use_case=use_case)
     return 0
 
 

@@ -35,7 +35,7 @@ control_socket_disable = True
 
 
 def _multiproc_dir() -> Path:
-    from pipeline.config import Settings
+    from core.settings import Settings
 
     return Path(os.environ.get("PROMETHEUS_MULTIPROC_DIR")
                 or Settings.from_env().data_dir / "metrics" / _port)

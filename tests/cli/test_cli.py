@@ -8,8 +8,8 @@ import sys
 import pytest
 
 
-@pytest.mark.parametrize("module", ["pipeline.cli", "training.cli", "serving.cli", "validation.cli", "monitoring.cli",
-                                    "replay.cli"])
+@pytest.mark.parametrize("module", ["cli.pipeline", "cli.training", "cli.serving", "cli.validation", "cli.monitoring",
+                                    "cli.replay"])
 def test_help_is_instant_and_does_not_import_feast(module):
     code = (
         f"import sys, contextlib, io\n"
@@ -27,7 +27,7 @@ def test_help_is_instant_and_does_not_import_feast(module):
 
 def test_pipeline_reports_a_bad_raw_dir_with_exit_code_2(tmp_path):
     env = {"DATA_DIR": str(tmp_path / "data"), "RAW_DIR": str(tmp_path / "nothing-here"), "PATH": ""}
-    result = subprocess.run([sys.executable, "-m", "pipeline.cli", "ingest"], capture_output=True, text=True, env=env)
+    result = subprocess.run([sys.executable, "-m", "cli.pipeline", "ingest"], capture_output=True, text=True, env=env)
     assert result.returncode == 2, result.stderr
     assert "flights.parquet" in result.stderr and "Traceback" not in result.stderr
 
@@ -43,7 +43,7 @@ def test_validation_raw_names_the_check_exits_2_and_writes_json(tmp_path, builti
     tables["weather"] = w[(w.month == 5) & (w.day == 2)]
     raw = write_raw_dir(tables, tmp_path / "raw")
     env = {"DATA_DIR": str(tmp_path / "data"), "RAW_DIR": str(raw), "PATH": ""}
-    result = subprocess.run([sys.executable, "-m", "validation.cli", "raw"], capture_output=True, text=True, env=env)
+    result = subprocess.run([sys.executable, "-m", "cli.validation", "raw"], capture_output=True, text=True, env=env)
     assert result.returncode == 2, result.stdout + result.stderr
     assert "[range] flights.distance" in result.stdout and "Traceback" not in result.stderr, result.stdout
     report = json.loads((tmp_path / "data" / "reports" / "ingest-latest.json").read_text())
@@ -51,6 +51,6 @@ def test_validation_raw_names_the_check_exits_2_and_writes_json(tmp_path, builti
     assert (failure["check"], failure["column"], failure["failed_rows"]) == ("range", "distance", len(tables["flights"]))
     assert not (tmp_path / "data" / "raw").exists() or not any((tmp_path / "data" / "raw").iterdir()), \
         "validation raw wrote a snapshot"
-    shown = subprocess.run([sys.executable, "-m", "validation.cli", "show", "ingest"], capture_output=True,
+    shown = subprocess.run([sys.executable, "-m", "cli.validation", "show", "ingest"], capture_output=True,
                            text=True, env=env)
     assert shown.returncode == 2 and "[range] flights.distance" in shown.stdout, shown.stdout + shown.stderr

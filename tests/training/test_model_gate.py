@@ -14,13 +14,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.config import Settings
+from core.settings import Settings
 from training.dataset import load_events, service_features, training_set
-from training.gate import GATE_REPORT, baseline_metrics, evaluation_frame, promote_if_better
 from training.model import booster_from_bytes
+from training.model_gate import GateConfig, judge
+from training.promote import GATE_REPORT, baseline_metrics, evaluation_frame, promote_if_better
 from training.registry import ModelRegistry
 from training.train import TrainConfig, fit
-from validation.model_gate import GateConfig, judge
 
 ROUNDS = 40
 

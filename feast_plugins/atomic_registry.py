@@ -4,7 +4,7 @@ Feast's ``FileRegistryStore`` rewrites ``registry.db`` in place: it truncates th
 writes the new one. A server re-reading the registry meanwhile (Feast re-reads it when its
 cache expires; `materialize` records its progress there) parses a truncated file and finds
 no views. This store writes the same bytes to a temporary file and renames it into place
-(``pipeline.files.atomic_write``), so a reader sees the old registry or the new one, never a
+(``core.files.atomic_write``), so a reader sees the old registry or the new one, never a
 part. Named in ``feature_store.yaml`` as ``registry: registry_store_type``; everything else is
 Feast's store (``tests/pipeline/test_atomic_registry.py``).
 """
@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from feast.infra.registry.file import FileRegistryStore
 from feast.protos.feast.core.Registry_pb2 import Registry as RegistryProto
 
-from pipeline.files import atomic_write
+from core.files import atomic_write
 
 
 class AtomicFileRegistryStore(FileRegistryStore):

@@ -3,7 +3,7 @@
 Named in ``feature_repo/feature_store.yaml`` (embedded profile)::
 
     online_store:
-      type: pipeline.packed_sqlite_store.PackedSqliteOnlineStore
+      type: feast_plugins.packed_sqlite_store.PackedSqliteOnlineStore
       path: ${DATA_DIR}/online_store.db
 
 Why: Feast 0.67's stock SQLite store writes one row per *feature* per entity, one
@@ -62,7 +62,7 @@ from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.repo_config import RepoConfig
 from feast.value_type import ValueType
 
-from pipeline.duck import sql_ident
+from core.duck import sql_ident
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _US = timedelta(microseconds=1)
@@ -77,8 +77,8 @@ class PackedSqliteOnlineStoreConfig(SqliteOnlineStoreConfig):
     1970-01-01``. Hourly pushes (``pipeline.push``) are small transactions: fsync is most
     of their cost."""
 
-    type: Literal["pipeline.packed_sqlite_store.PackedSqliteOnlineStore"] = (  # type: ignore[assignment]
-        "pipeline.packed_sqlite_store.PackedSqliteOnlineStore"
+    type: Literal["feast_plugins.packed_sqlite_store.PackedSqliteOnlineStore"] = (  # type: ignore[assignment]
+        "feast_plugins.packed_sqlite_store.PackedSqliteOnlineStore"
     )
     synchronous: Optional[Literal["OFF", "NORMAL", "FULL", "EXTRA"]] = None
 
@@ -401,8 +401,8 @@ class _PackedFeatureBuilder(LocalFeatureBuilder):
 
 
 class PackedLocalComputeEngineConfig(LocalComputeEngineConfig):
-    type: Literal["pipeline.packed_sqlite_store.PackedLocalComputeEngine"] = (  # type: ignore[assignment]
-        "pipeline.packed_sqlite_store.PackedLocalComputeEngine"
+    type: Literal["feast_plugins.packed_sqlite_store.PackedLocalComputeEngine"] = (  # type: ignore[assignment]
+        "feast_plugins.packed_sqlite_store.PackedLocalComputeEngine"
     )
 
 
