@@ -7,7 +7,27 @@ Imports stay inside the functions so ``--help`` never pays for Feast or XGBoost.
 
 from __future__ import annotations
 
+import argparse
 import sys
+from datetime import datetime, timezone
+
+
+def instant(text: str) -> datetime:
+    """argparse type: an ISO 8601 date or date-time, as an aware UTC datetime (a time without
+    an offset is UTC). A bad value is a usage error naming the option (exit 2)."""
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO 8601 date or date-time, "
+                                         "e.g. 2013-06-01 or 2013-06-01T08:30:00-04:00") from None
+    return parsed.replace(tzinfo=timezone.utc) if parsed.tzinfo is None else parsed.astimezone(timezone.utc)
+
+
+def instant_text(text: str) -> str:
+    """argparse type: ``text`` as given, once :func:`instant` accepts it (options the
+    platform keeps as ISO text, e.g. in a model's metadata)."""
+    instant(text)
+    return text
 
 
 def context(feature_service: str | None = None):

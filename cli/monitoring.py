@@ -13,20 +13,8 @@ import json
 import sys
 from pathlib import Path
 
-from cli.entry import context, run
-
-#: Exit code when an alert rule is breached.
-EXIT_ALERT = 1
-
-
-def _instant(text: str):
-    import pandas as pd
-
-    try:
-        ts = pd.Timestamp(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO date or date-time") from None
-    return (ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")).to_pydatetime()
+from cli.entry import context, instant, run
+from core.errors import EXIT_ALERT, EXIT_OK
 
 
 def cmd_report(args) -> int:
@@ -44,7 +32,7 @@ def cmd_report(args) -> int:
     else:
         print(render_text(summary))
         print(f"report: {paths['html']}\nsummary: {paths['json']}")
-    return EXIT_ALERT if summary["alerts"] else 0
+    return EXIT_ALERT if summary["alerts"] else EXIT_OK
 
 
 def render_text(summary: dict) -> str:
@@ -76,12 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     report = sub.add_parser("report", help="write the monitoring report; exit 1 when an alert rule is breached")
-    report.add_argument("--start", type=_instant, help="only requests at or after this instant (request time)")
-    report.add_argument("--end", type=_instant, help="only requests before this instant (request time)")
-    report.add_argument("--recent-since", type=_instant,
+    report.add_argument("--start", type=instant, help="only requests at or after this instant (request time)")
+    report.add_argument("--end", type=instant, help="only requests before this instant (request time)")
+    report.add_argument("--recent-since", type=instant,
                         help="split served traffic here (serving time) for recent-vs-earlier drift "
                              "(default: the start of the last serving day, when there are several)")
-    report.add_argument("--at", type=_instant,
+    report.add_argument("--at", type=instant,
                         help="judge freshness at this instant (default: the newest served request time)")
     report.add_argument("--rules", type=Path,
                         help="alert rules (TOML; default: the use case's feature_repo/monitoring.toml)")

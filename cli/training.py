@@ -1,6 +1,7 @@
 """`training`: train, list, show, promote, and batch-score models.
 
-Exit codes: 0 success, 2 refused (message says why), 3 candidate not promoted.
+Exit codes (``core/errors.py``): 0 success, 2 refused (the message says why), 3 the
+candidate was not promoted.
 """
 
 from __future__ import annotations
@@ -9,7 +10,8 @@ import argparse
 import json
 import sys
 
-from cli.entry import context, run
+from cli.entry import context, instant_text, run
+from core.errors import EXIT_NOT_PROMOTED, EXIT_OK
 
 
 def cmd_train(args) -> int:
@@ -59,7 +61,7 @@ def cmd_promote(args) -> int:
     result = promote_if_better(settings, use_case, feature_store(settings), args.version,
                                say=lambda m: print(m, file=sys.stderr))
     print(json.dumps(result))
-    return 0 if result["promoted"] else 3
+    return EXIT_OK if result["promoted"] else EXIT_NOT_PROMOTED
 
 
 def cmd_score(args) -> int:
@@ -83,7 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="training", description="Train and manage models (state under DATA_DIR).")
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="train on the FeatureService's point-in-time training set and register")
-    train.add_argument("--holdout-start", help="first day of the evaluation window (default: last 20%% of events)")
+    train.add_argument("--holdout-start", type=instant_text,
+                       help="first day of the evaluation window (default: last 20%% of events)")
     train.add_argument("--seed", type=int, default=7)
     train.add_argument("--rounds", type=int, default=300, help="boosting rounds")
     train.add_argument("--feature-service", help="the FeatureService to train on (default: $FEATURE_SERVICE, "
@@ -98,8 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     promote.add_argument("--force", action="store_true", help="skip the gate (the hash is still checked)")
     promote.set_defaults(func=cmd_promote)
     score = sub.add_parser("score", help="batch-score labelled events with the champion (or --version)")
-    score.add_argument("--start", help="first event time (ISO date, UTC)")
-    score.add_argument("--end", help="end of the event window, exclusive (ISO date, UTC)")
+    score.add_argument("--start", type=instant_text, help="first event time (ISO date, UTC)")
+    score.add_argument("--end", type=instant_text, help="end of the event window, exclusive (ISO date, UTC)")
     score.add_argument("--version")
     score.add_argument("--output", required=True, help="Parquet file to write")
     score.set_defaults(func=cmd_score)

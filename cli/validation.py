@@ -12,12 +12,13 @@ import json
 import sys
 
 from cli.entry import add_accept_argument, context, run
+from core.errors import EXIT_OK, EXIT_REFUSED, PlatformError
 
 
 def _show(report, path) -> int:
     print(report.render())
     print(f"report: {path}")
-    return 0 if report.passed else 2
+    return EXIT_OK if report.passed else EXIT_REFUSED
 
 
 def cmd_raw(args) -> int:
@@ -82,11 +83,10 @@ def cmd_show(args) -> int:
 
     path = Settings.from_env().reports / f"{args.gate}-latest.json"
     if not path.is_file():
-        print(f"error: no {args.gate} report yet ({path})", file=sys.stderr)
-        return 2
+        raise PlatformError(f"no {args.gate} report yet ({path}): run that gate first")
     report = json.loads(path.read_text())
     print(json.dumps(report, indent=2) if args.json else _render(report))
-    return 0 if report["passed"] else 2
+    return EXIT_OK if report["passed"] else EXIT_REFUSED
 
 
 def _render(report: dict) -> str:

@@ -27,3 +27,8 @@ class PlatformError(Exception):
 
 class ConfigError(PlatformError):
     """A setting (an environment variable or a command option) is invalid; the message names it."""
+
+
+class DefinitionError(PlatformError):
+    """The use case's definitions contradict each other (a Feast view and a contract, a
+    declared table the data does not have); the message names both sides."""

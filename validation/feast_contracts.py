@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 from core.contracts import ColumnRule, TableContract
+from core.errors import DefinitionError
 
 #: Feast primitive types -> the Arrow storage type a source column must have.
 FEAST_TO_DTYPE = {
@@ -51,7 +52,7 @@ def view_contract(view, entities: Mapping[str, object]) -> TableContract:
     for feature in view.features:
         dtype = FEAST_TO_DTYPE.get(str(feature.dtype))
         if dtype is None:
-            raise ValueError(f"feature view {view.name!r}: no contract type for Feast type {feature.dtype}")
+            raise DefinitionError(f"feature view {view.name!r}: no contract type for Feast type {feature.dtype}")
         columns[feature.name] = ColumnRule(dtype=dtype)
     return TableContract(source_table_name(view), columns, key=(*keys, ts), volume=False)
 
@@ -74,7 +75,7 @@ def source_contracts(views: Iterable, entities: Iterable,
             restated = [c for c, r in rule.columns.items()
                         if r.dtype and c in derived[table].columns and r.dtype != derived[table].columns[c].dtype]
             if restated:
-                raise ValueError(f"source table {table!r}: the use case's types for {restated} contradict "
+                raise DefinitionError(f"source table {table!r}: the use case's types for {restated} contradict "
                                  "the Feast feature view; declare types in the view only")
             out[table] = derived[table].merged(rule)
         else:

@@ -1,7 +1,10 @@
-"""Every command answers --help without importing Feast (which costs seconds of CPU)."""
+"""The commands as a user meets them: --help without importing Feast (which costs seconds
+of CPU), and every bad setting or option refused with exit code 2 and a message naming it,
+never a traceback."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -54,3 +57,54 @@ def test_validation_raw_names_the_check_exits_2_and_writes_json(tmp_path, builti
     shown = subprocess.run([sys.executable, "-m", "cli.validation", "show", "ingest"], capture_output=True,
                            text=True, env=env)
     assert shown.returncode == 2 and "[range] flights.distance" in shown.stdout, shown.stdout + shown.stderr
+
+
+#: One cheap invocation of every command (each builds the settings before any work).
+COMMANDS = [["cli.pipeline", "ingest"], ["cli.training", "list"], ["cli.validation", "show", "ingest"],
+            ["cli.monitoring", "report"], ["cli.replay", "run", "--days", "1"], ["cli.serving", "example"]]
+
+
+def _bad_settings(tmp_path) -> dict[str, tuple[dict, str]]:
+    a_file = tmp_path / "not-a-dir"
+    a_file.write_text("")
+    data = str(tmp_path / "data")
+    return {
+        "unknown PROFILE": ({"DATA_DIR": data, "PROFILE": "cluster"}, "PROFILE='cluster'"),
+        "non-numeric PORT": ({"DATA_DIR": data, "PORT": "eighty"}, "PORT='eighty'"),
+        "DATA_DIR is a file": ({"DATA_DIR": str(a_file)}, f"DATA_DIR={a_file}"),
+        "bad REDIS_ADDRESS": ({"DATA_DIR": data, "REDIS_ADDRESS": "localhost"}, "REDIS_ADDRESS='localhost'"),
+    }
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c))
+def test_every_command_refuses_bad_settings_with_exit_2_and_the_variable_named(tmp_path, command):
+    for case, (env, named) in _bad_settings(tmp_path).items():
+        result = subprocess.run([sys.executable, "-m", *command], capture_output=True, text=True,
+                                env={**env, "PATH": ""}, timeout=120)
+        assert result.returncode == 2, f"{case}: exit {result.returncode}\n{result.stderr[-2000:]}"
+        assert named in result.stderr and "Traceback" not in result.stderr, f"{case}: {result.stderr[-2000:]}"
+
+
+@pytest.mark.parametrize("command", [["cli.training", "train", "--holdout-start", "mid-June"],
+                                     ["cli.monitoring", "report", "--start", "yesterday"]])
+def test_a_bad_instant_option_is_a_usage_error_naming_the_option(command):
+    result = subprocess.run([sys.executable, "-m", *command], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert command[-2] in result.stderr and "ISO 8601" in result.stderr and "Traceback" not in result.stderr, \
+        result.stderr
+
+
+def test_make_feast_uses_the_profile_the_settings_name(tmp_path):
+    """`make feast` takes the YAML and the variables Feast expands from the settings:
+    PROFILE=redis reads feature_store.redis.yaml; a bad PROFILE stops before Feast runs."""
+    from core.settings import REPO_ROOT
+
+    env = {**os.environ, "DATA_DIR": str(tmp_path / "data"), "PROFILE": "redis", "REDIS_ADDRESS": "127.0.0.1:1"}
+    shown = subprocess.run([sys.executable, "-m", "core.settings", "shell"], capture_output=True, text=True,
+                           env=env, cwd=REPO_ROOT)
+    assert shown.returncode == 0, shown.stderr
+    assert "export FEAST_YAML=" + str(REPO_ROOT / "feature_repo" / "feature_store.redis.yaml") in shown.stdout
+    assert "export REDIS_ADDRESS=127.0.0.1:1" in shown.stdout, shown.stdout
+    bad = subprocess.run(["make", "--no-print-directory", "feast", "ARGS=--help"], capture_output=True, text=True,
+                         env={**env, "PROFILE": "cluster"}, cwd=REPO_ROOT, timeout=300)
+    assert bad.returncode != 0 and "PROFILE='cluster' is not one of" in bad.stderr, bad.stdout + bad.stderr
