@@ -10,11 +10,12 @@ PORT ?= 8000
 PROFILE ?= embedded
 export DATA_DIR HOST PORT PROFILE
 
-.PHONY: install sysdeps demo pipeline serve monitor replay test bench feast clean help
+.PHONY: install sysdeps demo pipeline serve monitor replay test docs bench feast clean help
 
 help:
 	@echo "make demo       set up, run the whole pipeline, start the server on $(HOST):$(PORT), query it"
-	@echo "make test       set up and run the test suite"
+	@echo "make test       set up and run the test suite (lint, import layers, the docs site built --strict, pytest)"
+	@echo "make docs       serve the design notes (docs/, MkDocs) on $(HOST):$(DOCS_PORT)"
 	@echo "make pipeline   the pipeline without the server (ingest -> features -> apply -> materialize -> train -> promote)"
 	@echo "make serve      only the server (gunicorn), serving the promoted model"
 	@echo "make monitor    the monitoring report (skew, drift, freshness, quality) of the served traffic; exit 1 on an alert"
@@ -67,7 +68,15 @@ demo: pipeline
 test: install sysdeps
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir .site
 	$(BIN)/python -m pytest
+
+# The design notes (docs/, mkdocs.yml), served with live reload; `make test` builds them
+# with --strict, so a broken link or a page missing from the navigation fails.
+# NO_MKDOCS_2_WARNING: mute mkdocs-material's banner about MkDocs' future (nothing to act on).
+DOCS_PORT ?= 8001
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --dev-addr $(HOST):$(DOCS_PORT)
 
 bench: install
 	@set -e; for script in bench/bench_*.py; do \
