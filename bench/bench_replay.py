@@ -35,7 +35,7 @@ def _replay(data_dir: str, days: int | None) -> dict:
     quiet_third_party_warnings()
     settings, use_case = context()
     summary = run_replay(settings, use_case, ReplayConfig(policy="periodic", days=days), say=print)
-    keep = ("served_days", "flights", "overall", "promotions", "rejections", "timing", "conclusion",
+    keep = ("served_days", "events", "overall", "promotions", "rejections", "timing", "conclusion",
             "conclusion_timing", "refusals", "config")
     return {**{k: summary[k] for k in keep}, "alerts": len(summary["alerts"]), "retrains": len(summary["retrains"])}
 
@@ -53,7 +53,7 @@ def main() -> int:
     o = s["overall"]
     rows = [{"case": f"periodic weekly, {s['served_days']} served days", "variant": "whole replay",
              "seconds": round(wall, 1), "share": 1.0, "per_day_s": round(wall / s["served_days"], 3),
-             "flights": s["flights"], "peak_mib": round(result["peak_mib"])}]
+             "events": s["events"], "peak_mib": round(result["peak_mib"])}]
     for stage, seconds in sorted(s["timing"]["stages_seconds"].items(), key=lambda kv: -kv[1]):
         rows.append({"case": "stage", "variant": stage, "seconds": round(seconds, 1),
                      "share": round(seconds / wall, 3), "per_day_s": round(seconds / s["served_days"], 3)})
@@ -69,7 +69,7 @@ def main() -> int:
         print("(a shortened run: not written to bench/results/)")
         return 0
     write_result("replay", "Full-year replay of 2013, day by day as if live (ingest, gates, features, "
-                 "materialize, nightly batch scoring, every flight answered by /predict and /precomputed of one "
+                 "materialize, nightly batch scoring, every event answered by /predict and /precomputed of one "
                  "gunicorn server, weekly monitoring, weekly retrain on a 4-week window behind the model gate), "
                  "in a fresh process; the 2 cores were shared (load average in the JSON)", rows, goals, extra)
     return 0

@@ -11,50 +11,29 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from datetime import datetime, timezone
 
-from cli.entry import add_accept_argument, context, run
-
-STAGES = ("ingest", "features", "apply", "materialize", "train", "promote")
-
-
-def _parse_time(value: str) -> datetime:
-    parsed = datetime.fromisoformat(value)
-    return parsed.replace(tzinfo=timezone.utc) if parsed.tzinfo is None else parsed
-
+from cli.entry import add_accept_argument, context, instant, instant_text, run
+from flow.nightly import STAGES
 
 
 def cmd_run(args) -> int:
+    """Every stage of the nightly flow (:mod:`flow.nightly`), a summary in
+    DATA_DIR/reports/pipeline_run.json; exit 3 when the model gate kept the champion."""
     from core.progress import Progress
-    from feast_plugins.store import feature_store
-    from pipeline.apply import apply
-    from pipeline.features import build_sources
-    from pipeline.ingest import ingest
-    from pipeline.materialize import materialize
-    from training.promote import promote_if_better
-    from training.train import TrainConfig, run_training
+    from flow.nightly import FlowOptions, FlowRun
+    from training.train import TrainConfig
 
     settings, use_case = context()
     progress = Progress(total=len(STAGES))
-    summary: dict = {"data_dir": str(settings.data_dir), "raw_dir": str(settings.raw_dir or "built-in")}
-    with progress.stage("ingest"):
-        snapshot = ingest(settings, use_case, progress, accept=args.accept)
-        summary["snapshot"] = {"id": snapshot.id, "as_of": snapshot.as_of.isoformat(), "tables": snapshot.tables}
-    with progress.stage("features"):
-        summary["sources"] = build_sources(settings, use_case, snapshot, progress)
-    with progress.stage("apply"):
-        apply(settings)
-    with progress.stage("materialize"):
-        # The features stage has just checked these very files against the same contracts.
-        materialize(settings, end=snapshot.as_of, use_case=use_case, check=False)
-    with progress.stage("train"):
-        store = feature_store(settings)
-        config = TrainConfig(holdout_start=args.holdout_start)
-        result = run_training(settings, use_case, store, config, say=progress.say)
-        summary["model"] = result
-    with progress.stage("promote"):
-        summary["promotion"] = promote_if_better(settings, use_case, store, result["version"], say=progress.say)
-    summary["stage_seconds"] = progress.timings
+    options = FlowOptions(accept=tuple(args.accept), train=TrainConfig(holdout_start=args.holdout_start),
+                          progress=progress)
+    flow = FlowRun(settings, use_case, options).run()
+    snapshot, result = flow.snapshot, flow.model
+    summary: dict = {
+        "data_dir": str(settings.data_dir), "raw_dir": str(settings.raw_dir or "built-in"),
+        "snapshot": {"id": snapshot.id, "as_of": snapshot.as_of.isoformat(), "tables": snapshot.tables},
+        "sources": flow.sources, "model": result, "promotion": flow.promotion, "stage_seconds": progress.timings,
+    }
     settings.reports.mkdir(parents=True, exist_ok=True)
     out = settings.reports / "pipeline_run.json"
     out.write_text(json.dumps(summary, indent=2, default=str))
@@ -96,9 +75,8 @@ def cmd_materialize(args) -> int:
     from pipeline.materialize import materialize
 
     settings, use_case = context()
-    end = _parse_time(args.end) if args.end else latest_snapshot(settings).as_of
-    start = _parse_time(args.start) if args.start else None
-    materialize(settings, end=end, start=start, use_case=use_case)
+    end = args.end or latest_snapshot(settings).as_of
+    materialize(settings, end=end, start=args.start, use_case=use_case)
     return 0
 
 
@@ -110,7 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="every stage: " + " -> ".join(STAGES))
-    run.add_argument("--holdout-start", help="first day of the evaluation window (default: last 20%% of events)")
+    run.add_argument("--holdout-start", type=instant_text,
+                     help="first day of the evaluation window (default: last 20%% of events)")
     run.set_defaults(func=cmd_run)
     ingest = sub.add_parser("ingest", help="check the raw tables (ingest gate) and land them as an immutable snapshot")
     ingest.set_defaults(func=cmd_ingest)
@@ -119,8 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("features", help="build the source tables from the newest snapshot").set_defaults(func=cmd_features)
     sub.add_parser("apply", help="feast apply on feature_repo/").set_defaults(func=cmd_apply)
     mat = sub.add_parser("materialize", help="load the online store (incremental unless --start)")
-    mat.add_argument("--start", help="window start (ISO 8601); default: continue from the last run")
-    mat.add_argument("--end", help="window end (ISO 8601); default: the newest snapshot's as-of time")
+    mat.add_argument("--start", type=instant, help="window start (ISO 8601); default: continue from the last run")
+    mat.add_argument("--end", type=instant, help="window end (ISO 8601); default: the newest snapshot's as-of time")
     mat.set_defaults(func=cmd_materialize)
     return parser
 

@@ -1,4 +1,8 @@
-"""`replay run`: walk the history day by day as if live, under one training policy."""
+"""`replay run`: walk the history day by day as if live, under one training policy.
+
+A bad option is a usage error naming it; a bad REPLAY_* variable a
+:class:`~core.errors.ConfigError` naming it; both exit 2, never with a traceback.
+"""
 
 from __future__ import annotations
 
@@ -11,15 +15,65 @@ from cli.entry import run
 from replay.config import FEEDS, POLICIES, ReplayConfig
 
 
+def at_least_one(text: str) -> int:
+    """argparse type: a whole number of at least 1 (a count of days or rounds)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
+def day(text: str) -> date:
+    """argparse type: an ISO 8601 date."""
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO 8601 date, e.g. 2013-01-22") from None
+
+
+def one_of(choices):
+    """An argparse-style type accepting only ``choices`` (for a variable: argparse checks
+    an option's ``choices`` itself, never its default)."""
+
+    def parse(text: str) -> str:
+        if text not in choices:
+            raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(choices)}")
+        return text
+
+    return parse
+
+
+def from_env(name: str, parse, default):
+    """The environment variable ``name`` through ``parse`` (one of the argparse types above),
+    ``default`` when it is unset or empty; a bad value is a :class:`~core.errors.ConfigError`
+    naming it (the types' messages begin with the value: ``REPLAY_DAYS='x' is not ...``)."""
+    from core.errors import ConfigError
+
+    raw = os.environ.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        return parse(raw)
+    except argparse.ArgumentTypeError as e:
+        raise ConfigError(f"{name}={e}") from None
+
+
 def cmd_run(args) -> int:
     from cli.entry import context
     from replay.run import run_replay
 
+    # The variables are read here, inside cli.entry.run, so a bad one is refused by name.
+    policy = args.policy or from_env("REPLAY_POLICY", one_of(POLICIES), "periodic")
+    days = args.days if args.days is not None else from_env("REPLAY_DAYS", at_least_one, None)
+    feed = args.feed or from_env("REPLAY_FEED", one_of(sorted(FEEDS)), "none")
     settings, use_case = context()
-    config = ReplayConfig(policy=args.policy, start=args.start, warmup_days=args.warmup_days, days=args.days,
+    config = ReplayConfig(policy=policy, start=args.start, warmup_days=args.warmup_days, days=days,
                           retrain_every_days=args.retrain_every_days, window_days=args.window_days,
                           monitor_every_days=args.monitor_every_days, seed=args.seed,
-                          num_boost_round=args.rounds, bad_days=tuple(args.bad_day), feed=FEEDS[args.feed],
+                          num_boost_round=args.rounds, bad_days=tuple(args.bad_day), feed=FEEDS[feed],
                           feature_service=settings.feature_service)
     if args.profile:
         from pyinstrument import Profiler
@@ -38,11 +92,6 @@ def cmd_run(args) -> int:
     return 0
 
 
-def _env_int(name: str, default):
-    raw = os.environ.get(name)
-    return int(raw) if raw not in (None, "") else default
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="replay", description="Replay the history day by day as if live "
                                      "(ingest, validate, features, materialize, serve, score, monitor, retrain); "
@@ -50,25 +99,27 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="one replay under one training policy")
     r.add_argument("--policy", choices=POLICIES,
-                   default=os.environ.get("REPLAY_POLICY") or "periodic",
                    help="static: train once on the warm-up; periodic: every --retrain-every-days on a sliding "
-                        "--window-days; triggered: when monitoring's drift/quality alerts fire (REPLAY_POLICY)")
-    r.add_argument("--days", type=int, default=_env_int("REPLAY_DAYS", None),
+                        "--window-days; triggered: when monitoring's drift/quality alerts fire (REPLAY_POLICY; "
+                        "default: periodic)")
+    r.add_argument("--days", type=at_least_one,
                    help="served days after the warm-up (REPLAY_DAYS; default: until the data ends)")
     d = ReplayConfig()
-    r.add_argument("--start", type=date.fromisoformat, default=d.start, help="first day of history")
-    r.add_argument("--warmup-days", type=int, default=d.warmup_days,
+    r.add_argument("--start", type=day, default=d.start, help="first day of history")
+    r.add_argument("--warmup-days", type=at_least_one, default=d.warmup_days,
                    help="history before the first served day, the static policy's training data (N weeks x 7)")
-    r.add_argument("--retrain-every-days", type=int, default=d.retrain_every_days, help="K, the periodic period")
-    r.add_argument("--window-days", type=int, default=d.window_days, help="the sliding training window")
-    r.add_argument("--monitor-every-days", type=int, default=d.monitor_every_days, help="how often monitoring runs")
+    r.add_argument("--retrain-every-days", type=at_least_one, default=d.retrain_every_days,
+                   help="K, the periodic period")
+    r.add_argument("--window-days", type=at_least_one, default=d.window_days, help="the sliding training window")
+    r.add_argument("--monitor-every-days", type=at_least_one, default=d.monitor_every_days,
+                   help="how often monitoring runs")
     r.add_argument("--seed", type=int, default=d.seed)
-    r.add_argument("--rounds", type=int, default=d.num_boost_round, help="XGBoost boosting rounds per retrain")
-    r.add_argument("--bad-day", type=date.fromisoformat, action="append", default=[],
+    r.add_argument("--rounds", type=at_least_one, default=d.num_boost_round, help="XGBoost boosting rounds per retrain")
+    r.add_argument("--bad-day", type=day, action="append", default=[],
                    help="corrupt that day's delivery (its rows arrive twice): the ingest gate must refuse it")
-    r.add_argument("--feed", choices=sorted(FEEDS), default=os.environ.get("REPLAY_FEED") or "none",
+    r.add_argument("--feed", choices=sorted(FEEDS),
                    help="intraday feed run before each hour's requests (none: the nightly batch only; push: the "
-                        "use case's push sources, hour by hour, pipeline.push.push_window; REPLAY_FEED)")
+                        "use case's push sources, hour by hour, pipeline.push.push_window; REPLAY_FEED; default: none)")
     r.add_argument("--profile", action="store_true", help="pyinstrument profile to reports/replay/ "
                    "(pip install -e '.[bench]')")
     r.set_defaults(func=cmd_run)

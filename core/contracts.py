@@ -69,6 +69,6 @@ class Direction:
 class ModelExpectations:
     """A use case's behavioural expectations of any model it promotes."""
 
-    #: Request fields that must not change a prediction (e.g. a flight number).
+    #: Request fields that must not change a prediction (e.g. an identifier with no meaning).
     invariant_fields: tuple[str, ...] = ()
     directions: tuple[Direction, ...] = ()

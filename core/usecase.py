@@ -1,8 +1,8 @@
 """The contract between the platform and one use case.
 
-The platform code (ingest, feature pipelines, training, serving) knows nothing about
-flights: everything specific to a use case is an instance of :class:`UseCase`, defined
-next to its Feast definitions in ``feature_repo/usecase.py``.
+The platform code (ingest, feature pipelines, training, serving) speaks of entities and
+events only: everything specific to a use case is an instance of :class:`UseCase`,
+defined next to its Feast definitions in ``feature_repo/usecase.py``.
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ class UseCase:
     #: source table holding only what was known at each row's event time.
     push_sources: tuple[str, ...] = ()
     id_column: str | None = None
-    #: The key of the list of entities in a /predict body, e.g. {"flights": [...]}.
+    #: The key of the list of entities in a /predict body: ``{batch_key: [entity, ...]}``.
     batch_key: str = "instances"
     #: Data contracts (validation): value rules per raw table, and per source table on top
     #: of the types the Feast feature views declare.

@@ -10,6 +10,9 @@ from core.errors import PlatformError
 
 POLICIES = ("static", "periodic", "triggered")
 
+#: Entities per request: the server's /predict limit.
+BATCH = 100
+
 
 def push_feed(stream, use_case, store, start, end) -> dict:
     """``--feed push``: the use case's push sources' rows of ``(start, end]`` pushed online

@@ -12,6 +12,7 @@ import pandas as pd
 
 from core.files import atomic_write
 from core.settings import Settings
+from replay.config import BATCH
 from training.evaluate import calibration, holdout_metrics
 
 #: Keys whose values are wall-clock measurements: they differ between identical runs.
@@ -43,13 +44,13 @@ def _latency(seconds: pd.Series) -> dict:
 
 def _answers(rows: pd.DataFrame, latencies: pd.DataFrame) -> dict:
     """Quality of dynamic and static inference on ``rows`` (static, and dynamic again, on
-    the flights both answered) and client-side latency per kind of inference."""
+    the events both answered) and client-side latency per kind of inference."""
     both = rows[np.isfinite(rows["dynamic"]) & np.isfinite(rows["static"])]
     y_both = both["label"].to_numpy(float)
     return {
         "dynamic": quality(rows["label"].to_numpy(float), rows["dynamic"].to_numpy(float)),
         "static": quality(y_both, both["static"].to_numpy(float)),
-        "dynamic_on_same_flights": quality(y_both, both["dynamic"].to_numpy(float)),
+        "dynamic_on_same_events": quality(y_both, both["dynamic"].to_numpy(float)),
         "latency_ms": {kind: _latency(latencies[latencies["endpoint"] == kind]["seconds"])
                        for kind in ("dynamic", "static")},
     }
@@ -68,7 +69,7 @@ def summarize(replay, n_days: int, first_day, total_seconds: float) -> dict:
         weeks.append({
             "week": int(week),
             "from": rows["day"].min() if len(rows) else None, "to": rows["day"].max() if len(rows) else None,
-            "flights": int(len(rows)),
+            "events": int(len(rows)),
             **_answers(rows, latencies[latencies["week"] == week]),
             "models_served": sorted(set(rows["dynamic_model"].dropna())),
             "retrains": len(nights), "promotions": sum(1 for r in nights if r["promoted"]),
@@ -84,11 +85,11 @@ def summarize(replay, n_days: int, first_day, total_seconds: float) -> dict:
         "use_case": replay.use_case.name,
         "served_days": n_days, "first_day": first_day.isoformat(),
         "last_day": served["day"].max() if len(served) else None,
-        "flights": int(len(served)),
+        "events": int(len(served)),
         "errors": replay.errors,
         "overall": {
             **_answers(served, latencies),
-            "same_flights": int(len(both)),
+            "same_events": int(len(both)),
             "identical_predictions": int((np.abs(same) < 1e-12).sum()),
             "mean_abs_difference": _r(np.abs(same).mean()) if len(same) else None,
         },
@@ -130,7 +131,7 @@ def conclusion(summary: dict) -> list[str]:
     o = summary["overall"]
     weekly_auc = [w["dynamic"]["auc"] for w in summary["weeks"] if w["dynamic"]["auc"] is not None]
     if o["dynamic"]["auc"] is not None:
-        out.append(f"{policy}: over {summary['served_days']} served days ({summary['flights']:,} flights) the "
+        out.append(f"{policy}: over {summary['served_days']} served days ({summary['events']:,} events) the "
                    f"served model reached AUC {o['dynamic']['auc']:.3f}, log loss {o['dynamic']['log_loss']:.3f}, "
                    f"ECE {o['dynamic']['ece']:.3f}; weekly AUC ranged {min(weekly_auc):.3f}-{max(weekly_auc):.3f}.")
     if len(weekly_auc) >= 4:
@@ -140,15 +141,15 @@ def conclusion(summary: dict) -> list[str]:
         out.append(f"Mean weekly AUC {trend}: {first:.3f} in the first half of the weeks, {second:.3f} in the second.")
     out.append(f"Retrains: {len(summary['retrains'])}, promoted {summary['promotions']}, "
                f"rejected by the model gate or the training gate {summary['rejections']}.")
-    if o["same_flights"]:
-        d, s = o["dynamic_on_same_flights"], o["static"]
+    if o["same_events"]:
+        d, s = o["dynamic_on_same_events"], o["static"]
         if d["auc"] is not None and s["auc"] is not None:
             gap = d["auc"] - s["auc"]
             verdict = ("dynamic inference was better" if gap > 0.001 else
                        "static inference was better" if gap < -0.001 else "the two were equally good")
-            out.append(f"On the same {o['same_flights']:,} flights, {verdict}: AUC {d['auc']:.3f} (dynamic) vs "
+            out.append(f"On the same {o['same_events']:,} events, {verdict}: AUC {d['auc']:.3f} (dynamic) vs "
                        f"{s['auc']:.3f} (static, scored the night before); "
-                       f"{o['identical_predictions'] / o['same_flights']:.1%} of predictions were identical "
+                       f"{o['identical_predictions'] / o['same_events']:.1%} of predictions were identical "
                        f"(mean absolute difference {o['mean_abs_difference']:.4f}).")
     rules = sorted({a["rule"] for a in summary["alerts"]})
     out.append(f"Monitoring ran {len(summary['monitoring'])} time(s) and raised {len(summary['alerts'])} alert(s)"
@@ -165,7 +166,7 @@ def conclusion_timing(summary: dict) -> list[str]:
     o = summary["overall"]
     lat = o["latency_ms"]
     if lat["dynamic"]["requests"] and lat["static"]["requests"]:
-        out.append("Latency per request of up to 100 flights, client side: "
+        out.append(f"Latency per request of up to {BATCH} entities, client side: "
                    f"dynamic p50 {lat['dynamic']['p50']:.1f} ms / "
                    f"p99 {lat['dynamic']['p99']:.1f} ms; static lookup p50 {lat['static']['p50']:.1f} ms / "
                    f"p99 {lat['static']['p99']:.1f} ms.")
@@ -254,14 +255,14 @@ def render_html(summaries: dict[str, dict]) -> str:
     parts.append(_plot("Log loss per week", "log loss", _series(summaries, lambda w, k: w[k]["log_loss"]), "logloss"))
     parts.append(_plot("Calibration error (ECE) per week", "ECE", _series(summaries, lambda w, k: w[k]["ece"]), "ece"))
     parts.append("<h2>Cost per week</h2>")
-    parts.append(_plot("Request latency p50 (client side, up to 100 flights)", "ms",
+    parts.append(_plot(f"Request latency p50 (client side, up to {BATCH} entities)", "ms",
                        _series(summaries, lambda w, k: w["latency_ms"][k]["p50"]), "latency"))
     parts.append(_plot("Replay wall time per week", "s", {p: [(w["week"], sum(w["seconds"].values()))
                                                                 for w in s["weeks"]] for p, s in summaries.items()},
                        "walltime"))
     for policy, s in summaries.items():
         parts.append(f"<h2>{html.escape(policy)}</h2><p>{html.escape(json.dumps(s['config']))}</p>")
-        rows = [{"week": w["week"], "from": w["from"], "flights": w["flights"],
+        rows = [{"week": w["week"], "from": w["from"], "events": w["events"],
                  "AUC dyn": w["dynamic"]["auc"], "AUC static": w["static"]["auc"],
                  "log loss dyn": w["dynamic"]["log_loss"], "ECE dyn": w["dynamic"]["ece"],
                  "retrains": w["retrains"], "promoted": w["promotions"], "rows ingested": w["rows_ingested"],

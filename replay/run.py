@@ -1,8 +1,8 @@
 """The replay: history walked through day by day, as if live.
 
 Every night (local midnight in the use case's time zone) the day's raw data arrives and
-goes through the platform's own stages: ingest behind its gate, the feature pipelines
-behind theirs, incremental materialization. Then, depending on the training policy,
+goes through the platform's own nightly flow (``flow.nightly``): ingest behind its gate,
+the feature pipelines behind theirs, incremental materialization. Then, depending on the training policy,
 monitoring and a retrain behind the model gate, and the batch scoring of the next day's
 scheduled events (static inference, into the server's precomputed lookup). During the
 day every event is answered twice by one running server: ``/predict`` (dynamic: online
@@ -32,17 +32,18 @@ import pandas as pd
 
 from core.settings import Settings
 from core.usecase import UseCase
+from flow.nightly import FlowOptions, FlowRun
 from replay.arrivals import Arrivals
-from replay.config import ReplayConfig, ReplayError
+from replay.config import BATCH, ReplayConfig, ReplayError
 from replay.server import Server
 from validation.report import GateFailed
 
-#: Entities per request: the server's /predict limit.
-BATCH = 100
-
-
-def _quiet(*_args, **_kwargs) -> None:
-    pass
+#: The nightly batch: the flow's stages up to the online store; the registry is applied on
+#: the first accepted night only.
+FIRST_NIGHT = ("ingest", "features", "apply", "materialize")
+NIGHT = ("ingest", "features", "materialize")
+#: A retrain: the flow's last two stages, on the sources the nights built.
+RETRAIN = ("train", "promote")
 
 
 @contextlib.contextmanager
@@ -53,7 +54,13 @@ def _silenced():
 
 
 class Clock:
-    """Wall time per stage, in total and per replay week."""
+    """Wall time per stage, in total and per replay week. It is also the nightly flow's
+    sink (:class:`flow.nightly.Sink`): the flow's stages are timed here, and nothing said."""
+
+    #: The flow's stages whose clock name differs (the replay's report says ``gate``).
+    NAMES = {"promote": "gate"}
+    #: The flow's stages Feast prints a progress line per view from: silenced.
+    LOUD = ("apply", "materialize")
 
     def __init__(self):
         self.total: dict[str, float] = defaultdict(float)
@@ -71,6 +78,14 @@ class Clock:
             yield
         finally:
             self.add(stage, time.perf_counter() - started)
+
+    def say(self, message: str) -> None:
+        pass
+
+    @contextlib.contextmanager
+    def stage(self, name: str):
+        with self.time(self.NAMES.get(name, name)), (_silenced() if name in self.LOUD else contextlib.nullcontext()):
+            yield self
 
 
 def local_midnight(day: date, tz: str) -> datetime:
@@ -132,13 +147,10 @@ class Replay:
         #: The end of the last intraday feed window (the next one starts there).
         self.fed_until: datetime | None = None
         self.contracts = None
-        self.applied = False
 
     # ---- setup -------------------------------------------------------------------------
     def _prepare(self):
         from pipeline.apply import source_contracts
-        from pipeline.features import build_sources
-        from pipeline.ingest import ingest
         from training.dataset import load_events
 
         if self.root.exists():
@@ -153,8 +165,7 @@ class Replay:
             # made of, and what they are judged against once the outcome is known). Built
             # through the same ingest and feature pipelines, in its own directory.
             truth = replace(self.base, data_dir=self.root / "truth")
-            snapshot = ingest(truth, self.use_case)
-            build_sources(truth, self.use_case, snapshot, contracts=self.contracts)
+            FlowRun(truth, self.use_case, FlowOptions(stages=("ingest", "features"), contracts=self.contracts)).run()
             events = load_events(truth, self.use_case)
             self.events = events.sort_values([self.use_case.event_timestamp, self.use_case.id_column],
                                              kind="stable").reset_index(drop=True)
@@ -166,53 +177,46 @@ class Replay:
 
     # ---- the nightly batch ---------------------------------------------------------------
     def deliver(self, until: datetime, week: int, bad: bool = False) -> bool:
-        """The night at ``until``: delivery, ingest, features, materialize. False (and a
-        recorded refusal) when a gate refused the data; the online store then keeps what
-        the last accepted night loaded."""
-        from feast_plugins.store import feature_store
-        from pipeline.apply import apply
-        from pipeline.features import build_sources
-        from pipeline.ingest import ingest, list_snapshots
-        from pipeline.materialize import materialize
+        """The night at ``until``: delivery, then the nightly flow's ingest, features, (apply,)
+        materialize. False (and a recorded refusal) when a gate refused the data; the online
+        store then keeps what the last accepted night loaded."""
+        from pipeline.ingest import list_snapshots
 
         since = until - self.history
         with self.clock.time("deliver"):
             counts = self.arrivals.deliver(self.work.raw_dir, since, until,
                                            duplicate_from=until - timedelta(days=1) if bad else None)
         self.rows_ingested[week] += sum(counts.values())
+        # The ingest gate's distribution reference follows every accepted night: a seasonal
+        # history drifts from any fixed reference (a weekly refresh still let one warm March
+        # week fail the PSI limit on temperature, and every later night was refused against
+        # it), so each delivery is judged against the last one.
+        options = FlowOptions(stages=NIGHT if self.store is not None else FIRST_NIGHT, declared_as_of=until,
+                              follow_reference=True, contracts=self.contracts, materialize_end=until,
+                              progress=self.clock)
         try:
-            with self.clock.time("ingest"):
-                # The ingest gate's distribution reference follows every accepted night: a
-                # seasonal history drifts from any fixed reference (a weekly refresh still let
-                # one warm March week score PSI 0.254 on temperature, and every later night
-                # was refused against it), so each delivery is judged against the last one.
-                snapshot = ingest(self.work, self.use_case, declared_as_of=until, follow_reference=True)
-            with self.clock.time("features"):
-                build_sources(self.work, self.use_case, snapshot, contracts=self.contracts)
+            flow = FlowRun(self.work, self.use_case, options).run()
         except GateFailed as e:
             self.refusals.append({"night": until.isoformat(), "gate": e.report.gate,
                                   "failures": [f.line() for f in e.report.failures]})
             self.say(f"  {until:%Y-%m-%d}: {e.report.gate} gate refused the delivery: "
                      f"{e.report.failures[0].line()}")
             return False
-        if not self.applied:
-            with self.clock.time("apply"), _silenced():
-                apply(self.work)
-                self.store = feature_store(self.work)
-            self.applied = True
-        with self.clock.time("materialize"), _silenced():  # Feast prints a progress line per view
-            materialize(self.work, until, use_case=self.use_case, check=False)
+        if self.store is None:  # the store over the registry the first night applied
+            self.store = flow.store
         with self.clock.time("ingest"):  # retention: the sliding history needs the newest snapshot only
             for old in list_snapshots(self.work)[:-2]:
                 shutil.rmtree(old, ignore_errors=True)
         return True
 
     def retrain(self, until: datetime, reason: str) -> None:
+        """The nightly flow's train and promote on the sources as of ``until``, over the
+        policy's window. A training that its gate refused or that could not go on is
+        recorded with its failure; the champion keeps serving."""
         from monitoring.drift import training_reference
         from training.errors import TrainingError
-        from training.promote import promote_if_better
         from training.registry import ModelRegistry
-        from training.train import TrainConfig, run_training
+        from training.train import TrainConfig
 
         window_start = until - timedelta(days=self.config.window_days if self.retrains else self.config.warmup_days)
         # One XGBoost thread: the server has the other core, and on a shared 2-core machine
@@ -221,29 +225,27 @@ class Replay:
                              window_start=window_start.isoformat(), nthread=1)
         record = {"night": until.isoformat(), "week": self.clock.week, "reason": reason,
                   "window_start": window_start.isoformat()}
-        started = time.perf_counter()
+        flow = FlowRun(self.work, self.use_case, FlowOptions(stages=RETRAIN, train=config, progress=self.clock),
+                       store=self.store)
         try:
-            result = run_training(self.work, self.use_case, self.store, config, say=_quiet)
+            flow.run()
         except (GateFailed, TrainingError) as e:
+            if flow.running != "train":
+                raise
             record.update(version=None, promoted=False, failures=[str(e).splitlines()[0]],
-                          train_seconds=round(time.perf_counter() - started, 3))
-            self.clock.add("train", time.perf_counter() - started)
+                          train_seconds=round(flow.seconds["train"], 3))
             self.retrains.append(record)
             return
-        train_seconds = time.perf_counter() - started
-        self.clock.add("train", train_seconds)
+        result, verdict = flow.model, flow.promotion
         registry = ModelRegistry(self.work.models)
         meta = registry.metadata(result["version"])
-        started = time.perf_counter()
-        verdict = promote_if_better(self.work, self.use_case, self.store, result["version"], say=_quiet)
-        gate_seconds = time.perf_counter() - started
-        self.clock.add("gate", gate_seconds)
         record.update(version=result["version"], promoted=verdict["promoted"],
                       failures=verdict.get("failures", []), train_rows=meta["training_window"]["rows"],
                       holdout_rows=meta["holdout_window"]["rows"],
                       holdout_auc=result["metrics"]["model"]["auc"],
                       holdout_log_loss=result["metrics"]["model"]["log_loss"],
-                      train_seconds=round(train_seconds, 3), gate_seconds=round(gate_seconds, 3))
+                      train_seconds=round(flow.seconds["train"], 3),
+                      gate_seconds=round(flow.seconds["promote"], 3))
         self.retrains.append(record)
         self.say(f"  {until:%Y-%m-%d}: retrain ({reason}) {result['version']} on {record['train_rows']:,} rows: "
                  f"{'promoted' if verdict['promoted'] else 'rejected (' + '; '.join(record['failures'])[:120] + ')'}")
@@ -280,36 +282,36 @@ class Replay:
         self.pending_trigger = sorted({a["rule"] for a in fired
                                        if any(a["rule"].startswith(p) for p in self.config.trigger_rules)})
 
-    def score_tomorrow(self, flights: pd.DataFrame) -> None:
+    def score_tomorrow(self, events: pd.DataFrame) -> None:
         """Static inference: tomorrow's scheduled events, scored tonight with tonight's
         champion and features, into the server's precomputed lookup."""
         from serving.precomputed import entity_key, lookup_path, write_predictions
         from training.registry import ModelRegistry
         from training.score import score_events
 
-        if flights.empty:
+        if events.empty:
             return
         with self.clock.time("static_scoring"):
             model = ModelRegistry(self.work.models).load_champion()
-            flights = flights.reset_index(drop=True)
-            scored = score_events(self.store, self.use_case, model, flights)  # in the input order
+            events = events.reset_index(drop=True)
+            scored = score_events(self.store, self.use_case, model, events)  # in the input order
             fields = self.use_case.request_fields
             rows = [(entity_key(r, fields), float(p), model.version)
-                    for r, p in zip(flights[[f.name for f in fields]].to_dict("records"), scored["probability"])]
+                    for r, p in zip(events[[f.name for f in fields]].to_dict("records"), scored["probability"])]
             write_predictions(lookup_path(self.work.data_dir), rows)
 
     # ---- the day ---------------------------------------------------------------------------
-    def serve_day(self, server: Server, flights: pd.DataFrame, day: date, week: int) -> None:
+    def serve_day(self, server: Server, events: pd.DataFrame, day: date, week: int) -> None:
         """Answer the day's events through the running server, in time order, in batches
         (per hour when there is an intraday feed, which runs before each hour)."""
         uc = self.use_case
-        if flights.empty:
+        if events.empty:
             return
-        times = pd.to_datetime(flights[uc.event_timestamp], utc=True)
+        times = pd.to_datetime(events[uc.event_timestamp], utc=True)
         if self.config.feed is not None:
-            groups = list(flights.groupby(times.dt.floor("h"), sort=True))
+            groups = list(events.groupby(times.dt.floor("h"), sort=True))
         else:
-            groups = [(None, flights)]
+            groups = [(None, events)]
         dynamic, static, versions, static_versions = [], [], [], []
         for hour, group in groups:
             if hour is not None:
@@ -374,9 +376,9 @@ class Replay:
                 week = i // 7
                 self.clock.week = week
                 start, end = local_midnight(day, tz), local_midnight(day + timedelta(days=1), tz)
-                flights = self.events[(self.event_times >= start) & (self.event_times < end)]
-                self.score_tomorrow(flights)
-                self.serve_day(server, flights, day, week)
+                todays = self.events[(self.event_times >= start) & (self.event_times < end)]
+                self.score_tomorrow(todays)
+                self.serve_day(server, todays, day, week)
                 # The night that ends the day.
                 accepted = self.deliver(end, week, bad=day in cfg.bad_days)
                 nights = i + 1

@@ -66,31 +66,23 @@ def settings_for(monkeypatch):
 
 @pytest.fixture(scope="session")
 def slice_run(tmp_path_factory, raw_slice_dir, use_case):
-    """The whole pipeline once over the slice: ingest -> features -> apply -> train -> promote.
+    """The nightly flow once over the slice (flow.nightly): every stage but materialize.
 
     Materialization is left to each test, which needs it up to different instants.
     """
-    from feast_plugins.store import feature_store
-    from pipeline.apply import apply
-    from pipeline.features import build_sources
-    from pipeline.ingest import ingest
-    from training.promote import promote_if_better
-    from training.train import TrainConfig, run_training
+    from flow.nightly import FlowOptions, FlowRun
+    from training.train import TrainConfig
 
     data_dir = tmp_path_factory.mktemp("slice_data")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("DATA_DIR", str(data_dir))
         mp.setenv("RAW_DIR", str(raw_slice_dir))
         settings = Settings.from_env()
-        snapshot = ingest(settings, use_case)
-        build_sources(settings, use_case, snapshot)
-        apply(settings)
-        store = feature_store(settings)
-        config = TrainConfig(num_boost_round=80, holdout_start="2013-02-15")
-        result = run_training(settings, use_case, store, config, say=lambda m: None)
-        promotion = promote_if_better(settings, use_case, store, result["version"], say=lambda m: None)
-    yield {"settings": settings, "snapshot": snapshot, "result": result, "promotion": promotion,
-           "config": config, "store": store}
+        options = FlowOptions(stages=("ingest", "features", "apply", "train", "promote"),
+                              train=TrainConfig(num_boost_round=80, holdout_start="2013-02-15"))
+        flow = FlowRun(settings, use_case, options).run()
+    yield {"settings": settings, "snapshot": flow.snapshot, "result": flow.model, "promotion": flow.promotion,
+           "config": options.train, "store": flow.store}
 
 
 def require_tool(name: str, environ=None) -> str:

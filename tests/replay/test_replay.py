@@ -73,7 +73,7 @@ def test_replay_serves_every_scheduled_flight_of_the_served_days(two_replays, ra
     local = pd.to_datetime(flights[["year", "month", "day"]])
     expected = int(((local >= "2013-01-22") & (local <= "2013-01-27")).sum())
     assert summary["served_days"] == 6 and summary["last_day"] == "2013-01-27"
-    assert summary["flights"] == expected, "every flight scheduled on a served day is answered once"
+    assert summary["events"] == expected, "every flight scheduled on a served day is answered once"
     assert summary["errors"] == [], f"the server refused requests: {summary['errors'][:3]}"
     assert summary["overall"]["dynamic"]["rows"] == expected, "every flight got a dynamic prediction"
 
@@ -93,8 +93,8 @@ def test_static_and_dynamic_inference_agree_without_an_intraday_feed(two_replays
     same sources, and the same champion answers both; so every prediction is the same. This
     is served == offline, flight by flight, over a replay with promotions in it."""
     o = two_replays[0]["overall"]
-    assert o["same_flights"] == two_replays[0]["flights"], "every flight was precomputed the night before"
-    assert o["identical_predictions"] == o["same_flights"], f"mean |dynamic - static| {o['mean_abs_difference']}"
+    assert o["same_events"] == two_replays[0]["events"], "every flight was precomputed the night before"
+    assert o["identical_predictions"] == o["same_events"], f"mean |dynamic - static| {o['mean_abs_difference']}"
     assert o["latency_ms"]["dynamic"]["requests"] == o["latency_ms"]["static"]["requests"] > 0
 
 
@@ -128,6 +128,22 @@ def test_report_files_and_a_conclusion_computed_from_the_numbers(two_replays):
     changed = json.loads(json.dumps(summary))
     changed["overall"]["dynamic"]["auc"] = 0.5
     assert conclusion(changed)[0] != summary["conclusion"][0], "the text follows the numbers"
+
+
+def test_the_report_speaks_of_entities_and_events(two_replays):
+    """The replay is platform code: its report never names the use case's own things."""
+    summary = two_replays[0]
+
+    def keys(value):
+        if isinstance(value, dict):
+            return set(value) | {k for v in value.values() for k in keys(v)}
+        return {k for v in value for k in keys(v)} if isinstance(value, list) else set()
+
+    assert not [k for k in keys(summary) if "flight" in k.lower()]
+    assert summary["weeks"][0]["events"] and summary["overall"]["same_events"] == summary["events"]
+    sentences = " ".join(summary["conclusion"] + summary["conclusion_timing"])
+    assert "flight" not in sentences.lower() and f"({summary['events']:,} events)" in sentences, sentences
+    assert "up to 100 entities" in sentences, sentences
 
 
 def test_retrain_reason_per_policy():
@@ -210,13 +226,13 @@ def test_push_feed_serves_what_the_offline_join_sees(tmp_path_factory, raw_slice
     settings = Settings(data_dir=tmp_path_factory.mktemp("replay_push"), raw_dir=raw_slice_dir)
     summary = run_replay(settings, uc, config, say=lambda *a: None)
     assert summary["config"]["name"] == "static+push+late_arrival_v2"
-    assert summary["errors"] == [] and summary["flights"] > 2000
+    assert summary["errors"] == [] and summary["events"] > 2000
     [check] = summary["monitoring"]
-    assert check["rows"] == summary["flights"], "every served flight was logged and monitored"
+    assert check["rows"] == summary["events"], "every served flight was logged and monitored"
     assert check["skew_features"] == 0, f"served features differ from the offline join: {check}"
     o = summary["overall"]
-    assert o["same_flights"] == summary["flights"]
-    assert o["identical_predictions"] < 0.5 * o["same_flights"], "fresh features changed most dynamic answers"
+    assert o["same_events"] == summary["events"]
+    assert o["identical_predictions"] < 0.5 * o["same_events"], "fresh features changed most dynamic answers"
 
 
 def test_without_a_feed_the_days_weather_is_skewed_online(two_replays):
