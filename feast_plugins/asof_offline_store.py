@@ -8,19 +8,23 @@ Named in ``feature_repo/feature_store.yaml``::
 so training, batch scoring and anything else calling ``FeatureStore.get_historical_features``
 get it. Everything except ``get_historical_features`` (materialization's
 ``pull_latest_from_table_or_query``, ``pull_all``, writes, logging, monitoring) is the stock
-:class:`~feast.infra.offline_stores.duckdb.DuckDBOfflineStore`, inherited unchanged.
+:class:`~feast.infra.offline_stores.duckdb.DuckDBOfflineStore`, inherited unchanged, but
+for one addition: a pull without join keys (materializing a view without entities) adds
+the placeholder key Feast then reads (:func:`_keyless_pull`).
 
 Why: Feast 0.67's DuckDB store (through ibis) builds, per feature view, a range join of
 every entity row with every older feature row, a ``ROW_NUMBER`` over the result and a join
 back on a string row id; that is 7-11x slower than DuckDB's ASOF JOIN, which walks both
 sides once in timestamp order. It also needs the entity set as a pandas DataFrame.
 
-Semantics (the same as the stock store; ``tests/pipeline/test_asof_offline_store.py``
+Semantics (the same as the stock store; ``tests/feast_plugins/test_asof_offline_store.py``
 proves them against a brute-force reference and against the stock store):
 
 * For each entity row and feature view, the feature row with the same join keys and the
-  newest ``event_ts <= entity_ts`` is chosen; among rows with that same event timestamp the
-  newest created timestamp wins (a missing created timestamp loses). It is used only if
+  newest ``event_ts <= entity_ts`` is chosen (a view without entities, such as a global
+  statistic, has no keys: every entity row, even one with null keys, takes the newest row
+  of the whole view); among rows with that same event timestamp the newest created
+  timestamp wins (a missing created timestamp loses). It is used only if
   ``event_ts + ttl >= entity_ts``; a TTL of 0 or None means no limit. Any ``timedelta``
   works (the stock store's ibis path rejects one mixing days and seconds).
 * Rows with equal event *and* created timestamps (or equal event timestamps and no created
@@ -47,12 +51,13 @@ from pathlib import Path
 from typing import List, Optional, Sequence, Union
 
 import duckdb
+import ibis
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 from feast.data_format import ParquetFormat
-from feast.feature_view import FeatureView
+from feast.feature_view import DUMMY_ENTITY_ID, DUMMY_ENTITY_VAL, FeatureView
 from feast.infra.offline_stores.duckdb import DuckDBOfflineStore, DuckDBOfflineStoreConfig
 from feast.infra.offline_stores.file_source import FileSource
 from feast.infra.offline_stores.offline_store import RetrievalJob, RetrievalMetadata
@@ -107,7 +112,7 @@ class ViewPlan:
 
     name: str
     source_sql: str                    # a FROM item: read_parquet('...')
-    join_keys: tuple[tuple[str, str], ...]  # (feature-table column, entity column)
+    join_keys: tuple[tuple[str, str], ...]  # (feature-table column, entity column); () without entities
     timestamp_field: str
     created_timestamp_column: Optional[str]
     features: tuple[tuple[str, str], ...]   # (source column, output column)
@@ -145,7 +150,10 @@ def view_plan(feature_view: FeatureView, feature_refs: Sequence[str], full_featu
         (to_source.get(f, f), f"{base_name}__{f}" if full_feature_names else f) for f in requested)
     join_key_map = feature_view.projection.join_key_map or {
         e.name: e.name for e in feature_view.entity_columns}
-    join_keys = tuple((to_source.get(k, k), v) for k, v in join_key_map.items())
+    # An entity-less view joins on time alone. Feast's get_historical_features strips its
+    # placeholder entity; a view read straight from the registry still names the
+    # placeholder's key, a column that exists neither in the source nor in entity sets.
+    join_keys = tuple((to_source.get(k, k), v) for k, v in join_key_map.items() if k != DUMMY_ENTITY_ID)
     created = source.created_timestamp_column or None
     return ViewPlan(
         name=feature_view.name,
@@ -214,11 +222,13 @@ def point_in_time_sql(entity_relation: str, entity_columns: Sequence[str], times
                    for j, (_, out) in enumerate(view.features)]
         if event_timestamps:
             outputs.append(f"CASE WHEN {valid} THEN f.__ts END AS {sql_ident(EVENT_TIMESTAMP_PREFIX + view.name)}")
-        entity_keys = ", ".join(dict.fromkeys(sql_ident(ent) for _, ent in view.join_keys))
+        # A view without join keys (no entities) matches on the time inequality alone.
+        narrow = ["__feast_row", *dict.fromkeys(sql_ident(ent) for _, ent in view.join_keys),
+                  f"{ts_entity} AS __feast_ts"]
         on = [f"e.{sql_ident(ent)} = f.__k{j}" for j, (_, ent) in enumerate(view.join_keys)]
         parts.append(
             f"POSITIONAL JOIN (SELECT e.__feast_row AS __r{i}, {', '.join(outputs)}\n"
-            f"  FROM (SELECT __feast_row, {entity_keys}, {ts_entity} AS __feast_ts FROM {entity_relation}) e\n"
+            f"  FROM (SELECT {', '.join(narrow)} FROM {entity_relation}) e\n"
             f"  ASOF LEFT JOIN (SELECT {', '.join(inner)} FROM {view.source_sql}) f"
             f" ON {' AND '.join([*on, inequality])}\n"
             f"  ORDER BY e.__feast_row) m{i}")
@@ -475,8 +485,44 @@ class AsofRetrievalJob(RetrievalJob):
         pq.write_table(self.to_arrow(timeout=timeout), path)
 
 
+def _keyless_pull(pull):
+    """The stock store's ``pull``, adding to a pull without join keys Feast's placeholder
+    join key column (``__dummy_id``, value ``""``), its rows in time order.
+
+    Feast materializes a view without entities under its placeholder entity: it asks the
+    offline store for no join key columns, then reads the placeholder's from the rows.
+    Feast's SQL stores add it (``'' AS __dummy_id``); its DuckDB store does not, so
+    materializing such a view fails ("Column __dummy_id not found in table"). The online
+    store keeps the last row written for a key; in time order (a missing created timestamp
+    first, as it loses ties) that is the newest, the row the point-in-time join picks.
+    """
+
+    def keyless(config: RepoConfig, data_source, join_key_columns: List[str],
+                feature_name_columns: List[str], timestamp_field: str,
+                created_timestamp_column: Optional[str] = None, start_date: Optional[datetime] = None,
+                end_date: Optional[datetime] = None) -> RetrievalJob:
+        job = pull(config=config, data_source=data_source, join_key_columns=join_key_columns,
+                   feature_name_columns=feature_name_columns, timestamp_field=timestamp_field,
+                   created_timestamp_column=created_timestamp_column, start_date=start_date,
+                   end_date=end_date)
+        if join_key_columns:
+            return job
+        table = job.table.mutate(**{DUMMY_ENTITY_ID: ibis.literal(DUMMY_ENTITY_VAL)})
+        order = [ibis.asc(table[timestamp_field])]
+        if created_timestamp_column:
+            order.append(ibis.asc(table[created_timestamp_column], nulls_first=True))
+        job.table = table.order_by(order)
+        return job
+
+    return staticmethod(keyless)
+
+
 class AsofDuckDBOfflineStore(DuckDBOfflineStore):
-    """The stock DuckDB offline store with ``get_historical_features`` as a DuckDB ASOF JOIN."""
+    """The stock DuckDB offline store with ``get_historical_features`` as a DuckDB ASOF JOIN
+    (and a view without entities materializable: :func:`_keyless_pull`)."""
+
+    pull_latest_from_table_or_query = _keyless_pull(DuckDBOfflineStore.pull_latest_from_table_or_query)
+    pull_all_from_table_or_query = _keyless_pull(DuckDBOfflineStore.pull_all_from_table_or_query)
 
     @staticmethod
     def get_historical_features(

@@ -1,10 +1,13 @@
-"""The ASOF offline store against a brute-force point-in-time join written plainly in Python.
+"""The ASOF offline store against a brute-force point-in-time join written plainly in Python,
+and against Feast's stock DuckDB store.
 
-A small Feast repository (three feature views and an on-demand view) is applied once; each
-hypothesis example rewrites the views' Parquet files and asks ``get_historical_features``.
-Every cell is compared with :func:`reference_join`, which reads the rule straight from
-Feast's documentation: the newest row with the same keys and ``event_ts <= entity_ts``,
-ties on event time to the newest created time, used only if ``event_ts + ttl >= entity_ts``.
+A small Feast repository (five feature views: one key, two keys, none, and an on-demand
+view) is applied once; each hypothesis example rewrites the views' Parquet files and asks
+``get_historical_features``. Every cell is compared with :func:`reference_join`, which
+reads the rule straight from Feast's documentation: the newest row with the same keys (any
+row, for a view without entities) and ``event_ts <= entity_ts``, ties on event time to the
+newest created time, used only if ``event_ts + ttl >= entity_ts``. The stock store is held
+to the same reference on the views it accepts, so the reference is Feast's rule, not ours.
 """
 
 from __future__ import annotations
@@ -29,7 +32,13 @@ VIEWS = {
     # A TTL mixing days and seconds (the stock store rejects it); its rows sit a day
     # earlier so the boundary (entity_ts - 1 day - 5 s) is hit on both sides.
     "c": (("k",), timedelta(days=1, seconds=5), False, ("c1",), -1),
+    # Views without entities (global statistics): Feast gives them its placeholder entity
+    # and every entity row, whatever its keys, takes the view's newest row.
+    "g": ((), timedelta(seconds=10), True, ("g1",), 0),
+    "h": ((), timedelta(0), False, ("h1",), 0),
 }
+#: The views Feast's stock DuckDB store accepts (not c's TTL).
+STOCK_VIEWS = ("a", "b", "g", "h")
 
 PROFILE = settings(max_examples=100, deadline=None, derandomize=True,
                    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
@@ -67,9 +76,10 @@ def _build_repo(root: Path, offline_store: dict):
 
 
 def _write_sources(root: Path, rows: dict[str, list[dict]], tz: str = "UTC") -> None:
+    """Each view's rows to its Parquet file; a view missing from ``rows`` gets none."""
     for name, (keys, _, created, features, _) in VIEWS.items():
         columns = [*keys, "ts", *(["created"] if created else []), *features]
-        frame = pd.DataFrame(rows[name], columns=columns)
+        frame = pd.DataFrame(rows.get(name, []), columns=columns)
         for col in ("ts", "created"):
             if col in frame:
                 frame[col] = pd.to_datetime(frame[col], utc=True)
@@ -88,21 +98,23 @@ def repo(tmp_path_factory):
     return root, store
 
 
-FEATURE_REFS = ["a:a1", "a:a2", "b:b1", "c:c1", "a_odfv:a1_plus"]
+FEATURE_REFS = ["a:a1", "a:a2", "b:b1", "c:c1", "g:g1", "h:h1", "a_odfv:a1_plus"]
 
 
 def reference_join(entities: list[dict], rows: dict[str, list[dict]]) -> list[dict[str, set]]:
     """For each entity row and view: the set of acceptable feature tuples (one element unless
-    rows tie on event *and* created time, which Feast leaves unordered); {None} if none."""
+    rows tie on event *and* created time, which Feast leaves unordered); {None} if none.
+    A view without keys compares none: all its rows are candidates for every entity row.
+    A null key or timestamp equals nothing, as in SQL."""
     out = []
     for ent in entities:
         answer = {}
         for name, (keys, ttl, created, features, _) in VIEWS.items():
             candidates = []
             for row in rows[name]:
-                if any(ent[k] is None or row[k] != ent[k] for k in keys):
+                if any(ent[k] is None or row[k] is None or row[k] != ent[k] for k in keys):
                     continue
-                if ent["event_timestamp"] is None or row["ts"] > ent["event_timestamp"]:
+                if ent["event_timestamp"] is None or row["ts"] is None or row["ts"] > ent["event_timestamp"]:
                     continue
                 if ttl and row["ts"] + ttl < ent["event_timestamp"]:
                     continue
@@ -125,17 +137,25 @@ def _value(x):
     return None if x is None or (isinstance(x, float) and math.isnan(x)) else x
 
 
-def _assert_matches_reference(result: pd.DataFrame, entities: list[dict], rows, full_names: bool):
+def _assert_matches_reference(result: pd.DataFrame, entities: list[dict], rows, full_names: bool,
+                              views=tuple(VIEWS), ordered: bool = True):
+    """Every cell of ``views`` (and the on-demand view) is one the reference allows.
+    ``ordered=False`` (the stock store: its row order is its own) puts rows in entity order first."""
     expected = reference_join(entities, rows)
     assert len(result) == len(entities), f"{len(result)} rows back for {len(entities)} entity rows"
+    if not ordered:
+        result = result.assign(__order=result["row_id"].str[1:].astype(int)).sort_values("__order")
     assert result["row_id"].tolist() == [e["row_id"] for e in entities], "entity rows reordered"
     for i, (ent, want) in enumerate(zip(entities, expected)):
         got_row = result.iloc[i]
-        for name, (_, _, _, features, _) in VIEWS.items():
+        for name in views:
+            features = VIEWS[name][3]
             cols = [f"{name}__{f}" if full_names else f for f in features]
             got = tuple(_value(got_row[c]) for c in cols)
             ok = {tuple(None for _ in features)} if want[name] == {None} else want[name]
             assert got in ok, f"row {i} ({ent}) view {name}: got {got}, reference allows {ok}"
+        if "a" not in views:
+            continue
         a1 = _value(got_row["a_odfv__a1_plus" if full_names else "a1_plus"])
         a1_ref = _value(got_row["a__a1" if full_names else "a1"])
         assert a1 == (None if a1_ref is None else a1_ref + 0.5), f"row {i}: on-demand value {a1}"
@@ -151,14 +171,16 @@ def scenarios(draw):
     # Feature rows on a coarse grid, so equal event times (ties) are common; entity rows on
     # every second, so each TTL boundary (row + 10 s, row + 1 day 5 s) is met exactly.
     offsets = st.sampled_from([0, 5, 10, 15, 20, 25, 30])
+    # Now and then a row without a key or an event time: it matches nothing.
+    key_values = {"k": st.sampled_from(KEYS[:3]), "j": st.sampled_from(J_KEYS)}
+    rare_none = st.integers(min_value=0, max_value=15).map(lambda n: n == 0)
     rows = {}
     for name, (keys, _, created, features, shift) in VIEWS.items():
         n = draw(st.integers(min_value=0, max_value=12))
         view_rows = []
         for _ in range(n):
-            row = {"k": draw(st.sampled_from(KEYS[:3])), "ts": _ts(shift, draw(offsets))}
-            if "j" in keys:
-                row["j"] = draw(st.sampled_from(J_KEYS))
+            row = {k: None if draw(rare_none) else draw(key_values[k]) for k in keys}
+            row["ts"] = None if draw(rare_none) else _ts(shift, draw(offsets))
             if created:
                 # Few distinct created times, so event-time ties often tie on created too;
                 # sometimes missing (it then loses every tie, as in Feast's NULLS LAST order).
@@ -175,8 +197,8 @@ def scenarios(draw):
         entities.append({
             "row_id": f"r{i}",
             "k": draw(st.one_of(st.sampled_from(KEYS), st.none())),
-            "j": draw(st.sampled_from(J_KEYS)),
-            "event_timestamp": _ts(0, draw(st.integers(min_value=0, max_value=45))),
+            "j": draw(st.one_of(st.sampled_from(J_KEYS), st.none())),
+            "event_timestamp": None if draw(rare_none) else _ts(0, draw(st.integers(min_value=0, max_value=45))),
         })
     if draw(st.booleans()):  # duplicate entity rows, kept as duplicates
         entities.append(dict(entities[0], row_id=f"r{m}"))
@@ -248,16 +270,135 @@ def test_bad_entity_sets_fail_naming_the_problem(repo):
         store.get_historical_features(entity_df="SELECT 'x' AS k, 'p' AS j", features=["a:a1"])
 
 
-def test_stock_store_rejects_a_ttl_mixing_days_and_seconds(repo):
-    """The one deliberate difference: view ``c`` (TTL 1 day 5 s) works here, not in stock Feast."""
-    root, store = repo
+@pytest.fixture(scope="module")
+def stock(repo):
+    """Feast's stock DuckDB offline store over the same registry and files."""
     from feast import FeatureStore
     from feast.infra.offline_stores.duckdb import DuckDBOfflineStoreConfig
 
+    root, store = repo
     stock_config = store.config.model_copy()
     stock_config._offline_store = DuckDBOfflineStoreConfig()
-    stock = FeatureStore(repo_path=str(root), config=stock_config)
-    _write_sources(root, {"a": [], "b": [], "c": [{"k": "x", "ts": _ts(-1, 9), "c1": 4.25}]})
+    return FeatureStore(repo_path=str(root), config=stock_config)
+
+
+def _refs(views) -> list[str]:
+    """FEATURE_REFS of ``views``, with the on-demand view when its source ``a`` is there."""
+    return [r for r in FEATURE_REFS if r.split(":")[0] in views or (r.startswith("a_odfv:") and "a" in views)]
+
+
+@settings(max_examples=40, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(scenario=scenarios(), full_names=st.booleans(),
+       views=st.sampled_from([("g",), ("g", "h"), ("a", "g"), STOCK_VIEWS]))
+def test_stock_feast_obeys_the_same_reference(repo, stock, scenario, full_names, views):
+    """Feast's stock DuckDB store, on the views it accepts (without entities alone, mixed
+    with keyed ones), answers what the reference allows, and so does the ASOF store: the
+    reference models Feast, not this store's SQL. Same columns, in the same order."""
+    root, store = repo
+    rows, entities, tz_in, tz_src = scenario
+    _write_sources(root, rows, tz_src)
+    frame = _entity_frame(entities, tz_in)
+    refs = _refs(views)
+    ours = store.get_historical_features(entity_df=frame, features=refs, full_feature_names=full_names).to_df()
+    theirs = stock.get_historical_features(entity_df=frame.copy(), features=refs,
+                                           full_feature_names=full_names).to_df()
+    _assert_matches_reference(ours, entities, rows, full_names, views)
+    _assert_matches_reference(theirs, entities, rows, full_names, views, ordered=False)
+    assert list(ours.columns) == list(theirs.columns)
+
+
+#: Tie-free rows for the views without entities (and a keyed one), to compare whole frames.
+ENTITYLESS_ROWS = {
+    "a": [{"k": "x", "ts": _ts(0, 5), "created": _ts(0, 100), "a1": 1, "a2": 2.25},
+          {"k": "y", "ts": _ts(0, 12), "created": None, "a1": 3, "a2": 4.25}],
+    # Out of file order; two rows tie on event time, the newer created time wins.
+    "g": [{"ts": _ts(0, 20), "created": _ts(0, 100), "g1": 20.25},
+          {"ts": _ts(0, 5), "created": _ts(0, 101), "g1": 5.25},
+          {"ts": _ts(0, 5), "created": _ts(0, 103), "g1": 5.5},
+          {"ts": _ts(0, 5), "created": None, "g1": 5.75},
+          {"ts": None, "created": _ts(0, 104), "g1": 99.25}],
+    "h": [{"ts": _ts(0, 30), "h1": 30.25}, {"ts": _ts(0, 0), "h1": 0.25}],
+}
+
+
+#: h's values for the entity rows of :func:`_entityless_entities` (no TTL: the newest row so far).
+H1_EXPECTED = [None, 0.25, 0.25, 0.25, 0.25, 0.25, 0.25, 0.25, 30.25, 30.25]
+
+
+def _entityless_entities(columns=("row_id", "k", "j")) -> pd.DataFrame:
+    """Entity rows around g's and h's rows: before any, at a row, at g's TTL boundary (5 + 10 s)
+    and just past it, with null and unknown keys, and a null timestamp."""
+    seconds = [None, 0, 4, 5, 15, 16, 20, 29, 30, 45]
+    keys = ["x", None, "w", "y", "x", "x", "y", "w", None, "x"]
+    entities = [{"row_id": f"r{i}", "k": k, "j": "p", "event_timestamp": None if s is None else _ts(0, s)}
+                for i, (s, k) in enumerate(zip(seconds, keys))]
+    return _entity_frame(entities, "UTC")[[*columns, "event_timestamp"]]
+
+
+def test_views_without_entities_answer_as_hand_checked(repo):
+    """Every entity row, whatever its keys (null, unknown), takes the newest row of g or h at
+    or before its time; g's TTL of 10 s holds at 15 s and expires at 16 s; h has no TTL."""
+    root, store = repo
+    _write_sources(root, ENTITYLESS_ROWS)
+    got = store.get_historical_features(entity_df=_entityless_entities(),
+                                        features=["g:g1", "h:h1", "a:a1"]).to_df().set_index("row_id")
+    assert [_value(v) for v in got["g1"]] == [None, None, None, 5.5, 5.5, None, 20.25, 20.25, 20.25, None]
+    assert [_value(v) for v in got["h1"]] == H1_EXPECTED
+    assert [_value(v) for v in got["a1"]] == [None, None, None, None, 1, None, 3, None, None, None], \
+        "the keyed view still joins on its key"
+
+
+@pytest.mark.parametrize("full_names", [False, True])
+@pytest.mark.parametrize("refs", [["g:g1"], ["g:g1", "h:h1"], ["a:a1", "g:g1", "h:h1", "b:b1", "a_odfv:a1_plus"]],
+                         ids=["one", "two", "mixed"])
+def test_views_without_entities_give_the_stock_frame(repo, stock, refs, full_names):
+    """The whole frame (values, dtypes, names) equals stock Feast's, in entity order."""
+    root, store = repo
+    _write_sources(root, ENTITYLESS_ROWS)
+    frame = _entityless_entities()
+    ours = store.get_historical_features(entity_df=frame, features=refs, full_feature_names=full_names).to_df()
+    theirs = stock.get_historical_features(entity_df=frame.copy(), features=refs,
+                                           full_feature_names=full_names).to_df()
+    theirs = theirs.set_index("row_id").loc[frame["row_id"]].reset_index()
+    pd.testing.assert_frame_equal(ours, theirs, check_exact=True)
+    assert ours.filter(like="g1").notna().any(axis=None), "vacuous: no value of g found"
+
+
+def test_an_entity_set_without_keys_reads_views_without_entities(repo, stock):
+    """Only a timestamp column: enough for views without entities, in both stores."""
+    root, store = repo
+    _write_sources(root, ENTITYLESS_ROWS)
+    frame = _entityless_entities(columns=())
+    ours = store.get_historical_features(entity_df=frame, features=["g:g1", "h:h1"]).to_df()
+    theirs = stock.get_historical_features(entity_df=frame.copy(), features=["g:g1", "h:h1"]).to_df()
+    assert [_value(v) for v in ours["h1"]] == H1_EXPECTED
+    as_rows = [sorted((str(r[0]), *map(_value, r[1:])) for r in f.itertuples(index=False)) for f in (ours, theirs)]
+    assert as_rows[0] == as_rows[1]
+    with pytest.raises(ValueError, match="lacks join key column"):
+        store.get_historical_features(entity_df=frame, features=["g:g1", "a:a1"])
+
+
+def test_a_view_without_entities_plans_no_join_key(repo):
+    """Read straight from the registry, the view still names Feast's placeholder entity and
+    its key column ``__dummy_id``; get_historical_features strips it. Both plan no key."""
+    from feast.feature_view import DUMMY_ENTITY_ID
+
+    from feast_plugins.asof_offline_store import view_plan
+
+    _, store = repo
+    as_registered = store.registry.get_feature_view("g", store.project)
+    assert [c.name for c in as_registered.entity_columns] == [DUMMY_ENTITY_ID], "not the case under test"
+    for full_names in (False, True):
+        plan = view_plan(as_registered, ["g:g1"], full_names)
+        assert plan is not None and plan.join_keys == ()
+        assert plan == view_plan(store.get_feature_view("g"), ["g:g1"], full_names)
+
+
+def test_stock_store_rejects_a_ttl_mixing_days_and_seconds(repo, stock):
+    """The one deliberate difference: view ``c`` (TTL 1 day 5 s) works here, not in stock Feast."""
+    root, store = repo
+    _write_sources(root, {"c": [{"k": "x", "ts": _ts(-1, 9), "c1": 4.25}]})
     frame = _entity_frame([{"row_id": "r0", "k": "x", "j": "p", "event_timestamp": _ts(0, 10)}], "UTC")
     with pytest.raises(Exception, match="mixed units"):
         stock.get_historical_features(entity_df=frame, features=["c:c1"]).to_df()
