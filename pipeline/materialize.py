@@ -4,9 +4,12 @@ materialization gate (every file a registered feature view reads matches its con
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
 from pathlib import Path
 
+from core.duck import connect, sql_ident
+from core.files import atomic_write
 from core.settings import Settings
 from feast_plugins.store import clear_online, feature_store
 
@@ -47,11 +50,15 @@ def materialize(settings: Settings, end: datetime, start: datetime | None = None
     ``check=False`` only right after :func:`pipeline.features.build_sources` checked
     the very same files against the same contracts (as ``pipeline run`` does).
 
-    With ``start`` it is ``feast materialize start end``; without, it continues from the
-    last materialization of each view (``materialize-incremental``). It starts from the
-    epoch instead when a view was never materialized, or was materialized past ``end`` (a
-    snapshot with an earlier as-of time); in that case those views are emptied online
-    first, so no value from after ``end`` stays there.
+    With ``start`` it is ``feast materialize start end``; without, each view continues
+    from its last materialization (``materialize-incremental``), except a view that must be
+    loaded from the epoch: one never materialized; one materialized past ``end`` (a snapshot
+    with an earlier as-of time); and one whose already-loaded part changed in its source
+    (:func:`loaded_digest`: a reference row edited in place, as the aircraft rows are, all
+    stamped at the epoch; a late or corrected row), which an incremental window would
+    never read again. The last two are emptied online first, so no value from after
+    ``end`` and no replaced value stays there (Redis also skips a write at the same
+    instant as the value it holds).
     """
     if use_case is None:
         from core.usecase import load_use_case
@@ -62,21 +69,96 @@ def materialize(settings: Settings, end: datetime, start: datetime | None = None
     end = end if end.tzinfo else end.replace(tzinfo=timezone.utc)
     if check:
         check_sources(settings, use_case, store, end)
-
-    def last_end(view):
-        last = view.most_recent_end_time
-        return None if last is None else (last if last.tzinfo else last.replace(tzinfo=timezone.utc))
-
-    ahead = [v for v in views if last_end(v) is not None and last_end(v) > end]
-    if ahead:
-        # Rolling back: a reload alone would leave newer values online (Redis skips writes
-        # older than what it holds; any store keeps keys that have no row up to ``end``).
-        # Empty those views in the online store first, then load them from the epoch.
-        clear_online(store, ahead)
-        start = EPOCH
-    if start is None and any(last_end(v) is None for v in views):
-        start = EPOCH
+    state = LoadedState(settings)
     if start is not None:
+        state.forget(v.name for v in views)  # a window of the caller's: what it leaves out is unknown
         store.materialize(start_date=start, end_date=end)
-    else:
-        store.materialize_incremental(end_date=end)
+        if start <= EPOCH:
+            state.record(views, end)
+        return
+
+    ahead = [v for v in views if _last_end(v) is not None and _last_end(v) > end]
+    changed = [v for v in views if v not in ahead and _last_end(v) is not None
+               and not state.holds(v, _last_end(v))]
+    # Rolling back or replacing: a reload alone would leave values online that the source
+    # no longer has up to ``end`` (Redis skips writes not newer than what it holds; any
+    # store keeps keys that have no row up to ``end``).
+    if ahead or changed:
+        clear_online(store, ahead + changed)
+    reload = [v.name for v in views if v in ahead or v in changed or _last_end(v) is None]
+    rest = [v.name for v in views if v.name not in reload]
+    if reload:
+        store.materialize(start_date=EPOCH, end_date=end, feature_views=reload)
+    if rest:
+        store.materialize_incremental(end_date=end, feature_views=rest)
+    state.record(views, end)
+
+
+def _last_end(view) -> datetime | None:
+    last = view.most_recent_end_time
+    return None if last is None else (last if last.tzinfo else last.replace(tzinfo=timezone.utc))
+
+
+def loaded_digest(view, until: datetime) -> str | None:
+    """A digest of what the online store holds for ``view`` once its source is loaded up to
+    ``until``: each entity key's newest source row (every column) at or before ``until``,
+    as materialization keeps it. It is order-free, and it changes when such a row is
+    edited, removed or overtaken by a late row, but not when older rows leave the table
+    (a sliding history). None for a source that is not a local Parquet table (nothing to
+    compare: such views are loaded incrementally only). DuckDB's ``hash``: a DuckDB upgrade
+    may change every digest, which costs one reload from the epoch."""
+    source = view.batch_source
+    path = getattr(source, "path", None)
+    if not path or "://" in path.removeprefix("file://"):
+        return None
+    path = path.removeprefix("file://")
+    if Path(path).is_dir():
+        path = str(Path(path) / "**" / "*.parquet")
+    to_source = {new: old for old, new in (source.field_mapping or {}).items()}
+    ts = sql_ident(to_source.get(source.timestamp_field, source.timestamp_field))
+    keys = [sql_ident(to_source.get(c.name, c.name)) for c in view.entity_columns]
+    group = f" GROUP BY {', '.join(keys)}" if keys else ""
+    con = connect()
+    try:
+        rows, total = con.execute(
+            f"SELECT count(*), coalesce(sum(newest::HUGEINT), 0) FROM ("
+            f"SELECT max_by(hash(t), ({ts}, hash(t))) AS newest FROM read_parquet(?) t"
+            f" WHERE {ts} <= ?{group})", [path, until]).fetchone()
+    finally:
+        con.close()
+    return f"{rows}:{total}"
+
+
+class LoadedState:
+    """Per feature view, what the online store was loaded from: its materialized end and the
+    :func:`loaded_digest` of its source then. One JSON file per profile under DATA_DIR (each
+    profile has its own registry and online store); written whole or not at all."""
+
+    def __init__(self, settings: Settings):
+        self.path = settings.data_dir / f"online_loaded-{settings.profile}.json"
+        try:
+            self.views: dict = json.loads(self.path.read_text())
+        except (FileNotFoundError, ValueError):  # none yet, or unreadable: every view reloads once
+            self.views = {}
+
+    def holds(self, view, until: datetime) -> bool:
+        """Whether the online store still holds what ``view``'s source gives up to ``until``
+        (true when the source cannot tell: :func:`loaded_digest` is None)."""
+        digest = loaded_digest(view, until)
+        if digest is None:
+            return True
+        known = self.views.get(view.name) or {}
+        try:
+            recorded_until = datetime.fromisoformat(known.get("until", ""))
+        except ValueError:
+            return False
+        return recorded_until == until and known.get("digest") == digest
+
+    def record(self, views, until: datetime) -> None:
+        self.views.update({v.name: {"until": until.isoformat(), "digest": loaded_digest(v, until)} for v in views})
+        atomic_write(self.path, json.dumps(self.views, indent=2, sort_keys=True))
+
+    def forget(self, names) -> None:
+        for name in names:
+            self.views.pop(name, None)
+        atomic_write(self.path, json.dumps(self.views, indent=2, sort_keys=True))
