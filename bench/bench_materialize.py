@@ -5,7 +5,7 @@ local engine: offline read, conversion to protobuf values, ``online_write_batch`
 A synthetic feature view (int64 key, 10 Float64 + 2 Int64 features, one row per entity,
 seeded) over a Parquet source; each store materializes the same rows into a fresh SQLite
 file in its own process. The stock store is measured on ``--stock-rows`` (default 100,000:
-at ~2,000 rows/s, 1M rows would take ~10 minutes) and the packed store on ``--rows``
+at its speed a million rows would take many minutes) and the packed store on ``--rows``
 (default 1,000,000); rows/s is what is compared. Then both stores read back the same 1,000
 keys and must answer identically.
 
@@ -92,7 +92,7 @@ def main() -> int:
     try:
         return run(work)
     finally:
-        shutil.rmtree(work, ignore_errors=True)  # ~0.5 GB of Parquet and SQLite
+        shutil.rmtree(work, ignore_errors=True)  # the Parquet and SQLite files are large
 
 
 def run(work: Path) -> int:

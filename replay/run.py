@@ -220,7 +220,7 @@ class Replay:
 
         window_start = until - timedelta(days=self.config.window_days if self.retrains else self.config.warmup_days)
         # One XGBoost thread: the server has the other core, and on a shared 2-core machine
-        # OpenMP threads that wait on each other cost 10x (27 s instead of 2 s measured).
+        # OpenMP threads that wait on each other cost many times the single-thread time.
         config = TrainConfig(seed=self.config.seed, num_boost_round=self.config.num_boost_round,
                              window_start=window_start.isoformat(), nthread=1)
         record = {"night": until.isoformat(), "week": self.clock.week, "reason": reason,

@@ -165,7 +165,7 @@ def feature_matrix(frame: pd.DataFrame | Sequence[dict], features: Sequence[str]
 
 def rows_matrix(rows: Sequence[Sequence], features: Sequence[str]) -> np.ndarray:
     """:func:`feature_matrix` for rows of values already in ``features`` order (online
-    vectors, :meth:`serving.online.OnlineVector.row_for`): NumPy converts them at once
+    vectors, :meth:`serving.vector.OnlineVector.row_for`): NumPy converts them at once
     (None -> NaN, numbers and numeric strings -> float64); anything else is the same error
     as :func:`feature_matrix`, naming the feature."""
     try:

@@ -21,5 +21,5 @@ def predict_proba(booster: xgb.Booster, matrix: np.ndarray) -> np.ndarray:
         return np.empty(0)
     # validate_features=False: a NumPy matrix has no names to check, and XGBoost's C++ side
     # still refuses a wrong column count (tests/training/test_model.py); the Python-side
-    # check cost ~10 % of a one-row prediction.
+    # check is a noticeable part of a one-row prediction.
     return np.asarray(booster.inplace_predict(matrix, missing=np.nan, validate_features=False), dtype=np.float64)

@@ -45,7 +45,7 @@ class GateConfig:
     auc_margin: float = 0.02
     #: Overall, the candidate may trail the champion's AUC by at most max(auc_tolerance,
     #: slice_z x the standard error of the difference), and its log loss by
-    #: log_loss_tolerance. (Two seeds on the full data differ by 0.0045 AUC, 0.003 log loss.)
+    #: log_loss_tolerance: about what two training seeds on the same data differ by.
     auc_tolerance: float = 0.005
     log_loss_tolerance: float = 0.005
     #: Slices need this many rows, and both classes, to be compared.

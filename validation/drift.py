@@ -21,9 +21,9 @@ from core.files import atomic_write
 from validation.report import Failure
 
 #: PSI above this fails. The usual reading: < 0.1 stable, 0.1-0.25 moderate, > 0.25 a
-#: major shift. Measured on the shipped use case's data (cumulative snapshots): growing
-#: Jan-Jun to the full year moves temperature by 0.13, Jan-Feb to Jan-Mar pressure by
-#: 0.07; a unit or offset error (Celsius for Fahrenheit, +30 min on every delay) scores 6-8.
+#: major shift. On the shipped use case's data, a snapshot growing by months of the same
+#: season stays well under it, while a unit or offset error (Celsius for Fahrenheit, a
+#: constant added to every delay) scores far above (``tests/validation/test_drift.py``).
 PSI_MAX = 0.25
 #: A cumulative snapshot grows a little at a time; halving or doubling means a lost or a
 #: duplicated export. The allowed ratio new/previous rows is [VOLUME_MIN, VOLUME_MAX].
