@@ -53,7 +53,8 @@ def hourly_pushes(data_dir: str, mode: str, hours: int | None) -> dict:
     """Push hour by hour; return the per-hour times (ms) and rows pushed."""
     import numpy as np
 
-    from pipeline.push import push_targets, push_window, window_rows
+    from feast_plugins.push_writer import push_targets
+    from pipeline.push import push_window, window_rows
 
     settings, use_case, store = _store(data_dir, "FULL" if mode == "push_window_full" else None)
     start, end = YEAR

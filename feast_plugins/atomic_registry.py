@@ -6,7 +6,7 @@ cache expires; `materialize` records its progress there) parses a truncated file
 no views. This store writes the same bytes to a temporary file and renames it into place
 (``core.files.atomic_write``), so a reader sees the old registry or the new one, never a
 part. Named in ``feature_store.yaml`` as ``registry: registry_store_type``; everything else is
-Feast's store (``tests/pipeline/test_atomic_registry.py``).
+Feast's store (``tests/feast_plugins/test_atomic_registry.py``).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""Opening Feast's feature store for a run, and the Feast calls the stages make that reach
-past its public API (listed in ``feast_plugins/compat.py``).
+"""Opening Feast's feature store for a run, applying ``feature_repo/`` to it, and the Feast
+calls the platform makes that reach past its public API (listed in ``compat.py``).
 
 ``import feast`` costs seconds of CPU, so it happens inside these functions, never at
 module import (``--help`` stays instant).
@@ -7,13 +7,16 @@ module import (``--help`` stays instant).
 
 from __future__ import annotations
 
+import functools
 import os
+import sqlite3
 import sys
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Iterator
 
+from core.errors import DefinitionError
 from core.settings import Settings
+from feast_plugins.sources import bind_sources
 
 
 def feature_store(settings: Settings):
@@ -50,19 +53,45 @@ def repo_cwd(path) -> Iterator[None]:
         os.chdir(before)
 
 
-def fresh_definitions(settings: Settings) -> Path:
-    """Prepare to import feature_repo/ as the Feast CLI does; return the repo path.
+def definitions(settings: Settings):
+    """``feature_repo/``'s Feast objects (Feast's ``RepoContents``), found as the Feast CLI
+    finds them, with every Parquet source reading this run's source tables under this
+    run's profile (``sources.bind_sources``).
 
-    The definitions read DATA_DIR when imported (source paths are recorded in the
-    registry); drop cached imports so they are evaluated against this run's DATA_DIR.
-    """
+    The definitions are imported once per process (the first call's environment is in
+    the module-level objects, which nothing here changes); each call binds them anew."""
+    from feast.repo_operations import parse_repo
+
     settings.export()
     repo = settings.feature_repo
-    for name in [m for m in sys.modules if m == "repo" or m.startswith("feature_repo.definitions")]:
-        del sys.modules[name]
     if str(repo) not in sys.path:  # as the Feast CLI does: repo.py is imported as `repo`
         sys.path.append(str(repo))
-    return repo
+    with repo_cwd(repo):
+        contents = parse_repo(repo)
+    return bind_sources(contents, settings.sources, settings.profile)
+
+
+def apply_definitions(settings: Settings) -> None:
+    """``feast apply`` of :func:`definitions`: register (and delete) objects so the registry
+    matches ``feature_repo/`` for this run, and create the online store's tables."""
+    from feast import FeatureStore
+    from feast.project import Project
+    from feast.repo_config import load_repo_config
+    from feast.repo_operations import apply_total_with_repo_instance
+
+    contents = definitions(settings)
+    repo = settings.feature_repo
+    config = load_repo_config(repo, settings.feature_store_yaml)
+    if not contents.projects:  # as the Feast CLI: the project named in the YAML
+        contents.projects.append(Project(name=config.project, description=config.project_description or ""))
+    names = [project.name for project in contents.projects]
+    if names != [config.project]:
+        raise DefinitionError(f"feature_repo/ defines the Feast project(s) {names}, "
+                              f"{settings.feature_store_yaml.name} names {config.project!r}: they must be that one")
+    with repo_cwd(repo):
+        store = FeatureStore(config=config)
+        print(f"Applying changes for project {config.project}")
+        apply_total_with_repo_instance(store, config.project, store.registry, contents, skip_source_validation=False)
 
 
 def clear_online(store, views) -> None:
@@ -74,3 +103,27 @@ def clear_online(store, views) -> None:
                   entities_to_delete=[], entities_to_keep=[], partial=True)
 
 
+def reset_online_connection(store) -> None:
+    """Make Feast open a new online-store connection on the next read.
+
+    Feast's SQLite online store caches ``_conn`` forever; a connection that failed (file
+    missing, replaced, unreadable) would fail every later request too.
+    """
+    online_store = store._get_provider().online_store
+    conn = getattr(online_store, "_conn", None)
+    if conn is not None:
+        online_store._conn = None
+        try:
+            conn.close()
+        except sqlite3.Error:
+            pass
+
+
+@functools.cache
+def registry_errors() -> tuple[type[BaseException], ...]:
+    """What reading a missing or broken Feast registry raises (imported on first need:
+    importing Feast takes seconds)."""
+    from feast.errors import FeatureServiceNotFoundException, FeatureViewNotFoundException
+    from google.protobuf.message import DecodeError
+
+    return (FeatureViewNotFoundException, FeatureServiceNotFoundException, DecodeError)

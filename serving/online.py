@@ -15,10 +15,10 @@ cached connection is dropped and the next request connects afresh
 that cannot be read is a 503 too (:func:`registry_errors`); it is never half-written: the
 file registry is written atomically (``feast_plugins/atomic_registry.py``).
 
-The reads themselves are ``feast_plugins/online_read.py``: the packed store's direct read
-(:class:`~feast_plugins.online_read.DirectRead`) where the store allows it, Feast's
+The reads themselves are ``feast_plugins/``: the packed store's direct read
+(:class:`~feast_plugins.packed_reader.DirectRead`) where the store allows it, Feast's
 ``get_online_features`` otherwise, and on-demand views computed by Feast's own
-transformations (:class:`~feast_plugins.online_read.RequestViews`).
+transformations (:class:`~feast_plugins.on_demand.RequestViews`).
 """
 
 from __future__ import annotations
@@ -26,17 +26,13 @@ from __future__ import annotations
 import sqlite3
 from itertools import compress, repeat
 from operator import is_
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
-from feast_plugins.online_read import (
-    TS_SUFFIX,
-    DirectRead,
-    NotDirect,
-    RequestViews,
-    registry_errors,
-    reset_online_connection,
-)
+from feast_plugins.on_demand import TS_SUFFIX, NotDirect, RequestViews
+from feast_plugins.packed_reader import DirectRead
+from feast_plugins.store import registry_errors, reset_online_connection
 from serving.errors import ServingError, StoreUnavailable
+from serving.vector import OnlineVector
 
 
 def _store_errors() -> tuple[type[BaseException], ...]:
@@ -54,50 +50,22 @@ def _store_errors() -> tuple[type[BaseException], ...]:
 STORE_ERRORS = _store_errors()
 
 
-class OnlineVector:
-    """One entity's served features: ``values`` (feature -> value, None where missing, in
-    the model's order), and the ``missing`` and ``stale`` features by name.
+class TimedView(NamedTuple):
+    """A time-stamped view of the model's FeatureService: its features come from one row,
+    so they share one event timestamp, read under the name of its first feature."""
 
-    Built from a row (:meth:`from_row`) the dict is made only when asked for: the model
-    input takes the row as it is (:meth:`row_for`)."""
-
-    __slots__ = ("features", "row", "missing", "stale", "_values")
-
-    def __init__(self, values: dict, missing: list[str], stale: list[str]):
-        self.features, self.row = list(values), tuple(values.values())
-        self.missing, self.stale, self._values = missing, stale, values
-
-    @classmethod
-    def from_row(cls, features: list[str], row: tuple, missing: list[str], stale: list[str]) -> "OnlineVector":
-        vector = cls.__new__(cls)
-        vector.features, vector.row, vector.missing, vector.stale, vector._values = features, row, missing, stale, None
-        return vector
-
-    @property
-    def values(self) -> dict:
-        if self._values is None:
-            self._values = dict(zip(self.features, self.row))
-        return self._values
-
-    def row_for(self, features: list[str]) -> tuple:
-        """The values in the order of ``features``."""
-        if features is self.features or features == self.features:
-            return self.row
-        values = self.values
-        return tuple(values[f] for f in features)
-
-    def __eq__(self, other) -> bool:
-        if not isinstance(other, OnlineVector):
-            return NotImplemented
-        return (self.values, self.missing, self.stale) == (other.values, other.missing, other.stale)
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __repr__(self) -> str:
-        return f"OnlineVector(values={self.values!r}, missing={self.missing!r}, stale={self.stale!r})"
+    first_feature: str
+    #: Seconds; 0: no limit.
+    ttl: int
+    #: Where its features stand in the model's feature list.
+    positions: list[int]
 
 
 class OnlineFeatures:
+    """The model's features for a batch of entities, as the offline join would give them
+    at each entity's request time (the module's rule), read through the direct path or
+    Feast's ``get_online_features``."""
+
     def __init__(self, store, feature_service: str, features: Sequence[str], join_keys: Sequence[str],
                  request_time_field: str, direct: bool = True):
         self.store = store
@@ -124,15 +92,14 @@ class OnlineFeatures:
             for p in self.service.feature_view_projections
             if p.name in batch_views
         }
-        #: Per feature, once: (feature, whether its view is time-stamped, its TTL or None).
-        #: Per time-stamped view, once: (its first feature, its TTL, the positions of its features).
-        #: A view's features come from one row, so they share one event timestamp.
         views: dict[str, list[int]] = {}
         for i, feature in enumerate(self.features):
             view = feature.split("__", 1)[0]
             if view in self.ttl:
                 views.setdefault(view, []).append(i)
-        self._views = [(self.features[positions[0]], self.ttl[view], positions) for view, positions in views.items()]
+        #: The time-stamped views, worked out once; on-demand views are computed per request.
+        self._views = [TimedView(self.features[positions[0]], self.ttl[view], positions)
+                       for view, positions in views.items()]
         #: (positions, names) by the tuple of stale views (at most 2 ** views entries).
         self._stale_cache: dict[tuple[int, ...], tuple[list[int], list[str]]] = {}
 
@@ -171,12 +138,13 @@ class OnlineFeatures:
         self._read([self._entity_row(entity)])
 
     def lookup(self, entities: Sequence[dict]) -> list[OnlineVector]:
+        """One vector per entity, in order, its stale values dropped (the module's rule)."""
         response = self._read([self._entity_row(e) for e in entities])
         features = self.features
         rows = list(zip(*[response[f] for f in features])) if features else [()] * len(entities)
-        # Per time-stamped view: its timestamps (Feast reports 0 for a key it did not find:
-        # no row, so not stale), TTL and feature positions.
-        views = [(k, response[first + TS_SUFFIX], ttl) for k, (first, ttl, _) in enumerate(self._views)]
+        # Per time-stamped view: its index, its timestamps (Feast reports 0 for a key it did
+        # not find: no row, so not stale) and its TTL.
+        views = [(k, response[view.first_feature + TS_SUFFIX], view.ttl) for k, view in enumerate(self._views)]
         out = []
         for i, entity in enumerate(entities):
             as_of = entity[self.request_time_field].timestamp()
@@ -198,6 +166,6 @@ class OnlineFeatures:
         """The feature positions and names (model order) of these time-stamped views."""
         known = self._stale_cache.get(stale_views)
         if known is None:
-            positions = sorted(j for k in stale_views for j in self._views[k][2])
+            positions = sorted(j for k in stale_views for j in self._views[k].positions)
             known = self._stale_cache[stale_views] = (positions, [self.features[j] for j in positions])
         return known

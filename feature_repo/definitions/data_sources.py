@@ -1,44 +1,25 @@
 """Data sources: Parquet tables built by the DuckDB SQL in ``feature_repo/pipelines``.
 
-Paths come from ``DATA_DIR`` (see ``core.settings``); they are recorded in the registry
-at ``feast apply`` time. Hourly tables are also push sources: a ``PushSource`` over the
-same Parquet table (its ``batch_source``), so training and materialization read the table
-while ``pipeline.push.push_window`` pushes each new hour's rows online as soon as it closes.
+Each table's source comes from :func:`feast_plugins.sources.parquet_source`: its path is
+under ``DATA_DIR`` and its class follows ``PROFILE`` (read from the environment, as the
+Feast CLI sees it; the platform binds the sources to each run's own settings when it
+applies them). Hourly tables are also push sources: a ``PushSource`` over the same Parquet
+table (its ``batch_source``), so training and materialization read the table while
+``pipeline.push.push_window`` pushes each new hour's rows online as soon as it closes.
 """
 
-from feast import FileSource, PushSource, RequestSource
-from feast.data_format import ParquetFormat
+from feast import PushSource, RequestSource
 from feast.field import Field
 from feast.types import UnixTimestamp
 
-from core.settings import Settings
+from feast_plugins.sources import parquet_source
 
-_SETTINGS = Settings.from_env()
-
-
-def _parquet_source(name: str):
-    """The one place the source class follows the profile: Feast's Spark offline store
-    needs a SparkSource, the DuckDB store a FileSource, over the same Parquet file."""
-    path = str(_SETTINGS.sources / f"{name}.parquet")
-    if _SETTINGS.profile == "spark":
-        from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import SparkSource
-
-        return SparkSource(name=f"{name}_source", path=path, file_format="parquet",
-                           timestamp_field="event_timestamp")
-    return FileSource(
-        name=f"{name}_source",
-        path=path,
-        timestamp_field="event_timestamp",
-        file_format=ParquetFormat(),
-    )
-
-
-weather_hourly_source = _parquet_source("weather_hourly")
-origin_recent_source = _parquet_source("origin_recent")
-aircraft_source = _parquet_source("aircraft")
-carrier_daily_source = _parquet_source("carrier_daily")
-origin_daily_source = _parquet_source("origin_daily")
-route_daily_source = _parquet_source("route_daily")
+weather_hourly_source = parquet_source("weather_hourly")
+origin_recent_source = parquet_source("origin_recent")
+aircraft_source = parquet_source("aircraft")
+carrier_daily_source = parquet_source("carrier_daily")
+origin_daily_source = parquet_source("origin_daily")
+route_daily_source = parquet_source("route_daily")
 
 weather_hourly_push = PushSource(name="weather_hourly_push", batch_source=weather_hourly_source)
 origin_recent_push = PushSource(name="origin_recent_push", batch_source=origin_recent_source)

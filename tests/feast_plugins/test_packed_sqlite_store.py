@@ -17,7 +17,7 @@ from core.settings import Settings
 from feast_plugins.store import feature_store
 from pipeline.apply import apply
 from pipeline.materialize import EPOCH
-from tests.conftest import copy_data_dir
+from tests.feast_plugins.helpers import empty_copy
 
 FIRST_END = datetime(2013, 2, 10, tzinfo=timezone.utc)
 SECOND_END = datetime(2013, 2, 20, 12, tzinfo=timezone.utc)
@@ -30,9 +30,7 @@ def two_stores(slice_run, tmp_path_factory):
     from feast.infra.online_stores.sqlite import SqliteOnlineStoreConfig
     from feast.repo_config import load_repo_config
 
-    target = copy_data_dir(slice_run["settings"].data_dir, tmp_path_factory.mktemp("packed") / "data")
-    for name in ("online_store.db", "registry.db", "registry.redis.db"):
-        (target / name).unlink(missing_ok=True)
+    target = empty_copy(slice_run["settings"].data_dir, tmp_path_factory.mktemp("packed") / "data")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("DATA_DIR", str(target))
         mp.delenv("PROFILE", raising=False)
@@ -50,7 +48,7 @@ def two_stores(slice_run, tmp_path_factory):
 def stored_keys(store, view):
     from feast.infra.key_encoding_utils import deserialize_entity_key
 
-    from feast_plugins.packed_sqlite_store import table_name
+    from feast_plugins.packed_layout import table_name
 
     conn = store._get_provider().online_store._get_conn(store.config)
     blobs = [k for (k,) in conn.execute(f'SELECT entity_key FROM "{table_name(store.project, view.name)}"')]
@@ -117,7 +115,7 @@ def test_packed_store_reads_what_the_stock_store_reads(two_stores, slice_run):
 
 
 def test_one_row_per_entity_and_view(two_stores):
-    from feast_plugins.packed_sqlite_store import table_name
+    from feast_plugins.packed_layout import table_name
 
     packed, stock = two_stores
     conn = packed._get_provider().online_store._get_conn(packed.config)
@@ -126,19 +124,6 @@ def test_one_row_per_entity_and_view(two_stores):
         ours = conn.execute(f'SELECT count(*) FROM "{table_name(packed.project, view.name)}"').fetchone()[0]
         theirs = stock_conn.execute(f'SELECT count(*), count(DISTINCT entity_key) FROM "flights_{view.name}"').fetchone()
         assert ours == theirs[1] and theirs[0] == ours * len(view.features)
-
-
-def test_pack_round_trips_nulls_and_types():
-    from feast.protos.feast.types.Value_pb2 import Value
-
-    from feast_plugins.packed_sqlite_store import from_micros, pack, to_micros, unpack
-
-    values = {"d": Value(double_val=0.1), "i": Value(int64_val=-3), "s": Value(string_val="é"), "null": Value(),
-              "f": Value(float_val=1.5), "b": Value(bool_val=False)}
-    assert unpack(pack(values)) == values
-    assert unpack(pack({})) == {}
-    ts = datetime(2013, 2, 1, 5, 6, 7, 891011, tzinfo=timezone.utc)
-    assert from_micros(to_micros(ts)) == ts == from_micros(to_micros(ts.replace(tzinfo=None)))
 
 
 def test_arrow_write_stores_the_bytes_feasts_conversion_gives(tmp_path):
@@ -150,7 +135,8 @@ def test_arrow_write_stores_the_bytes_feasts_conversion_gives(tmp_path):
     from feast.types import Bool, Float32, Float64, Int32, Int64, String
     from feast.utils import _convert_arrow_to_proto
 
-    from feast_plugins.packed_sqlite_store import PackedSqliteOnlineStore, table_name
+    from feast_plugins.packed_layout import table_name
+    from feast_plugins.packed_sqlite_store import PackedSqliteOnlineStore
 
     entity = Entity(name="k", join_keys=["k"], value_type=ValueType.STRING)
     number = Entity(name="n", join_keys=["n"], value_type=ValueType.INT64)
@@ -186,6 +172,6 @@ def test_arrow_write_stores_the_bytes_feasts_conversion_gives(tmp_path):
 
 
 def unpack_sorted(blob):
-    from feast_plugins.packed_sqlite_store import unpack
+    from feast_plugins.packed_layout import unpack
 
     return sorted((name, value.SerializeToString()) for name, value in unpack(blob).items())

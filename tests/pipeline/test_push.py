@@ -1,12 +1,12 @@
 """Push sources on the January-February slice: the origin_recent SQL against a plain
 recount, pushed online values against the offline point-in-time values (SQLite and
-Redis), the TTL of pushed values, bad rows refused with nothing written, and training on
-the FeatureService chosen by configuration."""
+Redis), the TTL of pushed values, a broken source table refused with nothing written, and
+training on the FeatureService chosen by configuration. (The push writer itself, against
+Feast's ``store.push``: ``tests/feast_plugins/test_push_writer.py``.)"""
 
 from __future__ import annotations
 
 import math
-import sqlite3
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
@@ -14,10 +14,12 @@ import pandas as pd
 import pytest
 
 from core.settings import Settings
+from feast_plugins.push_writer import PushError, push_frames, push_targets
 from feast_plugins.store import feature_store
 from pipeline.apply import apply, source_contracts
-from pipeline.push import PushError, push_frames, push_targets, push_window, window_rows
+from pipeline.push import push_window, window_rows
 from tests.conftest import copy_data_dir
+from tests.feast_plugins.helpers import empty_copy, packed_rows
 from training.dataset import load_events, service_features, training_set
 
 V2 = "late_arrival_v2"
@@ -33,9 +35,7 @@ HOURS = 24
 def fresh(slice_run, tmp_path, monkeypatch):
     """A private DATA_DIR of the slice with a new registry and an EMPTY online store:
     whatever is online was pushed by the test."""
-    target = copy_data_dir(slice_run["settings"].data_dir, tmp_path / "data")
-    for name in ("online_store.db", "registry.db", "registry.redis.db"):
-        (target / name).unlink(missing_ok=True)
+    target = empty_copy(slice_run["settings"].data_dir, tmp_path / "data")
     monkeypatch.setenv("DATA_DIR", str(target))
     monkeypatch.delenv("PROFILE", raising=False)
     return target
@@ -142,29 +142,6 @@ def test_pushed_values_equal_offline_values_redis(fresh, use_case, redis_server,
     _assert_pushed_equals_offline(settings, use_case)
 
 
-def _packed_rows(settings: Settings, view: str) -> list[tuple]:
-    with sqlite3.connect(settings.data_dir / "online_store.db") as conn:
-        return conn.execute(f"SELECT entity_key, event_ts, created_ts, packed FROM flights_{view}_packed "
-                            "ORDER BY entity_key").fetchall()
-
-
-def test_push_window_writes_what_feast_push_writes(fresh, use_case):
-    from feast.data_source import PushMode
-
-    settings = Settings.from_env()
-    store = _applied_store(settings)
-    start, end = START, START + 2 * HOUR
-    for target in push_targets(store, settings, use_case.push_sources):
-        store.push(target.name, window_rows(target, start, end).to_pandas(), to=PushMode.ONLINE)
-    by_feast = {view: _packed_rows(settings, view) for view in PUSHED_VIEWS}
-    with sqlite3.connect(settings.data_dir / "online_store.db") as conn:
-        for view in PUSHED_VIEWS:
-            conn.execute(f"DELETE FROM flights_{view}_packed")
-    assert push_window(settings, use_case, store, start, end) == {"weather_hourly_push": 6, "origin_recent_push": 6}
-    assert {view: _packed_rows(settings, view) for view in PUSHED_VIEWS} == by_feast
-    assert all(len(rows) == 3 for rows in by_feast.values()), "one row per origin, the newest hour"
-
-
 def test_a_pushed_value_older_than_the_ttl_is_reported_stale(fresh, use_case):
     from serving.online import OnlineFeatures
 
@@ -187,30 +164,18 @@ def test_a_pushed_value_older_than_the_ttl_is_reported_stale(fresh, use_case):
     assert stale_vector.stale == features and all(stale_vector.values[f] is None for f in features)
 
 
-def test_bad_rows_fail_naming_push_source_and_column_and_write_nothing(fresh, use_case):
+def test_push_window_refuses_a_broken_source_table_and_writes_nothing(fresh, use_case):
+    """A source table that breaks its views' contract: push_window refuses the window,
+    naming the push source and column, and neither push source is written."""
     settings = Settings.from_env()
     store = _applied_store(settings)
-    targets = push_targets(store, settings, use_case.push_sources)
-    by_name = {t.name: t for t in targets}
-    weather = window_rows(by_name["weather_hourly_push"], START, START + HOUR)
-    good = window_rows(by_name["origin_recent_push"], START, START + HOUR).to_pandas()
-    assert weather.num_rows == 3 and len(good) == 3
-    bad_frames = [
-        (good.drop(columns="delayed_share_3h"), "'delayed_share_3h' is missing"),
-        (good.astype({"departures_3h": "float64"}), "'departures_3h' has type double, expected int64"),
-        (good.assign(origin=[None, "JFK", "LGA"]), "'origin' has 1 null value"),
-        (good.assign(event_timestamp=good["event_timestamp"].dt.tz_localize(None)), "'event_timestamp' has type"),
-    ]
-    for frame, message in bad_frames:
-        with pytest.raises(PushError, match="push source 'origin_recent_push'") as info:
-            push_frames(store, targets, {"weather_hourly_push": weather, "origin_recent_push": frame})
-        assert message in str(info.value), str(info.value)
-    # A broken source table: push_window refuses the window, both sources unwritten.
+    by_name = {t.name: t for t in push_targets(store, settings, use_case.push_sources)}
+    assert window_rows(by_name["origin_recent_push"], START, START + HOUR).num_rows == 3
     path = by_name["origin_recent_push"].path
     pd.read_parquet(path).drop(columns="mean_dep_delay_3h").to_parquet(path, index=False)
     with pytest.raises(PushError, match="push source 'origin_recent_push': column 'mean_dep_delay_3h' is missing"):
         push_window(settings, use_case, store, START, START + HOUR)
-    assert all(_packed_rows(settings, view) == [] for view in PUSHED_VIEWS), "nothing may have been pushed"
+    assert all(packed_rows(settings.data_dir, view) == [] for view in PUSHED_VIEWS), "nothing may have been pushed"
 
 
 def test_training_uses_the_configured_feature_service(slice_run, tmp_path, monkeypatch):

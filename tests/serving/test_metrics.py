@@ -48,7 +48,7 @@ def test_missing_and_stale_counts_reach_the_counters_without_a_scrape():
     import time
 
     from serving.metrics import BufferedCounts
-    from serving.online import OnlineVector
+    from serving.vector import OnlineVector
 
     metrics = Metrics()
     feature = f"view__f{uuid.uuid4().hex[:8]}"

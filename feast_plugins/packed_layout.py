@@ -1,0 +1,338 @@
+"""The packed SQLite online store's layout, in one place: its tables, its entity keys, the
+bytes of its values and its limits. The store (``packed_sqlite_store.py``: Feast's
+``online_write_batch``/``online_read``, the materialization engine) and the server's
+direct read (``packed_reader.py``) both go through this module; no other module spells
+the SQL, the bytes or the limits.
+
+**Tables.** One per feature view, named ``<project>_<view>_packed`` (:func:`table_name`;
+never a stock store's name, so the two cannot be confused in one file), one row per
+entity (:data:`PackedRow`): ``entity_key`` (primary key), ``event_ts`` and
+``created_ts`` (integer microseconds since the epoch, UTC: the stock store's precision)
+and ``packed``. A batch is written by :func:`upsert`, one ``executemany`` in one
+transaction (a reader sees all of a batch or none of it; for a repeated key the last row
+wins, as the stock store's upsert does per feature).
+
+**Entity keys.** Feast's own serialization (``serialize_entity_key``, the project's
+``entity_key_serialization_version``). :func:`encode_entity_keys` writes version 3 for
+many string or int64 keys at once; anything else goes through Feast
+(:func:`serialize_entity_keys`). ``tests/feast_plugins/test_packed_layout.py`` compares
+the two.
+
+**Values.** ``packed`` is one serialized Feast ``Value`` whose ``map_val`` holds every
+feature's ``Value`` by name (:func:`pack`, :func:`unpack`), so every type Feast has
+round-trips exactly. Materialization writes the same bytes straight from Arrow in
+protobuf's wire format (:func:`arrow_rows`), with Feast's conversion rules: null and NaN
+-> an empty ``Value``; ``float``/``int``/``str``/``bool`` into the view type's field.
+
+**Limits.** A statement binds at most :data:`KEYS_PER_STATEMENT` keys, under SQLite's
+:data:`SQLITE_MAX_PARAMETERS`; :func:`read_rows` reads more in several statements.
+
+Importing this module does not import Feast (the server imports it at start-up; Feast is
+imported on first use).
+"""
+
+from __future__ import annotations
+
+import functools
+import sqlite3
+import struct
+from datetime import datetime, timedelta, timezone
+from typing import Any, Optional, Sequence
+
+from core.duck import sql_ident
+
+#: SQLite's default limit on the parameters of one statement (SQLITE_MAX_VARIABLE_NUMBER).
+SQLITE_MAX_PARAMETERS = 32_766
+#: Entity keys one statement binds (one parameter each), under SQLITE_MAX_PARAMETERS.
+KEYS_PER_STATEMENT = 30_000
+
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_US = timedelta(microseconds=1)
+
+
+#: One row of a view's table, the view's values for one entity: ``(entity_key, event_ts,
+#: created_ts, packed)``: Feast's serialization of the entity key; the event and created
+#: timestamps in microseconds since the epoch, UTC (created: or None); one serialized
+#: ``Value`` holding every feature (:func:`pack`). Plain tuples: materialization builds
+#: one per row.
+PackedRow = tuple[bytes, int, Optional[int], bytes]
+#: What a read finds for one key: ``(event_ts, packed)``. Plain tuples: the server's read
+#: builds one per row found.
+Stored = tuple[int, bytes]
+
+
+def table_name(project: str, view_name: str) -> str:
+    return f"{project}_{view_name}_packed"
+
+
+def create_table(conn: sqlite3.Connection, table: str) -> None:
+    conn.execute(
+        f"CREATE TABLE IF NOT EXISTS {sql_ident(table)} ("
+        "entity_key BLOB PRIMARY KEY, event_ts INTEGER NOT NULL, created_ts INTEGER, "
+        "packed BLOB NOT NULL) WITHOUT ROWID")
+
+
+def drop_table(conn: sqlite3.Connection, table: str) -> None:
+    conn.execute(f"DROP TABLE IF EXISTS {sql_ident(table)}")
+
+
+def upsert(conn: sqlite3.Connection, table: str, rows: Sequence[PackedRow]) -> None:
+    """Write ``rows`` in one transaction (readers see all of them or none); a key's last row wins."""
+    with conn:
+        conn.executemany(
+            f"INSERT INTO {sql_ident(table)} (entity_key, event_ts, created_ts, packed) "
+            "VALUES (?, ?, ?, ?) ON CONFLICT(entity_key) DO UPDATE SET "
+            "event_ts = excluded.event_ts, created_ts = excluded.created_ts, packed = excluded.packed",
+            rows)
+
+
+def keyed_select(table: str, keys: int, branch: Optional[int] = None) -> str:
+    """``SELECT [branch,] entity_key, event_ts, packed`` of the rows of ``keys`` keys (one
+    parameter each, at most :data:`KEYS_PER_STATEMENT`); ``branch`` tags each row with
+    that number (to tell apart the tables of one ``UNION ALL``, :func:`union_select`)."""
+    tag = "" if branch is None else f"{branch}, "
+    return (f"SELECT {tag}entity_key, event_ts, packed FROM {sql_ident(table)} "
+            f"WHERE entity_key IN ({','.join('?' * keys)})")
+
+
+def union_select(tables: Sequence[str], keys: Sequence[int]) -> Optional[str]:
+    """One statement reading ``keys[i]`` keys from ``tables[i]``, each row tagged ``i``
+    (tables with 0 keys are left out); None if no table has a key."""
+    branches = [keyed_select(table, n, i) for i, (table, n) in enumerate(zip(tables, keys)) if n]
+    return " UNION ALL ".join(branches) if branches else None
+
+
+def read_rows(conn: sqlite3.Connection, table: str, keys: Sequence[bytes]) -> dict[bytes, Stored]:
+    """``{serialized entity key: Stored}`` for the keys found (repeats read once)."""
+    unique = list(dict.fromkeys(keys))
+    found: dict[bytes, Stored] = {}
+    for start in range(0, len(unique), KEYS_PER_STATEMENT):
+        chunk = unique[start:start + KEYS_PER_STATEMENT]
+        for key, ts, packed in conn.execute(keyed_select(table, len(chunk)), chunk):
+            found[key] = (ts, packed)
+    return found
+
+
+# -- entity keys ------------------------------------------------------------------------
+
+#: Feast's ValueType numbers that version 3 writes before each value (``ValueType.STRING``,
+#: ``ValueType.INT64``); the join key names are tagged STRING.
+_STRING, _INT64 = 2, 4
+
+
+def encode_entity_keys(columns: Sequence[tuple[str, Any, Sequence]]) -> Optional[list[bytes]]:
+    """Feast's entity key serialization (version 3, ``serialize_entity_key``) of many keys at
+    once, for ``(join key, Feast ValueType, values)`` columns of str (STRING) or int (INT64)
+    values; None for anything else (nulls, other types): then Feast serializes
+    (:func:`serialize_entity_keys`)."""
+    if not columns:
+        return None
+    head = [struct.pack("<I", len(columns))]
+    parts = []
+    pack_q = struct.Struct("<q").pack
+    for name, value_type, values in sorted(columns, key=lambda c: c[0]):
+        encoded_name = name.encode("utf8")
+        head += [struct.pack("<I", _STRING), struct.pack("<I", len(encoded_name)), encoded_name]
+        if value_type.name == "STRING" and all(type(v) is str for v in values):
+            encoded = [v.encode("utf8") for v in values]
+            tag = struct.pack("<I", _STRING)
+        elif value_type.name == "INT64" and all(type(v) is int for v in values):
+            encoded = [pack_q(v) for v in values]
+            tag = struct.pack("<I", _INT64)
+        else:
+            return None
+        parts.append([tag + struct.pack("<I", len(b)) + b for b in encoded])
+    prefix = b"".join(head)
+    return [prefix + b"".join(p) for p in zip(*parts)]
+
+
+def serialize_entity_keys(columns: Sequence[tuple[str, Any, Sequence]], version: int) -> list[bytes]:
+    """The keys of ``(join key, Feast ValueType, values)`` columns as Feast serializes them:
+    its own conversion of each value to a ``Value``, then ``serialize_entity_key``."""
+    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+    from feast.type_map import python_values_to_proto_values
+
+    names = [name for name, _, _ in columns]
+    converted = [python_values_to_proto_values(values, value_type) for _, value_type, values in columns]
+    return [serialize_key(EntityKey(join_keys=names, entity_values=list(values)), version)
+            for values in zip(*converted)]
+
+
+def serialize_key(entity_key, version: int) -> bytes:
+    """Feast's serialization of one ``EntityKey`` proto."""
+    from feast.infra.key_encoding_utils import serialize_entity_key
+
+    return serialize_entity_key(entity_key, entity_key_serialization_version=version)
+
+
+# -- values -----------------------------------------------------------------------------
+
+@functools.cache
+def _value_class():
+    """Feast's ``Value`` message class (imported on first need: importing Feast takes seconds)."""
+    from feast.protos.feast.types.Value_pb2 import Value
+
+    return Value
+
+
+def to_micros(ts: datetime) -> int:
+    """Microseconds since the epoch; a naive datetime is UTC (as Feast treats it)."""
+    if ts.tzinfo is None:
+        ts = ts.replace(tzinfo=timezone.utc)
+    return (ts - EPOCH) // _US
+
+
+def from_micros(us: int) -> datetime:
+    return EPOCH + timedelta(microseconds=us)
+
+
+def pack(values: dict) -> bytes:
+    """All feature values (``{feature: Value}``) of one entity in one view: one serialized
+    ``Value`` (``map_val``)."""
+    packed = _value_class()()
+    target = packed.map_val.val
+    for name, value in values.items():
+        target[name].CopyFrom(value)
+    if not values:
+        packed.map_val.SetInParent()
+    return packed.SerializeToString()
+
+
+def unpack(blob: bytes) -> dict:
+    """``{feature: Value}`` of a packed row."""
+    value = _value_class()()
+    value.ParseFromString(blob)
+    return dict(value.map_val.val)
+
+
+#: ``Value`` fields whose Python value is the field itself (as Feast's
+#: ``feast_value_type_to_python_type`` returns it).
+SCALAR_FIELDS = frozenset({"double_val", "float_val", "int64_val", "int32_val", "string_val", "bool_val", "bytes_val"})
+
+
+def python_value(value, value_type):
+    """Feast's ``feast_value_type_to_python_type``, without its checks for the scalar fields."""
+    field = value.WhichOneof("val")
+    if field is None:
+        return None
+    if field in SCALAR_FIELDS:
+        return getattr(value, field)
+    from feast.type_map import feast_value_type_to_python_type
+
+    return feast_value_type_to_python_type(value, value_type)
+
+
+def decode(packed: bytes, features: Sequence[tuple[str, Any]]) -> Optional[tuple]:
+    """The Python values of ``(feature, Feast ValueType)`` in that order (None for a
+    feature without a value); None for a row without any value (as Feast reads it: not found)."""
+    values = unpack(packed)
+    if not values:
+        return None
+    return tuple(None if (v := values.get(f)) is None else python_value(v, t) for f, t in features)
+
+
+# Protocol Buffers wire format (https://protobuf.dev/programming-guides/encoding/) of
+# ``Value{map_val: Map{val: map<string, Value>}}``, written directly: building a message per
+# cell costs more than the rest of materialization. Field numbers from Feast's Value.proto
+# (``tests/feast_plugins/test_packed_layout.py`` checks them).
+_MAP_TAG = b"\xa2\x01"  # Value.map_val = 20, length-delimited
+_MASK64 = (1 << 64) - 1
+
+#: Feature value types (Feast ``ValueType`` names) :func:`arrow_rows` packs straight from Arrow.
+ARROW_TYPES = frozenset({"DOUBLE", "FLOAT", "INT64", "INT32", "STRING", "BOOL"})
+
+
+def packs_from_arrow(value_types) -> bool:
+    """Whether :func:`arrow_rows` can pack features of these Feast ``ValueType`` s."""
+    return all(t.name in ARROW_TYPES for t in value_types)
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _wire_value(type_name: str):
+    """The bytes of a non-null ``Value`` of this type, as protobuf serializes it."""
+    # (DOUBLE and FLOAT columns never get here: _wire_entries packs them vectorised.)
+    if type_name == "INT64":
+        return lambda v: b"\x20" + _varint(int(v) & _MASK64)  # int64_val = 4, varint
+    if type_name == "INT32":
+        return lambda v: b"\x18" + _varint(int(v) & _MASK64)  # int32_val = 3 (negatives: 10 bytes)
+    if type_name == "STRING":
+        def string(v):
+            encoded = str(v).encode("utf8")
+            return b"\x12" + _varint(len(encoded)) + encoded  # string_val = 2
+        return string
+    if type_name == "BOOL":
+        return lambda v: b"\x38\x01" if v else b"\x38\x00"  # bool_val = 7
+    raise KeyError(type_name)
+
+
+def _wire_entries(name: str, type_name: str, column) -> list[bytes]:
+    """One map entry (``Map.val = 1``: key = 1, value = 2) per row of an Arrow column; null
+    and NaN -> an empty Value."""
+    key = name.encode("utf8")
+    key_part = b"\x0a" + _varint(len(key)) + key
+    null = b"\x0a" + _varint(len(key_part) + 2) + key_part + b"\x12\x00"
+    if type_name in ("DOUBLE", "FLOAT"):
+        # Fixed width: one prefix, then each value's little-endian bytes (NumPy packs them all).
+        import numpy as np
+
+        width, tag, dtype = (8, b"\x29", "<f8") if type_name == "DOUBLE" else (4, b"\x35", "<f4")
+        values = column.to_numpy(zero_copy_only=False).astype("<f8")  # null -> NaN
+        missing = np.isnan(values).tolist()
+        raw = values.astype(dtype).tobytes()
+        entry_len = len(key_part) + 2 + 1 + width
+        prefix = b"\x0a" + _varint(entry_len) + key_part + b"\x12" + _varint(1 + width) + tag
+        return [null if missing[i] else prefix + raw[i * width:(i + 1) * width] for i in range(len(missing))]
+    encode = _wire_value(type_name)
+    seen: dict = {}  # repeated values (counts, categories) are encoded once
+
+    def entry(v) -> bytes:
+        encoded = encode(v)
+        body = key_part + b"\x12" + _varint(len(encoded)) + encoded
+        return b"\x0a" + _varint(len(body)) + body
+
+    out = []
+    for v in column.to_pylist():
+        if v is None or v != v:
+            out.append(null)
+        else:
+            cached = seen.get(v)
+            if cached is None:
+                cached = seen[v] = entry(v)
+            out.append(cached)
+    return out
+
+
+def arrow_micros(column) -> list:
+    """An Arrow timestamp column (or one castable to it) as microseconds since the epoch."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if not pa.types.is_timestamp(column.type):
+        column = pc.cast(column, pa.timestamp("us"))
+    return pc.cast(pc.cast(column, pa.timestamp("us", tz=column.type.tz), safe=False), pa.int64()).to_pylist()
+
+
+def arrow_rows(keys: Sequence[bytes], data, timestamp_field: str, created_field: Optional[str],
+               features: Sequence[tuple[str, Any]]) -> list[PackedRow]:
+    """The rows of an Arrow table (``keys``: each row's serialized entity key), each row's
+    ``(feature, Feast ValueType)`` values packed as :func:`pack` packs Feast's conversion of
+    them (types: :func:`packs_from_arrow`), sorted by key: SQLite's B-tree writes stay
+    sequential, and the sort is stable, so for a repeated key the last row still wins."""
+    event_us = arrow_micros(data.column(timestamp_field))
+    created_us = arrow_micros(data.column(created_field)) if created_field else [None] * data.num_rows
+    entries = [_wire_entries(name, value_type.name, data.column(name)) for name, value_type in features]
+    rows = []
+    append = rows.append
+    for i, cells in enumerate(zip(*entries)):
+        body = b"".join(cells)
+        append((keys[i], event_us[i], created_us[i], _MAP_TAG + _varint(len(body)) + body))
+    rows.sort(key=lambda row: row[0])
+    return rows
