@@ -34,7 +34,17 @@ def _post(url: str, body: dict) -> tuple[int, dict]:
         return e.code, json.loads(e.read() or b"{}")
 
 
+def checked_settings():
+    """Every setting the server reads (:class:`~serving.config.ServingConfig`), checked
+    here, before gunicorn starts: a bad one is a one-line error and exit code 2, never a
+    traceback from inside gunicorn."""
+    from serving.config import ServingConfig
+
+    return ServingConfig.from_env(os.environ).settings
+
+
 def cmd_serve(args) -> int:
+    checked_settings()
     os.execv(sys.executable, gunicorn_argv())
 
 
@@ -44,8 +54,8 @@ def cmd_example(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    host, port = os.environ.get("HOST", "127.0.0.1"), os.environ.get("PORT", "8000")
-    base = f"http://{host}:{port}"
+    settings = checked_settings()
+    base = f"http://{settings.host}:{settings.port}"
     body = example_request()
     server = subprocess.Popen(gunicorn_argv())
     try:

@@ -1,4 +1,4 @@
-"""The serving component's error types, mapped to HTTP statuses in ``serving.app``."""
+"""The serving component's error types (mapped to HTTP statuses in ``serving/routes/error_handlers.py``)."""
 
 from core.errors import PlatformError
 

@@ -30,19 +30,20 @@ import sys
 import threading
 import time
 import uuid
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, NamedTuple, Sequence
 
-from core.usecase import RequestField
+from serving.config import LogConfig
+
+if TYPE_CHECKING:
+    from core.usecase import RequestField
 
 log = logging.getLogger(__name__)
 
 #: How much nicer (lower CPU priority) the writer thread is than the request threads: on a
-#: busy machine the scheduler serves requests first, and the writer catches up in between.
-#: Measured (1 worker, 100 entities per request, concurrency 1): p99 17.5 -> 15.2 ms, p50
-#: 6.7 -> 6.2 ms; 10 and 19 measured alike.
+#: busy machine the scheduler serves requests first, and the writer catches up in between
+#: (the serving benchmark's 100-entity p99 is where it shows).
 WRITER_NICE = 10
 
 
@@ -59,40 +60,23 @@ def _lower_this_threads_priority(nice: int) -> None:
         log.debug("feature log writer: could not lower its priority: %s", e)
 
 
-@dataclass(frozen=True)
-class LogConfig:
-    directory: Path
-    sample_rate: float = 1.0
-    batch_rows: int = 1000
-    flush_seconds: float = 30.0
-    seed: int = 0
-    #: Rows buffered at most while the writer is behind (a stalled disk, an overloaded
-    #: machine); past it whole requests are dropped and counted, never the server's memory.
-    max_buffered_rows: int = 20_000
+class ServedRequest(NamedTuple):
+    """One sampled request as buffered by :meth:`FeatureLogger.append`: references to what
+    was served, turned into rows by the writer thread (:meth:`FeatureLogger._table`)."""
 
-    @classmethod
-    def from_env(cls, directory: Path, env: Mapping[str, str]) -> "LogConfig":
-        def number(name: str, default, kind):
-            raw = env.get(name)
-            try:
-                return default if raw in (None, "") else kind(raw)
-            except ValueError:
-                raise ValueError(f"{name}={raw!r} is not a {kind.__name__}") from None
-
-        config = cls(directory=directory,
-                     sample_rate=number("FEATURE_LOG_SAMPLE_RATE", 1.0, float),
-                     batch_rows=number("FEATURE_LOG_BATCH_ROWS", 1000, int),
-                     flush_seconds=number("FEATURE_LOG_FLUSH_SECONDS", 30.0, float),
-                     seed=number("FEATURE_LOG_SEED", 0, int),
-                     max_buffered_rows=number("FEATURE_LOG_MAX_BUFFERED_ROWS", 20_000, int))
-        if not 0.0 <= config.sample_rate <= 1.0:
-            raise ValueError(f"FEATURE_LOG_SAMPLE_RATE={config.sample_rate} must lie in [0, 1]")
-        if config.batch_rows < 1:
-            raise ValueError(f"FEATURE_LOG_BATCH_ROWS={config.batch_rows} must be at least 1")
-        if config.max_buffered_rows < config.batch_rows:
-            raise ValueError(f"FEATURE_LOG_MAX_BUFFERED_ROWS={config.max_buffered_rows} must be at least "
-                             f"FEATURE_LOG_BATCH_ROWS={config.batch_rows}")
-        return config
+    served_at: datetime
+    request_id: str
+    endpoint: str
+    model_version: str
+    feature_service: str
+    #: The model's feature names, in its order (requests are written one file per list).
+    features: tuple[str, ...]
+    entities: Sequence[dict]
+    vectors: Sequence  # serving.vector.OnlineVector
+    #: None for ``/features`` (nothing predicted).
+    probabilities: Sequence[float] | None
+    #: The model input built for ``vectors`` (None: built by the writer).
+    matrix: object
 
 
 class FeatureLogger:
@@ -105,9 +89,8 @@ class FeatureLogger:
         self._time_is_request_timestamp = any(f.name == time_field and f.kind == "timestamp"
                                               for f in self.request_fields)
         self._random = random.Random(config.seed)
-        #: Served requests not yet written: (served_at, request_id, endpoint, model_version,
-        #: feature_service, features, entities, vectors, probabilities).
-        self._pending: list[tuple] = []
+        #: Served requests not yet written.
+        self._pending: list[ServedRequest] = []
         self._pending_rows = 0
         self._oldest = 0.0
         self._lock = threading.Lock()
@@ -149,8 +132,8 @@ class FeatureLogger:
             # A random prefix per process and a sequence: unique like a uuid4, without a
             # system call for random bytes on every request.
             self._requests += 1
-            record = (served_at, f"{self._id_prefix}{self._requests:012x}", endpoint, model_version,
-                      feature_service, tuple(features), entities, vectors, probabilities, matrix)
+            record = ServedRequest(served_at, f"{self._id_prefix}{self._requests:012x}", endpoint, model_version,
+                                   feature_service, tuple(features), entities, vectors, probabilities, matrix)
             if not self._pending:
                 self._oldest = time.monotonic()
             self._pending.append(record)
@@ -159,7 +142,7 @@ class FeatureLogger:
                 self._wake.notify_all()
         return True
 
-    def _take(self) -> list[tuple]:
+    def _take(self) -> list[ServedRequest]:
         """(Under the lock.) The buffered requests; the caller writes them."""
         batch, self._pending, self._pending_rows = self._pending, [], 0
         if batch:
@@ -184,15 +167,15 @@ class FeatureLogger:
                 batch = self._take()
             self._write_batch(batch)
 
-    def _write_batch(self, batch: list[tuple], raise_errors: bool = False) -> Path | None:
+    def _write_batch(self, batch: list[ServedRequest], raise_errors: bool = False) -> Path | None:
         try:
             written = None
             # One file per feature list (a model swap may change it within a batch).
-            by_features: dict[tuple, list[tuple]] = {}
+            by_features: dict[tuple[str, ...], list[ServedRequest]] = {}
             for record in batch:
-                by_features.setdefault(record[5], []).append(record)
+                by_features.setdefault(record.features, []).append(record)
             for records in by_features.values():
-                written = self._write(self._table(records), records[0][0])
+                written = self._write(self._table(records), records[0].served_at)
             return written
         except Exception:
             if raise_errors:
@@ -235,7 +218,7 @@ class FeatureLogger:
             writer.join(timeout=30)
         self.flush()
 
-    def _table(self, records: list[tuple]):
+    def _table(self, records: list[ServedRequest]):
         """The rows of ``records`` (one feature list) as an Arrow table, column by column: the
         per-request values once per request and repeated by Arrow, the features straight
         from the model input matrices (None -> NaN -> null). This runs beside the requests
@@ -246,35 +229,35 @@ class FeatureLogger:
 
         from training.dataset import rows_matrix
 
-        features = list(records[0][5])
+        features = list(records[0].features)
         utc = pa.timestamp("us", "UTC")
         kinds = {"string": pa.string(), "int": pa.int64(), "timestamp": utc}
-        counts = np.array([len(record[6]) for record in records], dtype=np.int64)
+        counts = np.array([len(record.entities) for record in records], dtype=np.int64)
         rows = int(counts.sum())
         # Row i belongs to request ``owner[i]``; its index within that request follows.
         owner = pa.array(np.repeat(np.arange(len(records)), counts))
         starts = np.cumsum(counts) - counts
         entity_index = np.arange(rows) - np.repeat(starts, counts)
 
-        def per_request(position: int, kind):
-            return pa.array([record[position] for record in records], type=kind).take(owner)
+        def per_request(field: str, kind):
+            return pa.array([getattr(record, field) for record in records], type=kind).take(owner)
 
-        entities = [entity for record in records for entity in record[6]]
-        vectors = [vector for record in records for vector in record[7]]
-        arrays = {"request_id": per_request(1, pa.string()),
+        entities = [entity for record in records for entity in record.entities]
+        vectors = [vector for record in records for vector in record.vectors]
+        arrays = {"request_id": per_request("request_id", pa.string()),
                   "entity_index": pa.array(entity_index, type=pa.int32()),
-                  "served_at": per_request(0, utc),
-                  "endpoint": per_request(2, pa.string()),
-                  "model_version": per_request(3, pa.string()),
-                  "feature_service": per_request(4, pa.string())}
+                  "served_at": per_request("served_at", utc),
+                  "endpoint": per_request("endpoint", pa.string()),
+                  "model_version": per_request("model_version", pa.string()),
+                  "feature_service": per_request("feature_service", pa.string())}
         for field in self.request_fields:
             arrays[field.name] = pa.array([entity.get(field.name) for entity in entities], type=kinds[field.kind])
         if self._time_is_request_timestamp:  # the same values: one array
             arrays[self.event_timestamp] = arrays[self.time_field]
         else:
             arrays[self.event_timestamp] = pa.array([entity[self.time_field] for entity in entities], type=utc)
-        matrices = [rows_matrix([v.row_for(features) for v in record[7]], features) if record[9] is None
-                    else record[9] for record in records]
+        matrices = [rows_matrix([v.row_for(features) for v in record.vectors], features) if record.matrix is None
+                    else record.matrix for record in records]
         values = np.vstack(matrices) if matrices else np.empty((0, len(features)))
         arrays.update({f: pa.array(values[:, j], type=pa.float64(), from_pandas=True)
                        for j, f in enumerate(features)})
@@ -283,7 +266,8 @@ class FeatureLogger:
         arrays["stale_features"] = pa.array([v.stale for v in vectors], type=names)
         arrays["probability"] = pa.array(
             [p for record in records
-             for p in ([None] * len(record[6]) if record[8] is None else map(float, record[8]))],
+             for p in ([None] * len(record.entities) if record.probabilities is None
+                       else map(float, record.probabilities))],
             type=pa.float64())
         return pa.table(arrays)
 

@@ -1,32 +1,37 @@
 """gunicorn settings for `make serve` / `make demo` / `serving serve`.
 
-Environment: HOST, PORT, WEB_CONCURRENCY (workers, default 2), WEB_THREADS (threads per
-worker, default 4), DATA_DIR. Metrics from all
-workers are added up through prometheus_client's multiprocess mode, in
-``PROMETHEUS_MULTIPROC_DIR`` (default ``DATA_DIR/metrics/<port>``, emptied at start).
+Environment, read and checked by ``core.settings.Settings`` (HOST, PORT, DATA_DIR) and
+``serving.config.WebConfig`` (WEB_CONCURRENCY: workers, default 2; WEB_THREADS: threads
+per worker, default 4; ACCESS_LOG). Metrics from all workers are added up through
+prometheus_client's multiprocess mode, in ``PROMETHEUS_MULTIPROC_DIR`` (default
+``DATA_DIR/metrics/<port>``, emptied at start).
 """
 
 import os
 import shutil
 from pathlib import Path
 
+from core.settings import Settings
+from serving.config import WebConfig
+
 # One OpenMP thread per worker: XGBoost's default of all cores makes small predictions
 # slower on a busy 2-core machine (thread contention), and workers already give parallelism.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-_port = os.environ.get("PORT", "8000")
-bind = f"{os.environ.get('HOST', '127.0.0.1')}:{_port}"
-workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+_settings = Settings.from_env()
+_web = WebConfig.from_env(os.environ)
+bind = f"{_settings.host}:{_settings.port}"
+workers = _web.workers
 # Threads per worker: a sync worker sits idle while a client takes its time to read the answer
 # and close the connection (gunicorn drains it before the next accept); with threads another
 # request is served meanwhile. Request handling is thread-safe (one SQLite connection opened
 # with check_same_thread=False, XGBoost's inplace_predict, locks around the model swap and
 # the feature-log buffer). Python runs one thread at a time: workers give the parallelism.
 worker_class = "gthread"
-threads = int(os.environ.get("WEB_THREADS", "4"))
+threads = _web.threads
 timeout = 60
 graceful_timeout = 10
-accesslog = os.environ.get("ACCESS_LOG", "-") or None
+accesslog = _web.access_log
 # Never recycle workers by request count (Feast's `feast serve` does so every 1,000).
 max_requests = 0
 # gunicorn 27 opens a control socket at one fixed path in $HOME: two servers on one
@@ -34,15 +39,9 @@ max_requests = 0
 control_socket_disable = True
 
 
-def _multiproc_dir() -> Path:
-    from core.settings import Settings
-
-    return Path(os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-                or Settings.from_env().data_dir / "metrics" / _port)
-
-
 # Must be in the environment before any worker imports prometheus_client.
-os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(_multiproc_dir())
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = (os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+                                          or str(_settings.data_dir / "metrics" / str(_settings.port)))
 
 
 def on_starting(server):
@@ -54,9 +53,9 @@ def on_starting(server):
 
 def post_worker_init(worker):
     """Once the app is loaded: move everything it allocated (Feast's registry, protobufs, the
-    model: ~265,000 objects) out of the garbage collector's reach. Otherwise every full collection
-    walks them all: a ~200 ms pause in the middle of some request (measured on a 100-entity
-    /predict); after ``gc.freeze()`` it is ~2 ms."""
+    model: hundreds of thousands of objects) out of the garbage collector's reach. Otherwise
+    every full collection walks them all, a pause in the middle of some request that dwarfs
+    the request itself."""
     import gc
 
     gc.collect()

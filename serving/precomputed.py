@@ -1,10 +1,11 @@
 """Static inference: predictions batch-scored ahead of time, served by lookup.
 
 A batch job (e.g. the nightly scoring of tomorrow's scheduled events, ``replay/``) writes
-each entity's probability into a SQLite table under ``DATA_DIR/predictions/``; the server's
-``POST /precomputed`` takes the same body as ``/predict`` and answers each entity from that
-table (``probability`` null when nothing was precomputed for it). No features are read and
-no model runs at request time: that is the point of static inference, and its cost.
+each entity's probability into a SQLite table under ``DATA_DIR/predictions/``; the
+server's ``POST /precomputed`` (``serving/routes/predictions.py``) takes the same body as
+``/predict`` and answers each entity from that table (``probability`` null when nothing
+was precomputed for it). No features are read and no model runs at request time: that is
+the point of static inference, and its cost.
 
 An entity's key is its non-nullable request fields (the same fields monitoring joins
 labels on), timestamps as UTC ISO text, so the writer and the server agree on it.
@@ -16,11 +17,21 @@ import json
 import sqlite3
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, NamedTuple, Sequence
 
 from core.usecase import RequestField
 
 TABLE = "precomputed"
+
+
+class Precomputed(NamedTuple):
+    """One entity's precomputed answer (both None: nothing was precomputed for it)."""
+
+    probability: float | None
+    model_version: str | None
+
+
+NOT_PRECOMPUTED = Precomputed(None, None)
 
 
 def lookup_path(data_dir: Path) -> Path:
@@ -58,10 +69,10 @@ def write_predictions(path: Path, rows: Iterable[tuple[str, float, str]]) -> int
         con.close()
 
 
-def read_predictions(path: Path, keys: Sequence[str]) -> list[tuple[float | None, str | None]]:
-    """(probability, model_version) per key, in order; (None, None) when absent."""
+def read_predictions(path: Path, keys: Sequence[str]) -> list[Precomputed]:
+    """The answer per key, in order (:data:`NOT_PRECOMPUTED` where there is none)."""
     if not path.is_file() or not keys:
-        return [(None, None)] * len(keys)
+        return [NOT_PRECOMPUTED] * len(keys)
     con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
     try:
         found = {}
@@ -69,30 +80,10 @@ def read_predictions(path: Path, keys: Sequence[str]) -> list[tuple[float | None
         for i in range(0, len(unique), 500):
             chunk = unique[i:i + 500]
             marks = ",".join("?" * len(chunk))
-            found.update((k, (p, v)) for k, p, v in con.execute(
+            found.update((k, Precomputed(p, v)) for k, p, v in con.execute(
                 f"SELECT key, probability, model_version FROM {TABLE} WHERE key IN ({marks})", chunk))
     except sqlite3.OperationalError:  # the table is not there yet
         found = {}
     finally:
         con.close()
-    return [found.get(k, (None, None)) for k in keys]
-
-
-def register(app, config) -> None:
-    """Add ``POST /precomputed`` to the app (``config``: serving's ``ServingConfig``)."""
-    from flask import jsonify, request
-
-    from serving.errors import RequestError
-    from serving.requests import parse_predict_body
-
-    path = lookup_path(config.settings.data_dir)
-    fields = config.use_case.request_fields
-
-    @app.post("/precomputed")
-    def precomputed():
-        body = request.get_json(silent=True) if request.is_json else None
-        if body is None:
-            raise RequestError("body", "must be JSON (Content-Type: application/json)")
-        entities = parse_predict_body(body, fields, config.use_case.batch_key, config.max_batch)
-        answers = read_predictions(path, [entity_key(e, fields) for e in entities])
-        return jsonify({"predictions": [{"probability": p, "model_version": v} for p, v in answers]})
+    return [found.get(k, NOT_PRECOMPUTED) for k in keys]

@@ -98,9 +98,11 @@ def test_sample_rate_samples_whole_requests_with_a_seeded_generator(served_dir, 
 
 
 def test_bad_sample_rate_is_refused_naming_the_setting(served_dir):
-    with pytest.raises(ValueError, match="FEATURE_LOG_SAMPLE_RATE"):
+    from core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="FEATURE_LOG_SAMPLE_RATE"):
         create_app({"DATA_DIR": served_dir, "FEATURE_LOG_SAMPLE_RATE": 1.5})
-    with pytest.raises(ValueError, match="FEATURE_LOG_MAX_BUFFERED_ROWS"):
+    with pytest.raises(ConfigError, match="FEATURE_LOG_MAX_BUFFERED_ROWS"):
         create_app({"DATA_DIR": served_dir, "FEATURE_LOG_BATCH_ROWS": 10, "FEATURE_LOG_MAX_BUFFERED_ROWS": 5})
 
 

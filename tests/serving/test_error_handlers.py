@@ -1,0 +1,43 @@
+"""Every error answer is the same JSON shape with the status of its error type."""
+
+from __future__ import annotations
+
+import pytest
+from flask import Flask
+
+from serving.errors import RequestError, StoreUnavailable
+from serving.json_provider import OrjsonProvider
+from serving.routes.error_handlers import register_error_handlers
+
+
+@pytest.fixture
+def client():
+    app = Flask(__name__)
+    app.json = OrjsonProvider(app)
+    register_error_handlers(app)
+
+    @app.get("/raise/<kind>")
+    def raise_(kind):
+        raise {"request": RequestError("flight", "must be an integer"),
+               "store": StoreUnavailable("online store unavailable: OSError: gone"),
+               "bug": KeyError("oops")}[kind]
+
+    return app.test_client()
+
+
+@pytest.mark.parametrize("path, method, status, body", [
+    ("/raise/request", "get", 400, {"error": "must be an integer", "field": "flight"}),
+    ("/raise/store", "get", 503, {"error": "online store unavailable: OSError: gone"}),
+    ("/raise/bug", "get", 500, {"error": "internal error: KeyError"}),
+    ("/nowhere", "get", 404, None),
+    ("/raise/request", "post", 405, None),
+])
+def test_status_and_body_by_error_type(client, path, method, status, body):
+    response = getattr(client, method)(path)
+    assert response.status_code == status and response.is_json, response.data
+    answer = response.get_json()
+    if body is None:
+        assert set(answer) == {"error"} and answer["error"]
+    else:
+        assert answer == body
+    assert ("Retry-After" in response.headers) == (status == 503)
