@@ -20,7 +20,7 @@ help:
 	@echo "make serve      only the server (gunicorn), serving the promoted model"
 	@echo "make monitor    the monitoring report (skew, drift, freshness, quality) of the served traffic; exit 1 on an alert"
 	@echo "make replay     replay 2013 day by day as if live (REPLAY_POLICY=static|periodic|triggered, REPLAY_DAYS=N, REPLAY_FEED=push)"
-	@echo "make bench      every benchmark in bench/ (results in bench/results/, table in README)"
+	@echo "make bench      every benchmark in bench/ (results in bench/results/, tables in README and docs/benchmarks.md)"
 	@echo "make feast ARGS='plan'   the Feast CLI on feature_repo/ with this DATA_DIR and PROFILE's YAML"
 	@echo "PROFILE=redis|spark make ...   any target on another profile (Redis online store; Spark + Redis + SQL registry)"
 	@echo "make clean      remove DATA_DIR ($(DATA_DIR))"

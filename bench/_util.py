@@ -7,7 +7,7 @@ ratios; it writes ``bench/results/<name>.json`` with this shape::
      "rows":  [{"case": ..., "variant": ..., <metric>: ..., ...}, ...],
      "goals": [{"goal": ..., "value": ..., "target": ..., "met": bool}, ...]}
 
-``bench/report.py`` renders every results file into the README's benchmark section.
+``bench/report.py`` renders every results file into README.md's summary and docs/benchmarks.md.
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ def report_dir(settings: Settings):
 def run_monitoring(settings: Settings, use_case: UseCase, store, rules: AlertRules,
                    start: datetime | None = None, end: datetime | None = None,
                    recent_since: datetime | None = None, at: datetime | None = None) -> dict:
-    """The summary of one run (see the README's Monitoring section for every field).
+    """The summary of one run (``docs/monitoring.md`` describes each section).
 
     ``at`` is the instant freshness is judged at: by default the newest logged request
     time (traffic may be a replay of history), else the wall clock.

@@ -57,7 +57,7 @@ def _answers(rows: pd.DataFrame, latencies: pd.DataFrame) -> dict:
 
 
 def summarize(replay, n_days: int, first_day, total_seconds: float) -> dict:
-    """The replay's report (see the README's Replay section)."""
+    """The replay's report (``docs/replay.md`` describes it)."""
     served = pd.concat(replay.served, ignore_index=True) if replay.served else pd.DataFrame(
         columns=["id", "day", "week", "label", "dynamic", "static", "dynamic_model", "static_model"])
     latencies = pd.DataFrame(replay.latencies, columns=["week", "endpoint", "seconds", "rows"])

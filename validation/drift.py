@@ -1,8 +1,7 @@
 """Batch-to-batch checks: volume against the previous snapshot, distribution against a
 reference profile (Population Stability Index), and as-of instants that only move forward.
 
-The thresholds are documented, with the measurements that justify them, in the README's
-Validation section.
+The thresholds are documented, with what justifies them, in ``docs/validation.md``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The Feast CLI works on feature_repo/ as the README documents it."""
+"""The Feast CLI works on feature_repo/ as the README and docs/profiles.md document it."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def test_plan_and_materialize_incremental_from_the_cli(slice_run, monkeypatch):
     assert "No changes to infrastructure" in plan.stdout, plan.stdout[-2000:]
 
     end = snapshot.as_of.strftime("%Y-%m-%dT%H:%M:%S")
-    # TTL-0 views need a first full window (README); then incremental continues from it.
+    # TTL-0 views need a first full window (docs/profiles.md); then incremental continues from it.
     first = _feast(settings, "materialize", "1970-01-01T00:00:00", end)
     assert first.returncode == 0, first.stderr
     incremental = _feast(settings, "materialize-incremental", end)
