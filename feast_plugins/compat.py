@@ -167,6 +167,14 @@ INTERNALS: tuple[FeastInternal, ...] = (
                   "replaced to open the same repository with the stock offline store", instance=True),
     FeastInternal("feast.repo_config", "RepoConfig._online_store", ("tests/feast_plugins/test_packed_sqlite_store.py",),
                   "replaced to open the same repository with the stock SQLite online store", instance=True),
+    # -- views without entities -------------------------------------------------------------
+    FeastInternal("feast.feature_view", "DUMMY_ENTITY_ID", (_ASOF, _LAYOUT),
+                  "the placeholder join key Feast gives a view without entities (added on pull, "
+                  "dropped from the point-in-time join, the key its online row is stored under)"),
+    FeastInternal("feast.feature_view", "DUMMY_ENTITY_VAL", (_ASOF, _LAYOUT),
+                  "the placeholder key's value"),
+    FeastInternal("feast.infra.offline_stores.ibis", "IbisRetrievalJob.table", (_ASOF,),
+                  "the stock DuckDB pull's ibis table, extended with the placeholder key column", instance=True),
     # -- the registry ---------------------------------------------------------------------
     FeastInternal("feast.infra.registry.file", "FileRegistryStore._write_registry", (_REGISTRY,),
                   "overridden to write the registry atomically", parameters=("registry_proto",)),

@@ -158,6 +158,16 @@ def serialize_entity_keys(columns: Sequence[tuple[str, Any, Sequence]], version:
             for values in zip(*converted)]
 
 
+def placeholder_key(version: int) -> bytes:
+    """The key Feast stores a view without entities under (its placeholder join key
+    ``__dummy_id`` with the value ``""``): every request reads that one row."""
+    from feast.feature_view import DUMMY_ENTITY_ID, DUMMY_ENTITY_VAL
+    from feast.value_type import ValueType
+
+    [key] = serialize_entity_keys([(DUMMY_ENTITY_ID, ValueType.STRING, [DUMMY_ENTITY_VAL])], version)
+    return key
+
+
 def serialize_key(entity_key, version: int) -> bytes:
     """Feast's serialization of one ``EntityKey`` proto."""
     from feast.infra.key_encoding_utils import serialize_entity_key

@@ -89,6 +89,7 @@ class DirectRead:
         self.store = store
         config = store.config
         self._version = config.entity_key_serialization_version
+        self._placeholder_key = packed_layout.placeholder_key(self._version)
         online_store = store._get_provider().online_store
         views = {v.name: v for v in store.list_feature_views()}
         self.batch: list[BatchView] = []
@@ -134,6 +135,8 @@ class DirectRead:
     def _keys(self, rows: list[dict], view: BatchView) -> list[bytes]:
         """Each row's serialized entity key for ``view``, from the cache or :meth:`_encode`."""
         keys = view.keys
+        if not keys:  # a view without entities: one row, under Feast's placeholder key
+            return [self._placeholder_key] * len(rows)
         cache = self._key_cache.get(view.join_keys)
         if cache is None:
             cache = self._key_cache[view.join_keys] = {}

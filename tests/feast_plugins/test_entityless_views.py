@@ -138,3 +138,20 @@ def test_online_values_equal_the_point_in_time_join_after_the_newest_row(data, t
                                              full_feature_names=True).to_df()
     for name, value in NEWEST.items():
         assert online[name] == [value] == offline[name].tolist(), name
+
+
+def test_the_servers_direct_read_answers_views_without_entities_as_feast(data, tmp_path):
+    """The server's direct read of the packed store (``feast_plugins.packed_reader``) gives
+    what Feast's ``get_online_features`` gives: the placeholder row for every request."""
+    from feast_plugins.packed_reader import DirectRead
+
+    packed = _store(tmp_path / "packed", data, ASOF, PACKED)
+    packed.materialize(START, END)
+    service = packed.get_feature_service("svc")
+    rows = [{"k": "x"}, {"k": "no-such-key"}, {"k": "y"}]
+    direct = DirectRead.for_store(packed, service)
+    assert direct is not None, "the service does not qualify for the direct read"
+    want = packed.get_online_features(features=service, entity_rows=rows,
+                                      full_feature_names=True).to_dict(include_event_timestamps=True)
+    assert direct.read(rows) == want
+    assert want["g__g1"] == [NEWEST["g__g1"]] * len(rows)
