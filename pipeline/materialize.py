@@ -5,7 +5,7 @@ materialization gate (every file a registered feature view reads matches its con
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from core.duck import connect, sql_ident
@@ -74,12 +74,20 @@ def materialize(settings: Settings, end: datetime, start: datetime | None = None
         state.forget(v.name for v in views)  # a window of the caller's: what it leaves out is unknown
         store.materialize(start_date=start, end_date=end)
         if start <= EPOCH:
-            state.record(views, end)
+            state.record({v.name: loaded_digest(v, end) for v in views}, end)
         return
 
+    # Each view's source, summarised at its last end (what the store holds) and at ``end``
+    # (what it will hold): one scan per view. The sources do not change while loading.
+    at = {v.name: [t for t in (_last_end(v), end) if t is not None] for v in views}
+    con = connect()
+    try:
+        digests = {v.name: dict(zip(at[v.name], loaded_digests(v, at[v.name], con))) for v in views}
+    finally:
+        con.close()
     ahead = [v for v in views if _last_end(v) is not None and _last_end(v) > end]
     changed = [v for v in views if v not in ahead and _last_end(v) is not None
-               and not state.holds(v, _last_end(v))]
+               and not state.holds(v.name, _last_end(v), digests[v.name][_last_end(v)])]
     # Rolling back or replacing: a reload alone would leave values online that the source
     # no longer has up to ``end`` (Redis skips writes not newer than what it holds; any
     # store keeps keys that have no row up to ``end``).
@@ -91,7 +99,7 @@ def materialize(settings: Settings, end: datetime, start: datetime | None = None
         store.materialize(start_date=EPOCH, end_date=end, feature_views=reload)
     if rest:
         store.materialize_incremental(end_date=end, feature_views=rest)
-    state.record(views, end)
+    state.record({v.name: digests[v.name][end] for v in views}, end)
 
 
 def _last_end(view) -> datetime | None:
@@ -100,17 +108,29 @@ def _last_end(view) -> datetime | None:
 
 
 def loaded_digest(view, until: datetime) -> str | None:
-    """A digest of what the online store holds for ``view`` once its source is loaded up to
-    ``until``: each entity key's newest source row (every column) at or before ``until``,
-    as materialization keeps it. It is order-free, and it changes when such a row is
-    edited, removed or overtaken by a late row, but not when older rows leave the table
-    (a sliding history). None for a source that is not a local Parquet table (nothing to
-    compare: such views are loaded incrementally only). DuckDB's ``hash``: a DuckDB upgrade
-    may change every digest, which costs one reload from the epoch."""
+    """A digest of what the online store can still serve for ``view`` once its source is
+    loaded up to ``until``: each entity key's newest source row (every column) before
+    ``until``, as materialization keeps it, among rows within the view's TTL of ``until``
+    (an older value is stale at any later request, online as offline). Rows at ``until``
+    itself are left out: the next incremental window starts there and reads them again
+    (Feast's window includes both ends), so a row stamped exactly at the last end that
+    arrived after it (a delivery that ends there) is loaded without a reload. It is order-free,
+    and it changes when such a row is edited, removed or overtaken by a late row, but not
+    when older rows leave or change (a sliding history recomputes its oldest days). None for
+    a source that is not a local Parquet table (nothing to compare: such views are loaded
+    incrementally only). DuckDB's ``hash``: a DuckDB upgrade may change every digest, which
+    costs one reload from the epoch."""
+    return loaded_digests(view, [until])[0]
+
+
+def loaded_digests(view, instants: list[datetime], con=None) -> list[str | None]:
+    """:func:`loaded_digest` at each of ``instants``, from one scan of the source (on ``con``,
+    a DuckDB connection from ``core.duck.connect``, when given: opening one costs more than
+    a scan of these tables)."""
     source = view.batch_source
     path = getattr(source, "path", None)
     if not path or "://" in path.removeprefix("file://"):
-        return None
+        return [None] * len(instants)
     path = path.removeprefix("file://")
     if Path(path).is_dir():
         path = str(Path(path) / "**" / "*.parquet")
@@ -118,15 +138,21 @@ def loaded_digest(view, until: datetime) -> str | None:
     ts = sql_ident(to_source.get(source.timestamp_field, source.timestamp_field))
     keys = [sql_ident(to_source.get(c.name, c.name)) for c in view.entity_columns]
     group = f" GROUP BY {', '.join(keys)}" if keys else ""
-    con = connect()
+    no_limit = EPOCH - timedelta(days=1)  # TTL 0: every row can be served
+    windows = [(until, until - view.ttl if view.ttl else no_limit) for until in instants]
+    newest = ", ".join(f"max_by(hash(t), ({ts}, hash(t))) FILTER (WHERE {ts} < ? AND {ts} >= ?) AS n{i}"
+                       for i in range(len(windows)))
+    totals = ", ".join(f"count(n{i}), coalesce(sum(n{i}::HUGEINT), 0)" for i in range(len(windows)))
+    params = [value for window in windows for value in window]
+    own = con is None
+    con = connect() if own else con
     try:
-        rows, total = con.execute(
-            f"SELECT count(*), coalesce(sum(newest::HUGEINT), 0) FROM ("
-            f"SELECT max_by(hash(t), ({ts}, hash(t))) AS newest FROM read_parquet(?) t"
-            f" WHERE {ts} <= ?{group})", [path, until]).fetchone()
+        row = con.execute(f"SELECT {totals} FROM (SELECT {newest} FROM read_parquet(?) t{group})",
+                          [*params, path]).fetchone()
     finally:
-        con.close()
-    return f"{rows}:{total}"
+        if own:
+            con.close()
+    return [f"{row[2 * i]}:{row[2 * i + 1]}" for i in range(len(windows))]
 
 
 class LoadedState:
@@ -141,21 +167,21 @@ class LoadedState:
         except (FileNotFoundError, ValueError):  # none yet, or unreadable: every view reloads once
             self.views = {}
 
-    def holds(self, view, until: datetime) -> bool:
-        """Whether the online store still holds what ``view``'s source gives up to ``until``
-        (true when the source cannot tell: :func:`loaded_digest` is None)."""
-        digest = loaded_digest(view, until)
+    def holds(self, view: str, until: datetime, digest: str | None) -> bool:
+        """Whether the online store still holds what ``view``'s source gives up to ``until``,
+        ``digest`` being its :func:`loaded_digest` now (None: the source cannot tell, so yes)."""
         if digest is None:
             return True
-        known = self.views.get(view.name) or {}
+        known = self.views.get(view) or {}
         try:
             recorded_until = datetime.fromisoformat(known.get("until", ""))
         except ValueError:
             return False
         return recorded_until == until and known.get("digest") == digest
 
-    def record(self, views, until: datetime) -> None:
-        self.views.update({v.name: {"until": until.isoformat(), "digest": loaded_digest(v, until)} for v in views})
+    def record(self, digests: dict[str, str | None], until: datetime) -> None:
+        """The views (name -> :func:`loaded_digest` at ``until``) are loaded up to ``until``."""
+        self.views.update({name: {"until": until.isoformat(), "digest": digest} for name, digest in digests.items()})
         atomic_write(self.path, json.dumps(self.views, indent=2, sort_keys=True))
 
     def forget(self, names) -> None:

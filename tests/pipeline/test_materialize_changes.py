@@ -17,11 +17,9 @@ import pytest
 
 from core.settings import Settings
 from feast_plugins.store import feature_store
-from pipeline.apply import apply
 from pipeline.features import build_sources
 from pipeline.ingest import ingest
 from pipeline.materialize import EPOCH, LoadedState, loaded_digest, materialize
-from tests.conftest import copy_data_dir
 
 UTC = timezone.utc
 
@@ -29,18 +27,18 @@ UTC = timezone.utc
 class _View:
     """What ``loaded_digest`` reads of a Feast feature view."""
 
-    def __init__(self, path, keys=("k",)):
+    def __init__(self, path, keys=("k",), ttl=timedelta(0)):
         from types import SimpleNamespace
 
-        self.name = "v"
+        self.name, self.ttl = "v", ttl
         self.batch_source = SimpleNamespace(path=str(path), timestamp_field="ts", field_mapping={})
         self.entity_columns = [SimpleNamespace(name=k) for k in keys]
 
 
-def _digest(tmp_path, rows: list[dict], until: datetime, keys=("k",)) -> str:
+def _digest(tmp_path, rows: list[dict], until: datetime, keys=("k",), ttl=timedelta(0)) -> str:
     path = tmp_path / f"t{len(list(tmp_path.iterdir()))}.parquet"
     pd.DataFrame(rows).to_parquet(path, index=False)
-    return loaded_digest(_View(path, keys), until)
+    return loaded_digest(_View(path, keys, ttl), until)
 
 
 def _t(hour: int) -> datetime:
@@ -58,12 +56,26 @@ def test_the_digest_changes_exactly_when_the_loaded_rows_do(tmp_path):
     assert _digest(tmp_path, BASE[1:], until) == base, "an older row leaving the table is not a change"
     assert _digest(tmp_path, [*BASE, {"k": "b", "ts": _t(7), "x": 0.0}], until) == base, \
         "a row after the loaded end is the incremental window's job"
+    assert _digest(tmp_path, [*BASE, {"k": "a", "ts": until, "x": 0.0}], until) == base, \
+        "so is a row at the loaded end: the next window starts there, both ends included"
     edited = [dict(r, x=99.0) if (r["k"], r["ts"]) == ("a", _t(2)) else r for r in BASE]
     assert _digest(tmp_path, edited, until) != base, "an edited newest row must change the digest"
     assert _digest(tmp_path, [*BASE, {"k": "a", "ts": _t(3), "x": 3.0}], until) != base, \
         "a late row newer than the loaded one must change the digest"
     assert _digest(tmp_path, [r for r in BASE if r["k"] != "a"], until) != base, "a removed key must change it"
     assert _digest(tmp_path, [*BASE, {"k": "c", "ts": _t(1), "x": 1.0}], until) != base, "a new key must change it"
+
+
+def test_with_a_ttl_the_digest_covers_what_can_still_be_served(tmp_path):
+    """A key whose newest row is older than the TTL is stale online and offline alike: its
+    rows may change (a sliding history recomputes its oldest days) without a reload."""
+    until, ttl = _t(5), timedelta(hours=3)
+    base = _digest(tmp_path, BASE, until, ttl=ttl)
+    stale_edited = [dict(r, x=-1.0) if r["k"] == "b" else r for r in BASE]  # b: newest up to 5h at 1h, older than 2h
+    assert _digest(tmp_path, stale_edited, until, ttl=ttl) == base, "a stale key's edit must not reload"
+    fresh_edited = [dict(r, x=-1.0) if (r["k"], r["ts"]) == ("a", _t(2)) else r for r in BASE]
+    assert _digest(tmp_path, fresh_edited, until, ttl=ttl) != base, "a servable row's edit must change it"
+    assert _digest(tmp_path, fresh_edited, until) != _digest(tmp_path, BASE, until), "TTL 0: no limit"
 
 
 def test_the_digest_of_a_view_without_entities_follows_its_newest_row(tmp_path):
@@ -82,22 +94,13 @@ def _aircraft_seats(settings: Settings, tailnum: str) -> int | None:
 @pytest.mark.e2e
 @pytest.mark.parametrize("profile", ["embedded", pytest.param("redis", marks=pytest.mark.redis)])
 def test_an_edited_reference_row_reaches_the_online_store_after_the_window_moved(
-        slice_run, raw_slice_dir, use_case, tmp_path, monkeypatch, request, profile):
+        slice_run, raw_slice_dir, use_case, tmp_path, monkeypatch, applied_copy, profile):
     """Materialize twice (the window moves past the epoch-stamped aircraft rows), then edit
     one aircraft's seats in RAW_DIR and run ingest -> features -> materialize: the online
     store answers the new seats, and only the aircraft view was reloaded."""
-    data_dir = copy_data_dir(slice_run["settings"].data_dir, tmp_path / "data")
-    for name in ("online_store.db", "registry.db", "registry.redis.db"):
-        (data_dir / name).unlink(missing_ok=True)
     raw = tmp_path / "raw"
     shutil.copytree(raw_slice_dir, raw)
-    monkeypatch.setenv("DATA_DIR", str(data_dir))
-    monkeypatch.setenv("RAW_DIR", str(raw))
-    monkeypatch.setenv("PROFILE", profile)
-    if profile == "redis":
-        monkeypatch.setenv("REDIS_ADDRESS", request.getfixturevalue("redis_server").address)
-    settings = Settings.from_env()
-    apply(settings)
+    settings = applied_copy(profile, raw_dir=raw)
     as_of = slice_run["snapshot"].as_of
     first, second = as_of - timedelta(days=2), as_of - timedelta(days=1)
     materialize(settings, end=first, start=EPOCH)
