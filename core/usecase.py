@@ -99,6 +99,17 @@ class UseCase:
     arrival_columns: Mapping[str, str] = field(default_factory=dict)
     timezone: str = "UTC"
     feature_lookback: timedelta = timedelta(0)
+    #: Ingest's plausibility of the as-of instant (checks ``as_of_lead`` and ``as_of_step``,
+    #: ``validation/drift.py``). The as-of is where the time-stamped tables end together, so
+    #: one table may end a little later than it (a feed that closes later), never far:
+    #: a timestamp more than ``as_of_max_lead`` past the as-of is a shifted or mislabelled
+    #: export (weather dated a year ahead moves the as-of to the other tables' end and would
+    #: pass every other check). ``as_of_max_step`` bounds how far one delivery may move the
+    #: as-of past the previous snapshot's (None: no bound): deliveries extend a history a
+    #: little at a time, and a jump of months is every table shifted, not news. Both are
+    #: failures ``--accept`` can tolerate for one run, like the other ingest checks.
+    as_of_max_lead: timedelta = timedelta(days=7)
+    as_of_max_step: timedelta | None = timedelta(days=92)
 
     def with_feature_service(self, name: str | None) -> "UseCase":
         """This use case with another FeatureService (one of its Feast definitions) for

@@ -69,10 +69,12 @@ INTERNALS: tuple[FeastInternal, ...] = (
                               "entities_to_keep", "partial")),
     # -- the SQLite online store the packed store extends ------------------------------------
     FeastInternal("feast.infra.online_stores.sqlite", "SqliteOnlineStore._conn", (_STORE, _OPEN),
-                  "the cached connection: PRAGMA synchronous on a fresh one; dropped after a failed read"),
+                  "the cached connection: PRAGMA journal_mode and synchronous on a fresh one; dropped after a "
+                  "failed read"),
     FeastInternal("feast.infra.online_stores.sqlite", "SqliteOnlineStore._get_conn",
                   (_STORE, "tests/feast_plugins/test_packed_sqlite_store.py"),
-                  "overridden to set PRAGMA synchronous; the store's connection", parameters=("config",)),
+                  "overridden to set PRAGMA journal_mode and synchronous; the store's connection",
+                  parameters=("config",)),
     FeastInternal("feast.infra.online_stores.sqlite", "SqliteOnlineStore._get_db_path", (_READER,),
                   "the store's file, which the direct read opens read-only per thread", parameters=("config",)),
     FeastInternal("feast.infra.online_stores.sqlite", "SqliteOnlineStoreConfig", (_STORE,),

@@ -7,10 +7,11 @@ the SQL, the bytes or the limits.
 **Tables.** One per feature view, named ``<project>_<view>_packed`` (:func:`table_name`;
 never a stock store's name, so the two cannot be confused in one file), one row per
 entity (:data:`PackedRow`): ``entity_key`` (primary key), ``event_ts`` and
-``created_ts`` (integer microseconds since the epoch, UTC: the stock store's precision)
-and ``packed``. A batch is written by :func:`upsert`, one ``executemany`` in one
-transaction (a reader sees all of a batch or none of it; for a repeated key the last row
-wins, as the stock store's upsert does per feature).
+``created_ts`` (integer microseconds since the epoch, UTC; Feast 0.67's stock store keeps
+whole seconds, so only a sub-second event time reads back finer here) and ``packed``. A
+batch is written by :func:`upsert`, one ``executemany`` in one transaction (a reader sees
+all of a batch or none of it; for a repeated key the last row wins, as the stock store's
+upsert does per feature).
 
 **Entity keys.** Feast's own serialization (``serialize_entity_key``, the project's
 ``entity_key_serialization_version``). :func:`encode_entity_keys` writes version 3 for
@@ -24,6 +25,9 @@ round-trips exactly. Materialization writes the same bytes straight from Arrow i
 protobuf's wire format (:func:`arrow_rows`), with Feast's conversion rules: null and NaN
 -> an empty ``Value``; ``float``/``int``/``str``/``bool`` into the view type's field.
 
+**The file.** :func:`configure` puts a writer's connection in WAL mode with ``synchronous
+= NORMAL`` (the store's settings); :func:`copy_database` copies a store consistently.
+
 **Limits.** A statement binds at most :data:`KEYS_PER_STATEMENT` keys, under SQLite's
 :data:`SQLITE_MAX_PARAMETERS`; :func:`read_rows` reads more in several statements.
 
@@ -34,6 +38,7 @@ imported on first use).
 from __future__ import annotations
 
 import functools
+import os
 import sqlite3
 import struct
 from datetime import datetime, timedelta, timezone
@@ -84,6 +89,61 @@ def upsert(conn: sqlite3.Connection, table: str, rows: Sequence[PackedRow]) -> N
             "VALUES (?, ?, ?, ?) ON CONFLICT(entity_key) DO UPDATE SET "
             "event_ts = excluded.event_ts, created_ts = excluded.created_ts, packed = excluded.packed",
             rows)
+
+
+# -- the file: journal, durability, copies -----------------------------------------------
+
+#: The files SQLite keeps next to a database in WAL mode (the log and its shared index).
+SIDE_FILES = ("-wal", "-shm")
+#: The WAL file is truncated to this size after a checkpoint (a materialization's big
+#: transaction otherwise leaves a log as large as itself on disk).
+JOURNAL_SIZE_LIMIT = 64 << 20
+
+
+def configure(conn: sqlite3.Connection, journal_mode: str, synchronous: str) -> None:
+    """Set a writer connection's journal mode (``WAL`` is stored in the file: every later
+    connection, the server's read-only ones too, reads it through the log) and its
+    ``synchronous`` level. Run before the connection's first transaction."""
+    modes = {"WAL", "DELETE", "TRUNCATE", "PERSIST"}
+    levels = {"OFF", "NORMAL", "FULL", "EXTRA"}
+    if journal_mode.upper() not in modes or synchronous.upper() not in levels:
+        raise ValueError(f"packed store: journal_mode {journal_mode!r} (one of {sorted(modes)}), "
+                         f"synchronous {synchronous!r} (one of {sorted(levels)})")
+    (mode,) = conn.execute(f"PRAGMA journal_mode = {journal_mode}").fetchone()
+    if mode.upper() != journal_mode.upper():
+        raise sqlite3.OperationalError(f"packed store: journal_mode {journal_mode} was refused (the file is "
+                                       f"in {mode} mode; is another process holding it?)")
+    conn.execute(f"PRAGMA synchronous = {synchronous}")
+    conn.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT}")
+
+
+def copy_database(source, target) -> None:
+    """A consistent copy of the SQLite file ``source`` at ``target``, through SQLite's backup
+    API: one committed state however busy its writers are, with the commits still in its
+    ``-wal`` file (copying the file alone can miss them, and copying it during a write can
+    tear it). The copy is written next to ``target`` and renamed into place; its journal mode
+    is the source's. ``source`` is opened read-only: a missing file is an error."""
+    from pathlib import Path
+
+    source, target = Path(source), Path(target)
+    partial = target.with_name(f".{target.name}.copying")
+    for leftover in [partial, *(partial.with_name(partial.name + s) for s in (*SIDE_FILES, "-journal"))]:
+        leftover.unlink(missing_ok=True)
+    src = sqlite3.connect(f"{source.absolute().as_uri()}?mode=ro", uri=True)
+    try:
+        dst = sqlite3.connect(partial)
+        try:
+            src.backup(dst)
+            # The copied header says WAL if the source was: leave the copy checkpointed
+            # and its log removed, a single self-contained file.
+            dst.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            dst.close()
+    finally:
+        src.close()
+    for suffix in SIDE_FILES:
+        target.with_name(target.name + suffix).unlink(missing_ok=True)
+    os.replace(partial, target)
 
 
 def keyed_select(table: str, keys: int, branch: Optional[int] = None) -> str:
@@ -321,11 +381,22 @@ def _wire_entries(name: str, type_name: str, column) -> list[bytes]:
 
 
 def arrow_micros(column) -> list:
-    """An Arrow timestamp column (or one castable to it) as microseconds since the epoch."""
+    """An Arrow timestamp column (or text castable to one) as microseconds since the epoch, UTC.
+
+    Text is what Feast's pull hands on for a source DuckDB reads as ``TIMESTAMPTZ_NS``
+    (nanosecond, timezone-aware: pandas' default): ISO strings with their offset,
+    ``'2013-01-01 05:00:00.000000000Z'``. They are parsed with the offset (text without
+    one is UTC, as Feast treats naive timestamps); sub-microsecond digits are dropped (the
+    store keeps microseconds)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    if not pa.types.is_timestamp(column.type):
+    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+        try:
+            column = pc.cast(column, pa.timestamp("ns", tz="UTC"))  # Arrow applies each value's offset
+        except pa.ArrowInvalid:  # text without offsets: UTC
+            column = pc.cast(column, pa.timestamp("ns"))
+    elif not pa.types.is_timestamp(column.type):
         column = pc.cast(column, pa.timestamp("us"))
     return pc.cast(pc.cast(column, pa.timestamp("us", tz=column.type.tz), safe=False), pa.int64()).to_pylist()
 

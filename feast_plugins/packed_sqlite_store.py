@@ -30,14 +30,19 @@ straight from Arrow (``packed_layout.arrow_rows``). Views with other feature typ
 also written offline, take Feast's own path. ``tests/feast_plugins/test_packed_sqlite_store.py``
 checks that both paths store the same bytes.
 
-Everything else (connection caching, ``teardown`` deleting the file) is the stock
-:class:`~feast.infra.online_stores.sqlite.SqliteOnlineStore`, inherited unchanged. Vector
+**Durability.** The store's file is a SQLite write-ahead-log database (``journal_mode:
+WAL``, ``synchronous: NORMAL``, :class:`PackedSqliteOnlineStoreConfig`): a crash mid-write
+leaves the old or the new values, never a mix.
+
+Everything else (connection caching, ``teardown`` deleting the file, here with its WAL
+files) is the stock :class:`~feast.infra.online_stores.sqlite.SqliteOnlineStore`. Vector
 search is not supported (``vector_enabled`` is refused). The server reads these tables
 directly (``packed_reader.py``). The Feast internals used here are listed in ``compat.py``.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from datetime import datetime
 from typing import Any, Callable, Literal, Optional, Sequence
@@ -58,18 +63,25 @@ from feast_plugins import packed_layout
 
 
 class PackedSqliteOnlineStoreConfig(SqliteOnlineStoreConfig):
-    """The stock SQLite settings (``path``), and ``synchronous``: SQLite's ``PRAGMA
-    synchronous`` for this store's connections (unset: SQLite's default, FULL). Each write
-    transaction waits for the disk (fsync, ~15 ms here) unless it is ``OFF``; with ``OFF``
-    a crash of the *machine* mid-write (not of the process) can corrupt the file, which
-    is a cache of the offline tables: rebuild it with ``pipeline materialize --start
-    1970-01-01``. Hourly pushes (``pipeline.push``) are small transactions: fsync is most
-    of their cost."""
+    """The stock SQLite settings (``path``), SQLite's ``PRAGMA journal_mode`` and ``PRAGMA
+    synchronous`` for this store's connections.
+
+    Default, and ``feature_store.yaml``: ``WAL`` with ``NORMAL``. A commit appends to the
+    write-ahead log without waiting for the disk (fsync happens at checkpoints), so small
+    transactions (hourly pushes, ``pipeline.push``) stay cheap; a crash of the process *or
+    of the machine* mid-write leaves a valid store holding the last transactions that
+    reached the disk, never half of one (``tests/feast_plugins/test_durability.py``: kill -9
+    of a writer, and power cuts simulated on copies). Readers (the server's read-only
+    connections, ``packed_reader.py``) never wait for a writer. ``OFF`` (no fsync at all)
+    can corrupt the file on a machine crash: do not use it. A copy of a WAL store must go
+    through SQLite (:func:`packed_layout.copy_database`): the file alone may lack the commits
+    still in its ``-wal`` file."""
 
     type: Literal["feast_plugins.packed_sqlite_store.PackedSqliteOnlineStore"] = (  # type: ignore[assignment]
         "feast_plugins.packed_sqlite_store.PackedSqliteOnlineStore"
     )
-    synchronous: Optional[Literal["OFF", "NORMAL", "FULL", "EXTRA"]] = None
+    journal_mode: Literal["WAL", "DELETE", "TRUNCATE", "PERSIST"] = "WAL"
+    synchronous: Literal["OFF", "NORMAL", "FULL", "EXTRA"] = "NORMAL"
 
 
 def _arrow_keys(view: FeatureView, data, version: int) -> list[bytes]:
@@ -98,9 +110,10 @@ class PackedSqliteOnlineStore(SqliteOnlineStore):
     def _get_conn(self, config: RepoConfig):
         fresh = self._conn is None
         conn = super()._get_conn(config)
-        synchronous = getattr(config.online_store, "synchronous", None)
-        if fresh and synchronous:
-            conn.execute(f"PRAGMA synchronous = {synchronous}")
+        if fresh:
+            options = config.online_store
+            packed_layout.configure(conn, getattr(options, "journal_mode", "WAL"),
+                                    getattr(options, "synchronous", "NORMAL"))
         return conn
 
     def _conn_for(self, config: RepoConfig) -> sqlite3.Connection:
@@ -171,6 +184,17 @@ class PackedSqliteOnlineStore(SqliteOnlineStore):
                 packed_layout.create_table(conn, self._table(config, view))
             for view in tables_to_delete:
                 packed_layout.drop_table(conn, self._table(config, view))
+
+    def teardown(self, config: RepoConfig, tables: Sequence[FeatureView], entities: Sequence[Entity]) -> None:
+        """The stock teardown (close, delete the file), and the WAL's ``-wal`` and ``-shm``
+        files with it: a log left behind must not meet a new store of the same name."""
+        super().teardown(config, tables, entities)
+        path = self._get_db_path(config)
+        for suffix in packed_layout.SIDE_FILES:
+            try:
+                os.unlink(path + suffix)
+            except FileNotFoundError:
+                pass
 
     def plan(self, config: RepoConfig, desired_registry_proto: RegistryProto) -> list:
         # The stock store plans its own table layout as infra objects (which `feast plan`

@@ -137,4 +137,10 @@ USE_CASE = UseCase(
     timezone=TIMEZONE,
     # The daily aggregates read the 7 days before a row's day, which is valid for 1 day.
     feature_lookback=timedelta(days=8),
+    # The as-of is where flights and weather end together; the real weather ends about a
+    # day before the flights (their last departures run into the next UTC day), so no
+    # table of a true export reaches 2 days past it. Deliveries extend the history by a
+    # night or a month; a quarter's jump is a shifted export.
+    as_of_max_lead=timedelta(days=2),
+    as_of_max_step=timedelta(days=92),
 )

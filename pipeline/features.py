@@ -5,7 +5,8 @@ run against views ``raw_<table>`` of the snapshot and the tables built before it
 ``getvariable('as_of')`` bound to the snapshot's as-of instant. All tables are written to a
 staging directory first, checked against their contracts (types from the Feast feature
 views, value rules from the use case), and moved into ``DATA_DIR/sources`` only when every
-one succeeded and passed.
+one succeeded and passed. A refused build also refuses its snapshot
+(:func:`pipeline.ingest.refuse_snapshot`): the next ingest is not compared with it.
 """
 
 from __future__ import annotations
@@ -25,10 +26,10 @@ from core.progress import Progress
 from core.settings import Settings
 from core.usecase import UseCase
 from pipeline.errors import PipelineError
-from pipeline.ingest import Snapshot
+from pipeline.ingest import Snapshot, refuse_snapshot
 from validation.contracts import Context
 from validation.gates import check_files, finish
-from validation.report import Report
+from validation.report import GateFailed, Report
 
 
 def source_sql(settings: Settings, sql_file: str, params) -> str:
@@ -45,7 +46,8 @@ def build_sources(
 ) -> dict[str, int]:
     """Build every source table, check each against its contract, and only then publish
     them all; return the row count of each. A failed contract raises
-    :class:`~validation.report.GateFailed` and leaves the published tables as they were.
+    :class:`~validation.report.GateFailed`, leaves the published tables as they were and
+    moves ``snapshot`` out of the chain later ingests compare with.
     ``contracts`` defaults to those derived from the Feast definitions."""
     if contracts is None:
         from pipeline.apply import source_contracts
@@ -72,7 +74,13 @@ def build_sources(
         report = Report("features", f"snapshot {snapshot.id}")
         check_files(report, {name: staging / f"{name}.parquet" for name in counts}, contracts,
                     Context(now=datetime.now(timezone.utc), as_of=snapshot.as_of))
-        path = finish(report, settings.reports)
+        try:
+            path = finish(report, settings.reports)
+        except GateFailed as e:
+            # Data the ingest gate let through but whose features are refused must not be
+            # what the next delivery is compared with (its as-of, volume, reference).
+            refuse_snapshot(settings, snapshot, e.report, e.path, progress)
+            raise
         if progress:
             progress.say(f"contracts passed ({len(report.checks)} tables; report {path.name})")
         for source in use_case.sources:

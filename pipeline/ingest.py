@@ -7,12 +7,20 @@ each file, the snapshot's as-of instant, the gate's report). It is written to a 
 directory and renamed into place, so a failed ingest leaves nothing behind, and it is
 never rewritten: ingesting identical data again reuses the newest snapshot; different
 data makes a new one.
+
+A snapshot the ingest gate accepted can still be refused by a later gate (the features
+gate, on the tables built from it): :func:`refuse_snapshot` then moves it to
+``DATA_DIR/raw/refused/<id>/`` with the refusal recorded, and restores the reference
+profile it replaced. Every later ingest is judged against the newest snapshot *not*
+refused (as-of, volume, reuse, reference profile), so one bad delivery does not block
+the corrected one.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -27,9 +35,11 @@ from core.progress import Progress
 from core.settings import Settings
 from core.usecase import UseCase
 from pipeline.errors import PipelineError
-from validation.contracts import Context, check_schema, read_table
+from validation.contracts import Context, check_schema, read_table, timestamp_failures
 from validation.drift import (
     as_of_failures,
+    as_of_lead_failures,
+    as_of_step_failures,
     distribution_failures,
     load_reference,
     profile,
@@ -40,6 +50,14 @@ from validation.gates import accept_checks, finish, run_contracts
 from validation.report import Failure, Report
 
 MANIFEST = "manifest.json"
+#: Under ``DATA_DIR/raw``: the snapshots a later gate refused (:func:`refuse_snapshot`),
+#: kept for inspection, out of the chain later ingests compare with.
+REFUSED = "refused"
+#: In a snapshot that became the reference profile: the profile it replaced (JSON
+#: ``{"reference": profile or null}``), restored if a later gate refuses the snapshot.
+REPLACED_REFERENCE = "replaced_reference.json"
+#: In a refused snapshot: which gate refused it, when, and its report.
+REFUSAL = "refusal.json"
 
 
 @dataclass(frozen=True)
@@ -72,7 +90,8 @@ def _sha256(path: Path) -> str:
 
 
 def list_snapshots(settings: Settings) -> list[Path]:
-    """Snapshot directories, oldest first (by manifest creation time)."""
+    """Snapshot directories, oldest first (by manifest creation time); refused ones
+    (``raw/refused/``) are not among them."""
     if not settings.raw_snapshots.is_dir():
         return []
     found = [p for p in settings.raw_snapshots.iterdir() if (p / MANIFEST).is_file()]
@@ -82,8 +101,52 @@ def list_snapshots(settings: Settings) -> list[Path]:
 def latest_snapshot(settings: Settings) -> Snapshot:
     snapshots = list_snapshots(settings)
     if not snapshots:
-        raise PipelineError(f"no raw snapshot under {settings.raw_snapshots}: run `pipeline ingest` first")
+        refused = settings.raw_snapshots / REFUSED
+        hint = f" (the ones under {refused} were refused by a gate)" if refused.is_dir() else ""
+        raise PipelineError(f"no raw snapshot under {settings.raw_snapshots}{hint}: run `pipeline ingest` first")
     return Snapshot.load(snapshots[-1])
+
+
+def refuse_snapshot(settings: Settings, snapshot: Snapshot, report: Report, report_path: Path | None,
+                    progress: Progress | None = None) -> Path | None:
+    """A later gate refused the tables built from ``snapshot``: take it out of the chain
+    later ingests compare with. It moves (one rename) to ``raw/refused/<id>/`` with a
+    ``refusal.json`` naming the gate and its report, and the reference profile it became
+    is replaced by the one it replaced. Return where it went (None: not one of this data
+    dir's snapshots, or already refused)."""
+    if snapshot.path.parent != settings.raw_snapshots or not (snapshot.path / MANIFEST).is_file():
+        return None
+    refused = settings.raw_snapshots / REFUSED
+    refused.mkdir(exist_ok=True)
+    record = {"refused_at": datetime.now(timezone.utc).isoformat(), "gate": report.gate,
+              "report": str(report_path) if report_path else None,
+              "failures": [f.line() for f in report.failures]}
+    (snapshot.path / REFUSAL).write_text(json.dumps(record, indent=2))
+    target = refused / snapshot.id
+    os.rename(snapshot.path, target)
+    _reference_profile(settings)  # restores the profile it replaced, if it had become the reference
+    if progress:
+        progress.say(f"snapshot {snapshot.id} refused by the {report.gate} gate: moved to {target}; "
+                     "the next ingest is judged against the last snapshot not refused")
+    return target
+
+
+def _reference_profile(settings: Settings, write: bool = True) -> dict | None:
+    """The reference profile ingest compares with. One made from a refused snapshot gives
+    way to the profile that snapshot replaced (none: the next accepted snapshot writes
+    one), written back unless ``write`` is false (``validation raw`` writes nothing), so a
+    refusal interrupted between its two steps heals here."""
+    reference = load_reference(settings.reference_profile)
+    snapshot_id = (reference or {}).get("snapshot")
+    if not snapshot_id or not (settings.raw_snapshots / REFUSED / str(snapshot_id) / MANIFEST).is_file():
+        return reference
+    saved = settings.raw_snapshots / REFUSED / str(snapshot_id) / REPLACED_REFERENCE
+    replaced = json.loads(saved.read_text())["reference"] if saved.is_file() else None
+    if write and replaced is None:
+        settings.reference_profile.unlink(missing_ok=True)
+    elif write:
+        write_reference(settings.reference_profile, replaced)
+    return replaced
 
 
 def _register_input(con: duckdb.DuckDBPyConnection, settings: Settings, use_case: UseCase,
@@ -139,9 +202,13 @@ def ingest(settings: Settings, use_case: UseCase, progress: Progress | None = No
     """Check the raw tables against their contracts and land them as a snapshot.
 
     The gate runs on the normalised tables in a staging directory: file and column types
-    first, then the use case's contracts (nulls, ranges, allowed values, keys, timestamps
-    not in the future), the as-of instant against the previous snapshot's, the row counts
-    against it, and the distributions against the reference profile. Any failure raises
+    first (a timestamp must be timezone-aware, at any precision, or text with a UTC offset:
+    ``naive_timestamp``), then the use case's contracts (nulls, ranges, allowed values, keys, timestamps
+    not in the future), the as-of instant against the previous snapshot's (forward, by at
+    most the use case's ``as_of_max_step``) and against the tables (none reaching more than
+    ``as_of_max_lead`` past it), the row counts against the previous snapshot's, and the
+    distributions against the reference profile. The previous snapshot is the newest one
+    no later gate refused (:func:`refuse_snapshot`). Any failure raises
     :class:`~validation.report.GateFailed` and no snapshot is written; the report is
     written under ``DATA_DIR/reports`` either way. ``accept`` names checks (e.g.
     ``volume_change``) whose failures are reported but do not block this run. With
@@ -164,6 +231,13 @@ def ingest(settings: Settings, use_case: UseCase, progress: Progress | None = No
             report.ran(f"column_types:{table.name}")
             actual = dict(con.execute(f"SELECT column_name, column_type FROM (DESCRIBE input_{table.name})").fetchall())
             report.extend(check_schema(table.name, origins[table.name], actual, table.columns))
+            # Timestamps must name their instant: a naive one, or text without a UTC
+            # offset, would be read as UTC by the normalisation, hours off if it was local.
+            for column, family in table.columns.items():
+                if family == "TIMESTAMP" and column in actual:
+                    report.ran(f"naive_timestamp:{table.name}.{column}")
+                    report.extend(timestamp_failures(con, f"input_{table.name}", table.name, origins[table.name],
+                                                     column, actual[column]))
     if not report.passed:
         finish(report, settings.reports)
     settings.raw_snapshots.mkdir(parents=True, exist_ok=True)
@@ -187,9 +261,11 @@ def ingest(settings: Settings, use_case: UseCase, progress: Progress | None = No
         for name in tables:
             con.execute(f"CREATE VIEW raw_{name} AS SELECT * FROM read_parquet({sql_str(staging / f'{name}.parquet')})")
         as_of = con.execute(use_case.as_of_sql).fetchone()[0]
+        beyond_declared = False
         if declared_as_of is not None and as_of is not None:
             report.ran("as_of_declared")
-            if as_of > declared_as_of:
+            beyond_declared = as_of > declared_as_of
+            if beyond_declared:
                 report.failures.append(Failure(
                     "as_of_declared", "snapshot", None,
                     f"the data reaches {as_of.isoformat()}, after the delivery's declared as-of "
@@ -198,6 +274,7 @@ def ingest(settings: Settings, use_case: UseCase, progress: Progress | None = No
         frames = {name: read_table(staging / f"{name}.parquet") for name in tables}
         now = datetime.now(timezone.utc)
         run_contracts(report, frames, use_case.raw_contracts, Context(now=now, as_of=as_of, tables=frames))
+        # The previous snapshot: the newest one no gate refused (refused ones are not listed).
         previous = list_snapshots(settings)
         last = Snapshot.load(previous[-1]) if previous else None
         report.ran("as_of_forward")
@@ -207,11 +284,19 @@ def ingest(settings: Settings, use_case: UseCase, progress: Progress | None = No
         else:
             report.stats["as_of"] = as_of.isoformat()
             report.extend(as_of_failures(as_of, last.as_of if last else None, last.id if last else None))
+            report.ran("as_of_step")
+            report.extend(as_of_step_failures(as_of, last.as_of if last else None, last.id if last else None,
+                                              use_case.as_of_max_step))
+            if not beyond_declared:  # data past a declared as-of: as_of_declared said so already
+                report.ran("as_of_lead")
+                failures, report.stats["as_of_lead_hours"] = as_of_lead_failures(frames, as_of,
+                                                                                  use_case.as_of_max_lead)
+                report.extend(failures)
         report.ran("volume_change")
         failures, report.stats["volume_ratio"] = volume_failures(
             {n: t["rows"] for n, t in tables.items()}, last.tables if last else None, use_case.raw_contracts)
         report.extend(failures)
-        reference = load_reference(settings.reference_profile)
+        reference = _reference_profile(settings, write=not dry_run)
         if reference is not None:
             report.ran("distribution_psi")
             failures, report.stats["psi"] = distribution_failures(frames, reference)
@@ -233,7 +318,7 @@ def ingest(settings: Settings, use_case: UseCase, progress: Progress | None = No
 
         snapshot_id = now.strftime("%Y-%m-%d")
         n = 1
-        while (settings.raw_snapshots / snapshot_id).exists():
+        while any((root / snapshot_id).exists() for root in (settings.raw_snapshots, settings.raw_snapshots / REFUSED)):
             snapshot_id = f"{now:%Y-%m-%d}.{n}"
             n += 1
         manifest = {
@@ -243,12 +328,15 @@ def ingest(settings: Settings, use_case: UseCase, progress: Progress | None = No
             "tables": tables,
             "validation_report": str(report_path),
         }
+        becomes_reference = reference is None or follow_reference
+        if becomes_reference:  # kept, to be restored if a later gate refuses this snapshot
+            (staging / REPLACED_REFERENCE).write_text(json.dumps({"reference": reference}, default=str))
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2))
         final = settings.raw_snapshots / snapshot_id
         staging.rename(final)
         for p in final.iterdir():
             p.chmod(0o444)
-        if reference is None or follow_reference:
+        if becomes_reference:
             write_reference_profile(settings, use_case, frames, snapshot_id, manifest["as_of"], progress)
         if progress:
             progress.say(f"new snapshot {snapshot_id} (as of {manifest['as_of']})")

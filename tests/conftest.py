@@ -101,16 +101,45 @@ def require_tool(name: str, environ=None) -> str:
 SERVE_END = pd.Timestamp("2013-02-27T23:00:00Z").to_pydatetime()
 
 
-def copy_data_dir(source: Path, target: Path) -> Path:
-    """A private DATA_DIR: models, registry, snapshots and online store of ``source`` (no logs).
+def copy_data_dir(source: Path, target: Path, ignore: tuple[str, ...] = ("logs", "metrics")) -> Path:
+    """A private DATA_DIR: models, registry, snapshots and online store of ``source``
+    (without the entries named ``ignore``: by default no logs).
 
     Feast's registry records the source tables' absolute paths, so the copy reads
     ``source``'s (read-only) Parquet files; everything it writes stays in ``target``.
+    SQLite files (the online store, in WAL mode) are copied through SQLite's backup API
+    (:func:`feast_plugins.packed_layout.copy_database`): a file copy could miss the commits
+    still in its ``-wal`` file, or tear under a writer.
     """
     import shutil
 
-    shutil.copytree(source, target, ignore=shutil.ignore_patterns("logs", "metrics"))
+    from feast_plugins.packed_layout import copy_database
+
+    databases: list[Path] = []
+    skip = shutil.ignore_patterns(*ignore)
+
+    def ignored(directory: str, names: list[str]) -> set[str]:
+        out = set(skip(directory, names))
+        for name in names:
+            path = Path(directory) / name
+            if name not in out and is_sqlite(path):
+                databases.append(path)
+                out.add(name)
+                out.update(name + suffix for suffix in ("-wal", "-shm", "-journal"))
+        return out
+
+    shutil.copytree(source, target, ignore=ignored)
+    for database in databases:
+        copy_database(database, target / database.relative_to(source))
     return target
+
+
+def is_sqlite(path: Path) -> bool:
+    """Whether ``path`` is a SQLite database file (its 16-byte header)."""
+    if not path.is_file():
+        return False
+    with path.open("rb") as f:
+        return f.read(16) == b"SQLite format 3\x00"
 
 
 @pytest.fixture(scope="session")

@@ -10,9 +10,10 @@ so the contract and the served schema cannot drift apart.
 (every check, not just the first) and turns pandera's failure cases into
 :class:`~validation.report.Failure` records: check, column, rows failed, examples.
 
-:func:`check_schema` is the one check that runs *before* pandera: the raw tables' column
-types, read from DuckDB before ingest normalises them (normalising a mistyped column would
-fail with a less helpful message).
+:func:`check_schema` and :func:`timestamp_failures` run *before* pandera: the raw tables'
+column types, read from DuckDB before ingest normalises them (normalising a mistyped column
+would fail with a less helpful message), and whether every timestamp names its instant (the
+normalisation would read a naive one as UTC).
 """
 
 from __future__ import annotations
@@ -32,15 +33,23 @@ INTEGER_TYPES = {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYIN
                  "USMALLINT", "UINTEGER", "UBIGINT"}
 NUMERIC_TYPES = INTEGER_TYPES | {"FLOAT", "DOUBLE", "REAL"}
 
-#: Which DuckDB column types satisfy each declared raw type family. A timestamp must be
-#: timezone-aware (TIMESTAMP WITH TIME ZONE) or an ISO 8601 string with an offset that
-#: the table's normalisation casts; a naive TIMESTAMP is ambiguous and refused.
+#: Which DuckDB column types satisfy each declared raw type family. A timestamp must name
+#: its instant: timezone-aware at any precision (:func:`is_aware_timestamp`), or ISO 8601
+#: text whose every value carries a UTC offset (:func:`timestamp_failures` reads them),
+#: which the table's normalisation casts. A naive one (any precision) could be local time
+#: or UTC; it is refused by :func:`timestamp_failures`, with examples.
 ACCEPTED = {
     "VARCHAR": {"VARCHAR"},
     "BIGINT": INTEGER_TYPES,
     "DOUBLE": NUMERIC_TYPES,
-    "TIMESTAMP": {"TIMESTAMP WITH TIME ZONE", "VARCHAR"},
+    "TIMESTAMP": {"VARCHAR"},  # and every timezone-aware timestamp type (is_aware_timestamp)
 }
+
+#: ISO 8601 date and time with an explicit offset: ``Z``, ``+hh:mm``, ``+hhmm``, ``+hh``
+#: (or a ``UTC``/``GMT`` suffix), as DuckDB casts text to TIMESTAMPTZ. Without one, DuckDB
+#: reads the text in the session's zone (UTC): a silent shift for local times.
+TIMESTAMP_WITH_OFFSET = (r"^\s*\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?"
+                         r"\s*([zZ]|[+-]\d{2}(:?\d{2})?|UTC|GMT)\s*$")
 
 #: Storage types a :class:`ColumnRule` can require (Arrow types, as DuckDB writes them).
 ARROW_TYPES = {
@@ -67,8 +76,23 @@ def _family(duckdb_type: str) -> str:
     return "DOUBLE" if duckdb_type.startswith("DECIMAL") else duckdb_type
 
 
+def is_aware_timestamp(duckdb_type: str) -> bool:
+    """A DuckDB timestamp type holding instants, at any precision (``TIMESTAMP WITH TIME
+    ZONE``, ``TIMESTAMPTZ``, ``TIMESTAMPTZ_NS`` as DuckDB reads pandas' default
+    nanosecond, UTC Parquet)."""
+    t = duckdb_type.upper()
+    return t.startswith("TIMESTAMP") and ("WITH TIME ZONE" in t or t.startswith("TIMESTAMPTZ"))
+
+
+def is_naive_timestamp(duckdb_type: str) -> bool:
+    """A DuckDB timestamp type without a time zone (``TIMESTAMP``, ``TIMESTAMP_S``,
+    ``TIMESTAMP_MS``, ``TIMESTAMP_NS``): wall-clock readings of an unknown zone."""
+    return duckdb_type.upper().startswith("TIMESTAMP") and not is_aware_timestamp(duckdb_type)
+
+
 def check_schema(table: str, origin: str, actual: Mapping[str, str], expected: Mapping[str, str]) -> list[Failure]:
-    """Every missing or mistyped raw column, as failures naming the file and column."""
+    """Every missing or mistyped raw column, as failures naming the file and column. A
+    naive timestamp is left to :func:`timestamp_failures`, which shows its values."""
     problems = []
     for column, family in expected.items():
         if column not in actual:
@@ -76,13 +100,54 @@ def check_schema(table: str, origin: str, actual: Mapping[str, str], expected: M
             hint = f" (found {close[0]!r})" if close else ""
             problems.append(Failure("column_present", table, column,
                                     f"column {column!r} is missing{hint} in {origin}"))
-        elif _family(actual[column]) not in ACCEPTED[family]:
+            continue
+        if family == "TIMESTAMP" and (is_aware_timestamp(actual[column]) or is_naive_timestamp(actual[column])):
+            continue
+        if _family(actual[column]) not in ACCEPTED[family]:
+            expected_text = ("a timezone-aware TIMESTAMP (any precision) or ISO 8601 text with a UTC offset"
+                             if family == "TIMESTAMP" else family)
             problems.append(Failure(
                 "column_type", table, column,
-                f"column {column!r} has type {actual[column]}, expected {family}"
-                + (" (timezone-aware)" if family == "TIMESTAMP" else "") + f" in {origin}",
+                f"column {column!r} has type {actual[column]}, expected {expected_text} in {origin}",
             ))
     return problems
+
+
+def timestamp_failures(con, relation: str, table: str, origin: str, column: str, duckdb_type: str) -> list[Failure]:
+    """A raw timestamp column must say which instant each value is: refuse a naive
+    timestamp type, and text values without a UTC offset (:data:`TIMESTAMP_WITH_OFFSET`),
+    naming the file and column with the first offending rows (their position in the file)
+    and values. ``con`` is a DuckDB connection where ``relation`` reads the raw table."""
+    import pyarrow.compute as pc
+
+    from core.duck import sql_ident
+
+    naive = is_naive_timestamp(duckdb_type)
+    if not naive and duckdb_type.upper() != "VARCHAR":
+        return []  # timezone-aware, or a type column_type already refused
+    values = con.sql(f"SELECT {sql_ident(column)} AS v FROM {relation}").to_arrow_table().column("v")
+    present = pc.is_valid(values)
+    if naive:
+        bad = present
+    else:
+        bad = pc.and_(present, pc.invert(pc.match_substring_regex(values, TIMESTAMP_WITH_OFFSET)))
+    count = pc.sum(bad).as_py() or 0
+    if not count:
+        return []
+    rows = pc.indices_nonzero(bad).slice(0, 3).to_pylist()
+    examples = tuple({"row": r, column: str(values[r].as_py())} for r in rows)
+    if naive:
+        message = (f"column {column!r} in {origin} holds timestamps without a time zone ({duckdb_type}): each "
+                   "could be local time or UTC. Store instants: timezone-aware timestamps (e.g. pandas "
+                   "`.dt.tz_localize('America/New_York')` on local times), or ISO 8601 text with a UTC offset "
+                   "('2013-01-01T06:00:00Z', '2013-01-01T01:00:00-05:00')")
+    else:
+        total = pc.sum(present).as_py()
+        message = (f"column {column!r} in {origin}: {count:,} of {total:,} text timestamps carry no UTC "
+                   "offset, so which instant each means is unknown (read as UTC, a local time would be "
+                   "silently shifted). Write each with its offset ('2013-01-01T06:00:00Z', "
+                   "'2013-01-01T01:00:00-05:00') or store timezone-aware timestamps")
+    return [Failure("naive_timestamp", table, column, message, count, examples)]
 
 
 def read_table(path: Path) -> pd.DataFrame:

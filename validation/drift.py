@@ -1,5 +1,6 @@
 """Batch-to-batch checks: volume against the previous snapshot, distribution against a
-reference profile (Population Stability Index), and as-of instants that only move forward.
+reference profile (Population Stability Index), and as-of instants that only move forward,
+a plausible step at a time, with no table reaching far past them.
 
 The thresholds are documented, with what justifies them, in ``docs/validation.md``.
 """
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Mapping
 
@@ -149,6 +150,56 @@ def as_of_failures(as_of: datetime, previous_as_of: datetime | None, previous_id
     return [Failure("as_of_forward", "snapshot", None,
                     f"as-of {as_of.isoformat()} is before the previous snapshot {previous_id}'s "
                     f"{previous_as_of.isoformat()}: snapshots only move forward")]
+
+
+def as_of_step_failures(as_of: datetime, previous_as_of: datetime | None, previous_id: str | None,
+                        max_step: timedelta | None) -> list[Failure]:
+    """A new snapshot must not move the as-of further past the previous one's than
+    ``max_step`` (the use case's ``as_of_max_step``; None: no bound)."""
+    if max_step is None or previous_as_of is None or as_of - previous_as_of <= max_step:
+        return []
+    return [Failure("as_of_step", "snapshot", None,
+                    f"as-of {as_of.isoformat()} is {_days(as_of - previous_as_of)} after the previous snapshot "
+                    f"{previous_id}'s {previous_as_of.isoformat()}; the use case's as_of_max_step allows "
+                    f"{_days(max_step)}: a shifted export? (--accept as_of_step if the jump is intended)")]
+
+
+def as_of_lead_failures(frames: Mapping[str, pd.DataFrame], as_of: datetime,
+                        max_lead: timedelta) -> tuple[list[Failure], dict]:
+    """Every timezone-aware timestamp column of every table against the as-of: none may
+    reach further than ``max_lead`` (the use case's ``as_of_max_lead``) past it. The as-of
+    is where the time-stamped tables end together; one table reaching far beyond is a
+    shifted or mislabelled export (the as-of itself then looks plausible). Stats: each
+    column's lead past the as-of, in hours."""
+    failures, stats = [], {}
+    limit = pd.Timestamp(as_of) + max_lead
+    for table, frame in frames.items():
+        for column in frame.columns:
+            dtype = frame[column].dtype
+            if getattr(getattr(dtype, "pyarrow_dtype", None), "tz", None) is None \
+                    and getattr(dtype, "tz", None) is None:
+                continue  # not a timezone-aware timestamp
+            values = frame[column].dropna()
+            if values.empty:
+                continue
+            newest = pd.Timestamp(values.max())
+            stats[f"{table}.{column}"] = round((newest - pd.Timestamp(as_of)) / pd.Timedelta(hours=1), 2)
+            if newest > limit:
+                beyond = values[values > limit]
+                failures.append(Failure(
+                    "as_of_lead", table, column,
+                    f"timestamps up to {newest.isoformat()}, {_days(newest - pd.Timestamp(as_of))} past the "
+                    f"snapshot's as-of {pd.Timestamp(as_of).isoformat()} (where the time-stamped tables end "
+                    f"together); the use case's as_of_max_lead allows {_days(max_lead)}: a shifted or "
+                    f"mislabelled export?", int(len(beyond)),
+                    tuple({"row": int(i), column: v} for i, v in beyond.head(3).items())))
+    return failures, stats
+
+
+def _days(delta) -> str:
+    """A duration for a message: days with one decimal, hours below a day."""
+    seconds = pd.Timedelta(delta).total_seconds()
+    return f"{seconds / 86400:.1f} days" if abs(seconds) >= 86400 else f"{seconds / 3600:.1f} hours"
 
 
 def load_reference(path: Path) -> dict | None:

@@ -175,3 +175,72 @@ def unpack_sorted(blob):
     from feast_plugins.packed_layout import unpack
 
     return sorted((name, value.SerializeToString()) for name, value in unpack(blob).items())
+
+
+@pytest.mark.parametrize("offline_store", ["feast_plugins.asof_offline_store.AsofDuckDBOfflineStore", "duckdb"])
+def test_a_nanosecond_timezone_aware_source_materializes_as_with_the_stock_engine(tmp_path, offline_store):
+    """pandas writes timezone-aware timestamps in nanoseconds; DuckDB reads them as
+    TIMESTAMPTZ_NS and Feast's pull hands them on as text with an offset ('...000Z'). The
+    packed engine stores what the stock engine and store store: the same event times, the
+    same values, the newest row per key. (The newest rows are on whole seconds: the stock
+    store keeps whole seconds, the packed one microseconds; the older rows' nanoseconds
+    still have to parse, and order them.)"""
+    import pandas as pd
+    from feast import Entity, FeatureStore, FeatureView, Field, FileSource, ValueType
+    from feast.repo_config import RepoConfig
+    from feast.types import Float64, Int64
+
+    when = pd.to_datetime(["2013-01-03T01:00:00.999999999Z", "2013-01-02T07:00:00.000000999Z",
+                           "2013-01-02T08:00:00Z", "2013-01-03T01:00:01Z", "2013-01-02T07:00:01Z"],
+                          utc=True, format="ISO8601")
+    frame = pd.DataFrame({"k": [1, 2, 3, 1, 2], "x": [0.5, 1.5, None, 2.5, 3.5], "ts": when, "created": when})
+    assert str(frame["ts"].dtype) == "datetime64[ns, UTC]"
+    frame.to_parquet(tmp_path / "source.parquet")
+    entity = Entity(name="k", join_keys=["k"], value_type=ValueType.INT64)
+    source = FileSource(path=str(tmp_path / "source.parquet"), timestamp_field="ts", created_timestamp_column="created")
+    view = FeatureView(name="v", entities=[entity], source=source,
+                       schema=[Field(name="x", dtype=Float64), Field(name="k", dtype=Int64)])
+    keys = [{"k": k} for k in (1, 2, 3, 9)]
+    answers = []
+    for name, online, engine in (
+            ("packed", "feast_plugins.packed_sqlite_store.PackedSqliteOnlineStore",
+             "feast_plugins.packed_sqlite_store.PackedLocalComputeEngine"),
+            ("stock", "sqlite", "local")):
+        config = RepoConfig(project="p", provider="local", registry=str(tmp_path / f"{name}.registry"),
+                            online_store={"type": online, "path": str(tmp_path / f"{name}.db")},
+                            offline_store={"type": offline_store}, batch_engine={"type": engine},
+                            entity_key_serialization_version=3, repo_path=str(tmp_path))
+        store = FeatureStore(config=config)
+        store.apply([entity, view])
+        store.materialize(start_date=datetime(2012, 1, 1, tzinfo=timezone.utc),
+                          end_date=datetime(2014, 1, 1, tzinfo=timezone.utc))
+        served = store.get_online_features(features=["v:x"], entity_rows=keys).to_dict(include_event_timestamps=True)
+        stored = store._get_provider().online_store.online_read(
+            store.config, store.get_feature_view("v"), [_int_key("k", k["k"]) for k in keys])
+        answers.append((served, [(ts, values and {n: v.SerializeToString() for n, v in values.items()})
+                                 for ts, values in stored]))
+    assert answers[0] == answers[1]
+    assert answers[0][0]["x"] == [2.5, 3.5, None, None]
+    assert answers[0][1][1][0] == datetime(2013, 1, 2, 7, 0, 1, tzinfo=timezone.utc)
+
+
+def test_event_times_given_as_text_are_read_with_their_offset():
+    """The engine's timestamps as Feast's pull may hand them on: text with any offset (to
+    the microsecond; nanoseconds dropped), text without one (UTC), or Arrow timestamps."""
+    import pyarrow as pa
+
+    from feast_plugins.packed_layout import arrow_micros
+
+    t = 1_357_174_800_123_456  # 2013-01-03T01:00:00.123456Z
+    texts = ["2013-01-03 01:00:00.123456789Z", "2013-01-03T01:00:00.123456+00:00", "2013-01-02 20:00:00.123456-05:00"]
+    assert arrow_micros(pa.array(texts)) == [t] * 3
+    assert arrow_micros(pa.array(["2013-01-03 01:00:00.123456"])) == [t]
+    assert arrow_micros(pa.array([t * 1000 + 789], pa.timestamp("ns", tz="UTC"))) == [t]
+    assert arrow_micros(pa.array([None, texts[0]])) == [None, t]
+
+
+def _int_key(name: str, value: int):
+    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+    from feast.protos.feast.types.Value_pb2 import Value
+
+    return EntityKey(join_keys=[name], entity_values=[Value(int64_val=value)])

@@ -77,7 +77,7 @@ def test_raw_file_that_is_not_parquet_is_named(tmp_path, small_raw, use_case, se
         (lambda f: f.rename(columns={"origin": "Origin"}), "'origin' is missing \\(found 'Origin'\\)"),
         (lambda f: f.assign(arr_delay=f["arr_delay"].astype(str)), "'arr_delay' has type VARCHAR"),
         (lambda f: f.assign(time_hour=pd.to_datetime(f["time_hour"]).dt.tz_localize(None)),
-         "'time_hour' has type TIMESTAMP.*timezone-aware"),
+         "'time_hour' in .*flights.parquet holds timestamps without a time zone"),
     ],
     ids=["missing", "renamed", "wrong-type", "naive-timestamp"],
 )
@@ -110,3 +110,68 @@ def test_follow_reference_makes_each_accepted_snapshot_the_reference(tmp_path, b
         reference = load_reference(settings_for(tmp_path / data, day(11)).reference_profile)
         expected = snapshots[-1] if follow else snapshots[0]
         assert reference["snapshot"] == expected.id, (follow, reference["snapshot"])
+
+
+def _local_strings(frame: pd.DataFrame) -> pd.DataFrame:
+    """``time_hour`` as New York wall-clock text, the way a local export writes it."""
+    local = pd.to_datetime(frame["time_hour"], utc=True).dt.tz_convert("America/New_York")
+    return frame.assign(time_hour=local.dt.strftime("%Y-%m-%d %H:%M:%S"))
+
+
+def test_local_time_strings_are_refused_naming_file_column_and_values(tmp_path, small_raw, use_case, settings_for):
+    """Text without a UTC offset would be read as UTC (a silent 5-hour shift for New York
+    times): ``validation raw`` (the gate alone) and ingest refuse it with examples."""
+    tables = {**small_raw, "weather": _local_strings(small_raw["weather"])}
+    raw = write_raw_dir(tables, tmp_path / "raw")
+    settings = settings_for(tmp_path / "data", raw)
+    for dry_run in (True, False):
+        with pytest.raises(GateFailed) as info:
+            ingest(settings, use_case, dry_run=dry_run)
+        [failure] = info.value.report.failures
+        assert (failure.check, failure.table, failure.column) == ("naive_timestamp", "weather", "time_hour")
+        assert failure.failed_rows == len(tables["weather"]) and str(raw / "weather.parquet") in failure.message
+        assert failure.examples[0] == {"row": 0, "time_hour": tables["weather"]["time_hour"].iloc[0]}
+        assert "UTC offset" in failure.message
+    assert not list_snapshots(settings), "a refused ingest left a snapshot"
+
+    # One value without its offset among correct ones is named by its row.
+    weather = small_raw["weather"].copy()
+    weather.loc[7, "time_hour"] = "2013-03-10 09:00:00"
+    raw = write_raw_dir({**small_raw, "weather": weather}, tmp_path / "raw-one")
+    with pytest.raises(GateFailed) as info:
+        ingest(settings_for(tmp_path / "data", raw), use_case, dry_run=True)
+    [failure] = info.value.report.failures
+    assert failure.failed_rows == 1 and failure.examples == ({"row": 7, "time_hour": "2013-03-10 09:00:00"},)
+
+
+@pytest.mark.parametrize(("unit", "zone"), [("ns", "UTC"), ("ns", "America/New_York"), ("us", "America/New_York"),
+                                           ("s", "UTC")])
+def test_timezone_aware_timestamps_of_any_precision_make_the_same_snapshot(tmp_path, small_raw, use_case,
+                                                                          settings_for, unit, zone):
+    """pandas writes timezone-aware timestamps in nanoseconds by default; any precision and
+    any zone names the same instants as the ISO text ending in Z, and ingest lands the
+    same rows (a second snapshot: the files' schemas differ in nullability flags only)."""
+    settings = settings_for(tmp_path / "data", write_raw_dir(small_raw, tmp_path / "iso"))
+    first = ingest(settings, use_case)
+
+    def aware(frame):
+        when = pd.to_datetime(frame["time_hour"], utc=True).dt.tz_convert(zone)
+        return frame.assign(time_hour=when.astype(f"datetime64[{unit}, {zone}]"))
+
+    tables = {**small_raw, "flights": aware(small_raw["flights"]), "weather": aware(small_raw["weather"])}
+    raw = write_raw_dir(tables, tmp_path / "aware")
+    again = ingest(settings_for(tmp_path / "data", raw), use_case)
+    assert again.as_of == first.as_of
+    for name in ("flights", "weather"):
+        pd.testing.assert_frame_equal(pd.read_parquet(again.table_path(name)), pd.read_parquet(first.table_path(name)))
+
+
+def test_text_with_an_offset_other_than_z_is_the_same_instant(tmp_path, small_raw, use_case, settings_for):
+    settings = settings_for(tmp_path / "data", write_raw_dir(small_raw, tmp_path / "iso"))
+    first = ingest(settings, use_case)
+    local = pd.to_datetime(small_raw["weather"]["time_hour"], utc=True).dt.tz_convert("America/New_York")
+    with_offset = local.dt.strftime("%Y-%m-%dT%H:%M:%S%z").str.replace(r"(\d\d)$", r":\1", regex=True)
+    assert with_offset.iloc[0].endswith("-05:00") or with_offset.iloc[0].endswith("-04:00")
+    tables = {**small_raw, "weather": small_raw["weather"].assign(time_hour=with_offset)}
+    again = ingest(settings_for(tmp_path / "data", write_raw_dir(tables, tmp_path / "offset")), use_case)
+    assert again.id == first.id, "the same instants made a different snapshot"

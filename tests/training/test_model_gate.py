@@ -8,13 +8,13 @@ model the session fixture trained and promoted on the floors alone.
 from __future__ import annotations
 
 import json
-import shutil
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from core.settings import Settings
+from tests.conftest import copy_data_dir
 from training.dataset import load_events, service_features, training_set
 from training.model import booster_from_bytes
 from training.model_gate import GateConfig, judge
@@ -31,7 +31,7 @@ def env(slice_run, use_case, tmp_path_factory):
     its Feast store, the champion, its evaluation window and the training rows."""
     original: Settings = slice_run["settings"]
     data = tmp_path_factory.mktemp("gate") / "data"
-    shutil.copytree(original.data_dir, data)
+    copy_data_dir(original.data_dir, data, ignore=())
     settings = Settings(data_dir=data)
     store = slice_run["store"]
     registry = ModelRegistry(settings.models)

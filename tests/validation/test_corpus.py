@@ -83,6 +83,16 @@ def _naive(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.assign(time_hour=pd.to_datetime(frame["time_hour"]).dt.tz_localize(None))
 
 
+def _local_time_text(frame: pd.DataFrame) -> pd.DataFrame:
+    local = pd.to_datetime(frame["time_hour"], utc=True).dt.tz_convert("America/New_York")
+    return frame.assign(time_hour=local.dt.strftime("%Y-%m-%d %H:%M:%S"))
+
+
+def _a_year_later(frame: pd.DataFrame) -> pd.DataFrame:
+    later = pd.to_datetime(frame["time_hour"], utc=True) + pd.DateOffset(years=1)
+    return frame.assign(time_hour=later.dt.strftime("%Y-%m-%dT%H:%M:%SZ"))
+
+
 def _future_weather(frame: pd.DataFrame) -> pd.DataFrame:
     frame.loc[frame.index[:4], "time_hour"] = "2099-01-01T12:00:00Z"
     return frame
@@ -101,7 +111,10 @@ CORRUPTIONS = [
     ("wrong-type-text-delay", _frame("flights", lambda f: f.assign(arr_delay=f["arr_delay"].astype(str))), "flights", "column_type", "arr_delay"),
     ("wrong-type-text-temp", _frame("weather", lambda w: w.assign(temp=w["temp"].astype(str))), "weather", "column_type", "temp"),
     ("wrong-type-float-flight-number", _frame("flights", lambda f: f.assign(flight=f["flight"] + 0.5)), "flights", "column_type", "flight"),
-    ("naive-timestamp", _frame("flights", _naive), "flights", "column_type", "time_hour"),
+    ("naive-timestamp", _frame("flights", _naive), "flights", "naive_timestamp", "time_hour"),
+    ("local-time-text", _frame("weather", _local_time_text), "weather", "naive_timestamp", "time_hour"),
+    ("date-only-text", _frame("weather", lambda w: w.assign(time_hour=w["time_hour"].str[:10])), "weather", "naive_timestamp", "time_hour"),
+    ("weather-a-year-ahead", _frame("weather", _a_year_later), "weather", "as_of_lead", "time_hour"),
     ("negative-delay", _set("flights", "dep_delay", -5000.0), "flights", "range", "dep_delay"),
     ("negative-distance", _set("flights", "distance", -10), "flights", "range", "distance"),
     ("absurd-air-time", _set("flights", "air_time", 10_000.0), "flights", "range", "air_time"),
@@ -196,7 +209,8 @@ def test_clean_data_passes_with_no_false_alarm(tmp_path, baseline_dir, clean, us
     snapshot = ingest(settings, use_case)
     report = json.loads((settings.reports / "ingest-latest.json").read_text())
     assert report["passed"] and report["failures"] == [], report
-    assert {"distribution_psi", "volume_change", "as_of_forward", "contract:flights"} <= set(report["checks"])
+    assert {"distribution_psi", "volume_change", "as_of_forward", "as_of_step", "as_of_lead", "contract:flights",
+            "naive_timestamp:weather.time_hour"} <= set(report["checks"])
     assert max(report["stats"]["psi"].values()) == 0.0 and set(report["stats"]["volume_ratio"].values()) == {1.0}
     assert snapshot.path.parent == settings.raw_snapshots
 

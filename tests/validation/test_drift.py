@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import pandas as pd
 import pytest
@@ -13,6 +13,8 @@ from training.model_gate import auc_standard_error
 from validation.drift import (
     PSI_MAX,
     as_of_failures,
+    as_of_lead_failures,
+    as_of_step_failures,
     column_profile,
     distribution_failures,
     profile,
@@ -58,6 +60,28 @@ def test_as_of_may_stay_or_move_forward_only():
     t0, t1 = datetime(2013, 1, 1, tzinfo=timezone.utc), datetime(2013, 1, 2, tzinfo=timezone.utc)
     assert as_of_failures(t1, t0, "a") == [] and as_of_failures(t0, t0, "a") == []
     assert [f.check for f in as_of_failures(t0, t1, "a")] == ["as_of_forward"]
+
+
+def test_as_of_step_is_bounded_by_the_use_case_setting():
+    t0 = datetime(2013, 1, 1, tzinfo=timezone.utc)
+    day = timedelta(days=1)
+    assert as_of_step_failures(t0 + 92 * day, t0, "a", 92 * day) == []
+    assert [f.check for f in as_of_step_failures(t0 + 93 * day, t0, "a", 92 * day)] == ["as_of_step"]
+    assert as_of_step_failures(t0 + 900 * day, t0, "a", None) == [], "None: no bound"
+    assert as_of_step_failures(t0, None, None, day) == [], "no previous snapshot: nothing to compare"
+
+
+def test_as_of_lead_names_each_timestamp_column_reaching_past_the_as_of():
+    as_of = pd.Timestamp("2013-01-04T05:00:00Z")
+    hours = pd.Series(pd.date_range("2013-01-01", periods=80, freq="h", tz="UTC"))
+    frames = {"flights": pd.DataFrame({"when": hours, "n": range(80)}),
+              "weather": pd.DataFrame({"time_hour": hours + pd.DateOffset(years=1)}),
+              "planes": pd.DataFrame({"built": pd.to_datetime(["1990-01-01"] * 3)})}  # naive: not a timestamp of events
+    failures, stats = as_of_lead_failures(frames, as_of.to_pydatetime(), timedelta(days=2))
+    assert [(f.check, f.table, f.column, f.failed_rows) for f in failures] == [("as_of_lead", "weather", "time_hour", 80)]
+    assert failures[0].examples[0] == {"row": 0, "time_hour": hours[0] + pd.DateOffset(years=1)}
+    assert stats["flights.when"] == pytest.approx(2.0) and stats["weather.time_hour"] > 24 * 365
+    assert as_of_lead_failures(frames, as_of.to_pydatetime(), timedelta(days=400))[0] == []
 
 
 def test_auc_standard_error_hanley_mcneil():

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import hashlib
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,18 +14,38 @@ import pytest
 from feast_plugins.store import feature_store
 from pipeline.apply import apply
 from pipeline.features import build_sources
-from pipeline.ingest import latest_snapshot
+from pipeline.ingest import latest_snapshot, list_snapshots
 from pipeline.materialize import EPOCH, materialize
-from tests.conftest import write_raw_dir
+from tests.conftest import copy_data_dir, is_sqlite, write_raw_dir
 from training.registry import ModelRegistry
 from training.train import TrainConfig, run_training
 from validation.report import GateFailed
 
 
 def _digest(root: Path) -> dict[str, str]:
-    """SHA-256 of every file under ``root`` (relative path -> hash)."""
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    """SHA-256 of every file under ``root`` (relative path -> hash). A SQLite database (the
+    online store, in WAL mode) is hashed by its content (:func:`store_digest`), and its
+    ``-wal``/``-shm`` files are part of it: a commit may sit in the log, the file unchanged."""
+    out = {}
+    for p in sorted(root.rglob("*")):
+        if not p.is_file() or p.name.endswith(("-wal", "-shm")):
+            continue
+        out[str(p.relative_to(root))] = store_digest(p) if is_sqlite(p) else hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+def store_digest(path: Path) -> str:
+    """SHA-256 of a SQLite database's content (its SQL dump), read through its WAL."""
+    import sqlite3
+
+    conn = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)
+    try:
+        digest = hashlib.sha256()
+        for line in conn.iterdump():
+            digest.update(line.encode())
+        return digest.hexdigest()
+    finally:
+        conn.close()
 
 
 def _rewrite(path: Path, frame: pd.DataFrame) -> None:
@@ -38,7 +57,7 @@ def _rewrite(path: Path, frame: pd.DataFrame) -> None:
 def applied(slice_run, tmp_path_factory):
     """A copy of the slice run's data dir, applied and materialized on its own paths."""
     data = tmp_path_factory.mktemp("stages") / "data"
-    shutil.copytree(slice_run["settings"].data_dir, data)
+    copy_data_dir(slice_run["settings"].data_dir, data, ignore=())
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("DATA_DIR", str(data))
         mp.delenv("RAW_DIR", raising=False)
@@ -52,7 +71,7 @@ def applied(slice_run, tmp_path_factory):
 
 def test_features_gate_publishes_nothing_when_a_source_breaks_its_contract(applied, use_case, settings_for, tmp_path):
     data = tmp_path / "data"
-    shutil.copytree(applied, data)
+    copy_data_dir(applied, data, ignore=())
     settings = settings_for(data)
     snapshot = latest_snapshot(settings)
     weather = pd.read_parquet(snapshot.table_path("weather"))
@@ -64,6 +83,9 @@ def test_features_gate_publishes_nothing_when_a_source_breaks_its_contract(appli
     failures = {(f.check, f.table, f.column, f.failed_rows) for f in info.value.report.failures}
     assert ("range", "weather_hourly", "humid", 9) in failures, info.value.report.render()
     assert _digest(settings.sources) == before, "a refused feature build changed the published sources"
+    # The snapshot leaves the chain later ingests compare with, kept with its refusal.
+    assert (settings.raw_snapshots / "refused" / snapshot.id / "refusal.json").is_file()
+    assert snapshot.id not in [p.name for p in list_snapshots(settings)]
 
 
 def test_materialize_gate_refuses_a_source_whose_type_differs_from_the_feature_view(applied, use_case, settings_for):
@@ -73,7 +95,7 @@ def test_materialize_gate_refuses_a_source_whose_type_differs_from_the_feature_v
     path = settings.sources / "aircraft.parquet"
     original = path.read_bytes()
     online = settings.data_dir / "online_store.db"
-    online_before = hashlib.sha256(online.read_bytes()).hexdigest()
+    online_before = store_digest(online)
     aircraft = pd.read_parquet(path)
     bad = aircraft.assign(seats=aircraft["seats"] + 0.5)
     _rewrite(path, bad)
@@ -85,7 +107,7 @@ def test_materialize_gate_refuses_a_source_whose_type_differs_from_the_feature_v
         assert failures == [("dtype", "aircraft", "seats")], info.value.report.render()
         message = info.value.report.failures[0].message
         assert "int64" in message and "double" in message, message
-        assert hashlib.sha256(online.read_bytes()).hexdigest() == online_before, "the online store changed"
+        assert store_digest(online) == online_before, "the online store changed"
 
         # The difference the gate makes: Feast alone materializes the file without a word.
         store = feature_store(settings)
@@ -102,7 +124,7 @@ def test_materialize_gate_refuses_a_source_whose_type_differs_from_the_feature_v
 
 def test_training_gate_registers_nothing_from_a_bad_events_table(applied, use_case, settings_for, tmp_path):
     data = tmp_path / "data"
-    shutil.copytree(applied, data)
+    copy_data_dir(applied, data, ignore=())
     settings = settings_for(data)
     events_path = settings.sources / "labelled_events.parquet"
     events = pd.read_parquet(events_path)
@@ -120,7 +142,7 @@ def test_training_gate_registers_nothing_from_a_bad_events_table(applied, use_ca
 def test_pipeline_run_on_a_corrupted_raw_dir_fails_and_leaves_production_untouched(
         applied, raw_slice_dir, builtin_raw, tmp_path):
     data = tmp_path / "data"
-    shutil.copytree(applied, data)
+    copy_data_dir(applied, data, ignore=())
     corrupted = {name: pd.read_parquet(raw_slice_dir / f"{name}.parquet") for name in builtin_raw}
     flights = corrupted["flights"]
     flights.loc[flights.index[::100], "carrier"] = None
