@@ -27,12 +27,28 @@ def cmd_train(args) -> int:
     return 0
 
 
+def version_text(text: str) -> str:
+    """argparse type: a model version (16 lowercase hex digits), never a path."""
+    from training.errors import TrainingError
+    from training.registry import check_version
+
+    try:
+        return check_version(text)
+    except TrainingError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def cmd_list(args) -> int:
+    from training.errors import TrainingError
     from training.registry import ModelRegistry
 
     settings, _ = context()
     registry = ModelRegistry(settings.models)
-    champion = (registry.champion() or {}).get("version")
+    try:
+        champion = (registry.champion() or {}).get("version")
+    except TrainingError as e:  # still list the models: they are how to repair it
+        print(f"warning: {e}", file=sys.stderr)
+        champion = None
     for version in registry.versions():
         meta = registry.metadata(version)
         mark = "*" if version == champion else " "
@@ -94,16 +110,16 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(func=cmd_train)
     sub.add_parser("list", help="registered models (* = champion)").set_defaults(func=cmd_list)
     show = sub.add_parser("show", help="a model's metadata")
-    show.add_argument("version")
+    show.add_argument("version", type=version_text)
     show.set_defaults(func=cmd_show)
     promote = sub.add_parser("promote", help="make a model the champion if it passes the gate")
-    promote.add_argument("version")
+    promote.add_argument("version", type=version_text)
     promote.add_argument("--force", action="store_true", help="skip the gate (the hash is still checked)")
     promote.set_defaults(func=cmd_promote)
     score = sub.add_parser("score", help="batch-score labelled events with the champion (or --version)")
     score.add_argument("--start", type=instant_text, help="first event time (ISO date, UTC)")
     score.add_argument("--end", type=instant_text, help="end of the event window, exclusive (ISO date, UTC)")
-    score.add_argument("--version")
+    score.add_argument("--version", type=version_text)
     score.add_argument("--output", required=True, help="Parquet file to write")
     score.set_defaults(func=cmd_score)
     return parser

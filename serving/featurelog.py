@@ -19,6 +19,14 @@ oldest is ``FEATURE_LOG_FLUSH_SECONDS`` old; shutdown writes the rest. A file is
 written under a dot-name and renamed into place, so readers never see half a file (read
 ``*.parquet``). ``FEATURE_LOG_SAMPLE_RATE`` (0..1) samples whole requests with a seeded
 generator.
+
+Every served row that does not reach a file is counted, by reason (``on_dropped``:
+``serving_feature_log_dropped_rows_total``): ``buffer_full`` (the writer is behind),
+``write_failed`` (the file could not be written: the directory is unwritable, the disk
+full), and ``worker_died``: the rows held in memory (``on_buffered``:
+``serving_feature_log_buffered_rows``) by a worker killed before it could write them,
+counted by gunicorn's master (``serving/gunicorn_conf.py``). :meth:`FeatureLogger.problem`
+says what is going wrong, for ``/readyz``.
 """
 
 from __future__ import annotations
@@ -32,7 +40,7 @@ import time
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple, Sequence
+from typing import TYPE_CHECKING, Callable, NamedTuple, Sequence
 
 from serving.config import LogConfig
 
@@ -40,6 +48,9 @@ if TYPE_CHECKING:
     from core.usecase import RequestField
 
 log = logging.getLogger(__name__)
+
+#: Seconds a loss of rows keeps being reported by :meth:`FeatureLogger.problem`.
+PROBLEM_SECONDS = 600.0
 
 #: How much nicer (lower CPU priority) the writer thread is than the request threads: on a
 #: busy machine the scheduler serves requests first, and the writer catches up in between
@@ -80,9 +91,17 @@ class ServedRequest(NamedTuple):
 
 
 class FeatureLogger:
+    """The served-feature log of one process (the module doc). ``on_dropped(rows, reason)``
+    hears of every row lost; ``on_buffered(rows)`` of the rows held in memory, whenever
+    that changes (both are called with the logger's lock held: keep them quick)."""
+
     def __init__(self, config: LogConfig, request_fields: Sequence[RequestField], time_field: str,
-                 event_timestamp: str = "event_timestamp"):
+                 event_timestamp: str = "event_timestamp",
+                 on_dropped: Callable[[int, str], None] = lambda rows, reason: None,
+                 on_buffered: Callable[[int], None] = lambda rows: None):
         self.config = config
+        self._on_dropped = on_dropped
+        self._on_buffered = on_buffered
         self.request_fields = list(request_fields)
         self.time_field = time_field
         self.event_timestamp = event_timestamp
@@ -96,14 +115,50 @@ class FeatureLogger:
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._writing = 0  # batches taken by a writer and not yet on disk
+        self._writing_rows = 0  # their rows
         self._writer: threading.Thread | None = None
         self._writer_pid = 0
         self._id_prefix = ""
         self._requests = 0
         self._files = 0
-        #: Rows not logged because the buffer was full (also ``serving_feature_log_dropped_rows_total``).
-        self.dropped_rows = 0
+        #: Rows not logged, by reason (also ``on_dropped``).
+        self.dropped: dict[str, int] = {}
+        #: The last loss: (monotonic time, what happened), or None.
+        self._last_loss: tuple[float, str] | None = None
+        #: The last write's error (None: it succeeded, or nothing was written yet).
+        self.write_error: str | None = None
         self.closed = False
+
+    @property
+    def dropped_rows(self) -> int:
+        """Rows not logged, for any reason."""
+        return sum(self.dropped.values())
+
+    def _drop(self, rows: int, reason: str, what: str) -> None:
+        """(Under the lock.) Count ``rows`` lost."""
+        self.dropped[reason] = self.dropped.get(reason, 0) + rows
+        self._last_loss = (time.monotonic(), what)
+        self._on_dropped(rows, reason)
+
+    def _buffered_changed(self) -> None:
+        """(Under the lock.) Tell ``on_buffered`` the rows held in memory now."""
+        self._on_buffered(self._pending_rows + self._writing_rows)
+
+    def status(self) -> dict:
+        """Rows held and lost by this process, and the last write's error (``/readyz``)."""
+        with self._lock:
+            return {"buffered_rows": self._pending_rows + self._writing_rows, "dropped_rows": dict(self.dropped),
+                    "write_error": self.write_error}
+
+    def problem(self) -> str | None:
+        """What is going wrong with the log (None: nothing): its writes fail, or rows were
+        lost in the last :data:`PROBLEM_SECONDS`."""
+        with self._lock:
+            if self.write_error is not None:
+                return f"feature log: {self.write_error}"
+            if self._last_loss is not None and time.monotonic() - self._last_loss[0] < PROBLEM_SECONDS:
+                return f"feature log: {self._last_loss[1]}"
+        return None
 
     def sampled(self) -> bool:
         rate = self.config.sample_rate
@@ -121,8 +176,9 @@ class FeatureLogger:
         False: not buffered, because ``max_buffered_rows`` are waiting (the caller counts it)."""
         served_at = datetime.now(timezone.utc)
         with self._lock:
-            if self._pending_rows + len(entities) > self.config.max_buffered_rows:
-                self.dropped_rows += len(entities)
+            if self._pending_rows + self._writing_rows + len(entities) > self.config.max_buffered_rows:
+                self._drop(len(entities), "buffer_full", f"rows dropped: more than FEATURE_LOG_MAX_BUFFERED_ROWS="
+                           f"{self.config.max_buffered_rows} waiting to be written")
                 return False
             if self._writer is None or self._writer_pid != os.getpid():  # first append, or a forked child
                 self._writer_pid = os.getpid()
@@ -138,15 +194,17 @@ class FeatureLogger:
                 self._oldest = time.monotonic()
             self._pending.append(record)
             self._pending_rows += len(entities)
+            self._buffered_changed()
             if self._pending_rows >= self.config.batch_rows:
                 self._wake.notify_all()
         return True
 
     def _take(self) -> list[ServedRequest]:
-        """(Under the lock.) The buffered requests; the caller writes them."""
-        batch, self._pending, self._pending_rows = self._pending, [], 0
+        """(Under the lock.) The buffered requests; the caller writes them (:meth:`_write_batch`)."""
+        batch, rows, self._pending, self._pending_rows = self._pending, self._pending_rows, [], 0
         if batch:
             self._writing += 1
+            self._writing_rows += rows
         return batch
 
     def _run_writer(self) -> None:
@@ -168,26 +226,38 @@ class FeatureLogger:
             self._write_batch(batch)
 
     def _write_batch(self, batch: list[ServedRequest], raise_errors: bool = False) -> Path | None:
+        """Write a batch :meth:`_take` took; rows that cannot be written are counted
+        (``write_failed``) and the error kept for :meth:`problem`."""
+        rows = sum(len(record.entities) for record in batch)
+        error: Exception | None = None
+        written = None
+        left = rows  # not written yet
         try:
-            written = None
             # One file per feature list (a model swap may change it within a batch).
             by_features: dict[tuple[str, ...], list[ServedRequest]] = {}
             for record in batch:
                 by_features.setdefault(record.features, []).append(record)
             for records in by_features.values():
                 written = self._write(self._table(records), records[0].served_at)
-            return written
-        except Exception:
-            if raise_errors:
-                raise
+                left -= sum(len(record.entities) for record in records)
+        except Exception as e:
+            error = e
             # In the writer thread: a full disk must not stop the writer (requests never wait on it).
-            log.exception("feature log: could not write %d request(s)", len(batch))
-            return None
-        finally:
-            if batch:
-                with self._lock:
-                    self._writing -= 1
-                    self._wake.notify_all()
+            log.exception("feature log: could not write %d row(s)", left)
+        if batch:
+            with self._lock:
+                self._writing -= 1
+                self._writing_rows -= rows
+                if error is None:
+                    self.write_error = None
+                else:
+                    self.write_error = f"{left} row(s) not written: {_describe(error, self.config.directory)}"
+                    self._drop(left, "write_failed", self.write_error)
+                self._buffered_changed()
+                self._wake.notify_all()
+        if error is not None and raise_errors:
+            raise error
+        return written
 
     def wait_written(self, timeout: float = 10.0) -> bool:
         """Wait until no full batch is buffered or being written (tests); False on timeout."""
@@ -216,7 +286,9 @@ class FeatureLogger:
         writer = self._writer
         if writer is not None and writer is not threading.current_thread() and self._writer_pid == os.getpid():
             writer.join(timeout=30)
-        self.flush()
+        with self._lock:
+            batch = self._take()
+        self._write_batch(batch)  # what cannot be written is counted, not raised: the worker is leaving
 
     def _table(self, records: list[ServedRequest]):
         """The rows of ``records`` (one feature list) as an Arrow table, column by column: the
@@ -290,3 +362,18 @@ class FeatureLogger:
             tmp.unlink(missing_ok=True)
             raise
         return final
+
+
+def _describe(error: Exception, root: Path) -> str:
+    """An error of writing under ``root``, with paths relative to it (answers name no
+    absolute paths)."""
+    if isinstance(error, OSError):
+        where = error.filename
+        if where is not None:
+            try:
+                where = Path(where).relative_to(root.parent)
+            except ValueError:
+                where = Path(where).name
+        reason = error.strerror or str(error)
+        return f"{type(error).__name__}: {reason}" + (f": {where}" if where is not None else "")
+    return f"{type(error).__name__}: {error}"

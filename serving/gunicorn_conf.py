@@ -1,34 +1,49 @@
 """gunicorn settings for `make serve` / `make demo` / `serving serve`.
 
 Environment, read and checked by ``core.settings.Settings`` (HOST, PORT, DATA_DIR) and
-``serving.config.WebConfig`` (WEB_CONCURRENCY: workers, default 2; WEB_THREADS: threads
-per worker, default 4; ACCESS_LOG). Metrics from all workers are added up through
-prometheus_client's multiprocess mode, in ``PROMETHEUS_MULTIPROC_DIR`` (default
-``DATA_DIR/metrics/<port>``, emptied at start).
+``serving.config`` (WEB_CONCURRENCY: workers, default 2; WEB_THREADS: threads per worker,
+default 4; REQUEST_READ_TIMEOUT; ACCESS_LOG; SERVING_TOKEN or SERVING_TOKEN_FILE, required
+when HOST is beyond loopback): a bad value stops gunicorn here with a one-line error and
+exit code 2. Metrics from all workers are added up through prometheus_client's
+multiprocess mode, in ``PROMETHEUS_MULTIPROC_DIR`` (default ``DATA_DIR/metrics/<port>``,
+emptied at start).
 """
 
 import os
 import shutil
+import sys
 from pathlib import Path
 
+from core.errors import ConfigError
 from core.settings import Settings
-from serving.config import WebConfig
+from serving.config import AuthConfig, WebConfig
 
 # One OpenMP thread per worker: XGBoost's default of all cores makes small predictions
 # slower on a busy 2-core machine (thread contention), and workers already give parallelism.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-_settings = Settings.from_env()
-_web = WebConfig.from_env(os.environ)
-bind = f"{_settings.host}:{_settings.port}"
+try:
+    _settings = Settings.from_env()
+    _web = WebConfig.from_env(os.environ)
+    AuthConfig.from_env(os.environ, _settings.host)
+except ConfigError as _error:
+    print(f"error: {_error}", file=sys.stderr)
+    raise SystemExit(2) from None
+# An IPv6 address goes in brackets (gunicorn reads "host:port").
+_host = f"[{_settings.host}]" if ":" in _settings.host and not _settings.host.startswith("[") else _settings.host
+bind = f"{_host}:{_settings.port}"
 workers = _web.workers
-# Threads per worker: a sync worker sits idle while a client takes its time to read the answer
-# and close the connection (gunicorn drains it before the next accept); with threads another
-# request is served meanwhile. Request handling is thread-safe (one SQLite connection opened
-# with check_same_thread=False, XGBoost's inplace_predict, locks around the model swap and
-# the feature-log buffer). Python runs one thread at a time: workers give the parallelism.
-worker_class = "gthread"
+# gthread's thread pool, with each request read by the worker's event loop before a thread
+# takes it, within REQUEST_READ_TIMEOUT (serving/worker.py): slow or idle clients cost a
+# buffer, not a thread. Request handling is thread-safe (one SQLite connection opened with
+# check_same_thread=False, XGBoost's inplace_predict, locks around the model swap and the
+# feature-log buffer). Python runs one thread at a time: workers give the parallelism.
+worker_class = "serving.worker.ReadFirstWorker"
 threads = _web.threads
+# Seconds an idle kept-alive connection stays open: longer than gunicorn's 2 s, so the
+# connection pools of calling services reuse their connections between bursts (an idle
+# connection costs the worker a socket, no thread).
+keepalive = 30
 timeout = 60
 graceful_timeout = 10
 accesslog = _web.access_log
@@ -63,8 +78,20 @@ def post_worker_init(worker):
 
 
 def child_exit(server, worker):
+    """In the master, when a worker has exited (cleanly or killed): count the feature-log rows
+    it still held as lost (a clean exit wrote them: 0), then drop its live gauges."""
     from prometheus_client import multiprocess
 
+    from serving.metrics import count_rows_of_dead_worker
+
+    try:
+        lost = count_rows_of_dead_worker(worker.pid)
+    except Exception:  # a hook that raises must not take the master down with it
+        server.log.exception("could not count the feature-log rows of worker %s", worker.pid)
+    else:
+        if lost:
+            server.log.error("worker %s exited holding %d feature-log row(s): counted as lost "
+                             "(serving_feature_log_dropped_rows_total{reason=\"worker_died\"})", worker.pid, lost)
     multiprocess.mark_process_dead(worker.pid)
 
 

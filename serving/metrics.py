@@ -16,6 +16,14 @@ share their values (files are per process): tests compare before/after.
 The last monitoring report's gauges (``serving/gauges.py``) are a collector read at
 scrape time, registered in both modes.
 
+A worker's own state is shown by gauges that count only live workers (``livemax`` /
+``livesum``): ``serving_champion_refused``, ``serving_model_unavailable`` and
+``serving_feature_log_buffered_rows``. The last one is how a worker killed outright
+(``kill -9``, the OOM killer) still has its lost rows counted: gunicorn's master reads the
+dead worker's gauge file before removing it (:func:`count_rows_of_dead_worker`) and adds
+the rows to ``serving_feature_log_dropped_rows_total{reason="worker_died"}`` in a file of
+its own, which every ``/metrics`` adds up with the workers'.
+
 Missing and stale values are counted per feature: a request with stale weather has a dozen
 of them, and in multiprocess mode each increment is a locked write to a memory-mapped
 file. They are added up in memory (:class:`BufferedCounts`) and written to the counters
@@ -29,15 +37,19 @@ from __future__ import annotations
 
 import bisect
 import collections
+import functools
+import json
 import os
 import threading
 import time
 import weakref
 from typing import Iterable
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+#: The gauge of rows a worker holds for the feature log (:func:`count_rows_of_dead_worker` reads it).
+BUFFERED_ROWS = "serving_feature_log_buffered_rows"
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075,
                    0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -79,16 +91,31 @@ class Metrics:
         self.predictions = Histogram("serving_prediction_probability", "Predicted probabilities",
                                      ["model_version"], buckets=PROBABILITY_BUCKETS, registry=r)
         self.model_swaps = Counter("serving_model_swaps_total",
-                                   "Promotions noticed: swapped in, or refused (old model kept)",
+                                   "Promoted models noticed by a worker: swapped in; refused (the model it "
+                                   "had keeps serving); fallback (an earlier champion served instead)",
                                    ["result"], registry=r)
+        self.champion_refused = Gauge("serving_champion_refused",
+                                      "1 while a worker refuses the promoted champion (it serves the model it "
+                                      "had, an earlier champion, or nothing)", registry=r, multiprocess_mode="livemax")
+        self.model_unavailable = Gauge("serving_model_unavailable",
+                                       "1 while a worker has no model to serve (it answers 503 and keeps trying)",
+                                       registry=r, multiprocess_mode="livemax")
         self.store_errors = Counter("serving_online_store_errors_total",
                                     "Online reads that failed (answered 503)", registry=r)
         self.log_dropped = Counter("serving_feature_log_dropped_rows_total",
-                                   "Served rows left out of the feature log: its buffer was full "
-                                   "(FEATURE_LOG_MAX_BUFFERED_ROWS)", registry=r)
+                                   "Served rows lost to the feature log, by reason: buffer_full (more than "
+                                   "FEATURE_LOG_MAX_BUFFERED_ROWS waiting), write_failed (the file could not be "
+                                   "written), worker_died (buffered in a worker that was killed)",
+                                   ["reason"], registry=r)
+        self.log_buffered = Gauge(BUFFERED_ROWS, "Served rows buffered for the feature log, not yet written",
+                                  registry=r, multiprocess_mode="livesum")
         self.multiprocess_dir = os.environ.get(MULTIPROC_ENV) if multiprocess_mode() else None
         self.missing_counts = BufferedCounts(self.missing)
         self.stale_counts = BufferedCounts(self.stale)
+
+    def log_dropped_rows(self, rows: int, reason: str) -> None:
+        """Count ``rows`` served rows the feature log lost, and why (see ``log_dropped``)."""
+        _child(self.log_dropped, reason).inc(rows)
 
     def observe_vectors(self, vectors) -> None:
         """Count missing and stale values per feature (buffered: :class:`BufferedCounts`)."""
@@ -129,6 +156,37 @@ class Metrics:
                 registry.register(collector)
             return generate_latest(registry), CONTENT_TYPE_LATEST
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+def count_rows_of_dead_worker(pid: int) -> float:
+    """In gunicorn's master, when worker ``pid`` has exited: count the rows it still held for
+    the feature log (its :data:`BUFFERED_ROWS` gauge; 0 after a clean exit, which writes
+    them) as ``serving_feature_log_dropped_rows_total{reason="worker_died"}``. Call it
+    before ``mark_process_dead``, which deletes the gauge's file. Returns the rows counted."""
+    directory = os.environ.get(MULTIPROC_ENV)
+    if not directory or not multiprocess_mode():
+        return 0.0
+    from prometheus_client.mmap_dict import MmapedDict
+
+    rows = 0.0
+    for path in (os.path.join(directory, f"gauge_livesum_{pid}.db"),):
+        try:
+            values = MmapedDict.read_all_values_from_file(path)
+        except (FileNotFoundError, ValueError, OSError):
+            continue
+        for key, value, _timestamp, _pos in values:
+            if json.loads(key)[0] == BUFFERED_ROWS:
+                rows += value
+    if rows > 0:
+        _lost_in_dead_workers().labels("worker_died").inc(rows)
+    return rows
+
+
+@functools.cache
+def _lost_in_dead_workers() -> Counter:
+    """The master's own dropped-rows counter (a file of its own, added up with the workers')."""
+    return Counter("serving_feature_log_dropped_rows_total", "Served rows lost to the feature log, by reason",
+                   ["reason"], registry=None)
 
 
 def _child(metric, *labels):

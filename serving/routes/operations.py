@@ -1,13 +1,14 @@
-"""Answers about the server itself: liveness (``/healthz``), readiness (``/readyz``: the
-online store answers a read), the served model (``/model``), Prometheus metrics
+"""Answers about the server itself: liveness (``/healthz``: the process answers, even with
+nothing to serve), readiness (``/readyz``: ready, degraded or unavailable, with the reason:
+``ServingState.readiness``), the served model (``/model``), Prometheus metrics
 (``/metrics``) and this API's description (``/openapi.json``)."""
 
 from __future__ import annotations
 
 from flask import Blueprint, Response, g, jsonify
 
-from serving.errors import StoreUnavailable
 from serving.model import ServingModel
+from serving.routes.error_handlers import public_text
 from serving.state import serving_state
 
 bp = Blueprint("operations", __name__)
@@ -19,26 +20,36 @@ MODEL_KEYS = ("version", "sha256", "feature_service", "features", "trained_at", 
 
 @bp.get("/healthz")
 def healthz():
-    return jsonify({"status": "ok", "model_version": g.model.version})
+    model: ServingModel = g.model
+    return jsonify({"status": "ok", "model_version": model.version if model.loaded else None})
+
+
+def _public(value):
+    """``value`` with every string as an answer may show it (no server paths: the refusals
+    and errors reported here come from file operations)."""
+    if isinstance(value, str):
+        return public_text(value)
+    if isinstance(value, dict):
+        return {k: _public(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_public(v) for v in value]
+    return value
 
 
 @bp.get("/readyz")
 def readyz():
-    state = serving_state()
-    model: ServingModel = g.model
-    body = {"model_version": model.version, "refused_promotion": state.slot.refused}
-    try:
-        model.online.probe(state.probe_entity())
-    except StoreUnavailable as e:
-        state.metrics.store_errors.inc()
-        return jsonify({**body, "status": "unavailable", "error": str(e)}), 503
-    return jsonify({**body, "status": "ready"})
+    body, status = serving_state().readiness(g.model)
+    return jsonify(_public(body)), status
 
 
 @bp.get("/model")
 def model():
-    meta = g.model.model.metadata
-    return jsonify({**{k: meta.get(k) for k in MODEL_KEYS}, "refused_promotion": serving_state().slot.refused})
+    model: ServingModel = g.model
+    slot = serving_state().slot
+    meta = model.model.metadata if model.loaded else {}
+    return jsonify({**{k: meta.get(k) for k in MODEL_KEYS},
+                    **_public({"refused_promotion": slot.refused, "fallback": slot.fallback,
+                               "unavailable": slot.unavailable})})
 
 
 @bp.get("/metrics")

@@ -133,3 +133,49 @@ def test_a_writer_that_falls_behind_drops_whole_requests_and_counts_them(served_
     state.feature_log.close()
     log = read_log(served_dir)
     assert len(log) == 4 and log.groupby("request_id").size().eq(2).all()
+
+
+def dropped_by_reason(client) -> dict:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = client.get("/metrics").get_data(as_text=True)
+    return {s.labels.get("reason"): s.value for f in text_string_to_metric_families(text) for s in f.samples
+            if s.name == "serving_feature_log_dropped_rows_total"}
+
+
+def test_rows_that_cannot_be_written_are_counted_and_readiness_says_so(served_dir, use_case):
+    """An unwritable day directory (here: a file where it should be; root may write anywhere)
+    loses rows: every one is counted, readiness reports it without an absolute path, and
+    the next write that succeeds clears it."""
+    from datetime import datetime, timedelta, timezone
+
+    app = create_app({"DATA_DIR": served_dir, "FEATURE_LOG_BATCH_ROWS": 4})
+    client = app.test_client()
+    state = app.extensions["serving"]
+    root = served_dir / "logs" / "served"
+    root.mkdir(parents=True)
+    today = datetime.now(timezone.utc)
+    blocked = [root / f"date={day:%Y-%m-%d}" for day in (today, today + timedelta(days=1))]
+    for path in blocked:
+        path.write_text("not a directory")
+    body = request_body(flights_after_serve_end(served_dir, use_case, 2))
+    before = dropped_by_reason(client).get("write_failed", 0)
+    for _ in range(2):  # a batch of 4 rows: the writer fails to write it
+        assert client.post("/predict", json=body).status_code == 200
+    assert state.feature_log.wait_written(timeout=30)
+    assert client.post("/predict", json=body).status_code == 200  # 2 rows stay buffered
+    assert dropped_by_reason(client).get("write_failed", 0) - before == 4
+    ready = client.get("/readyz")
+    assert ready.status_code == 200, "predictions are right: the log's loss degrades, it does not stop serving"
+    body_json = ready.get_json()
+    assert body_json["status"] == "degraded", body_json
+    assert any("4 row(s) not written" in w and "served/date=" in w for w in body_json["warnings"]), body_json
+    assert str(served_dir) not in ready.get_data(as_text=True), "answers name no absolute path"
+    assert body_json["feature_log"]["dropped_rows"] == {"write_failed": 4}
+    for path in blocked:
+        path.unlink()
+    state.feature_log.close()  # the 2 buffered rows are written now
+    assert len(read_log(served_dir)) == 2
+    assert state.feature_log.problem() is not None, "a loss stays reported for a while after it"
+    assert state.feature_log.write_error is None
+    assert dropped_by_reason(client).get("write_failed", 0) - before == 4

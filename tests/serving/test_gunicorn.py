@@ -6,6 +6,8 @@ import json
 import os
 import signal
 import subprocess
+import time
+import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
@@ -21,8 +23,8 @@ pytestmark = pytest.mark.serving
 
 def gunicorn_env(data_dir, port: int, **extra) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.upper().startswith("PROMETHEUS_MULTIPROC")}
-    env.update(DATA_DIR=str(data_dir), HOST="127.0.0.1", PORT=str(port), WEB_CONCURRENCY="2",
-               ACCESS_LOG="", **{k: str(v) for k, v in extra.items()})
+    env.update(DATA_DIR=str(data_dir), HOST="127.0.0.1", PORT=str(port), WEB_CONCURRENCY="2", ACCESS_LOG="")
+    env.update({k: str(v) for k, v in extra.items()})
     return env
 
 
@@ -39,6 +41,38 @@ def stop(process: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def worker_pids(master: int) -> set[int]:
+    """The gunicorn master's worker processes (Linux: /proc)."""
+    try:
+        with open(f"/proc/{master}/task/{master}/children") as f:
+            return {int(pid) for pid in f.read().split()}
+    except OSError:
+        return set()
+
+
+def wait_for(condition, timeout: float, what: str, process: subprocess.Popen | None = None):
+    """Poll ``condition()`` until it returns something truthy (returned), else fail naming
+    ``what`` (at once if ``process`` exits meanwhile)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            pytest.fail(f"the server exited (code {process.returncode}) while waiting for {what}: "
+                        f"{process.stderr.read().decode()[-1500:]}")
+        result = condition()
+        if result:
+            return result
+        time.sleep(0.25)
+    pytest.fail(f"not within {timeout:.0f}s: {what}")
+
+
+def status_of(url: str) -> int | None:
+    """The HTTP status of a GET (None: no answer: refused, reset, timed out)."""
+    try:
+        return http("GET", url)[0]
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return None
 
 
 def http(method: str, url: str, body: dict | None = None) -> tuple[int, dict, str]:

@@ -89,3 +89,64 @@ def test_a_bad_promotion_is_refused_and_the_old_model_keeps_serving(served, brea
     registry.promote(good)
     assert predict(client, body)["model_version"] == good
     assert client.get("/model").get_json()["refused_promotion"] is None
+
+
+def refusals(client) -> float:
+    from tests.serving.test_server import samples
+
+    return samples(client.get("/metrics").get_data(as_text=True), "serving_model_swaps_total").get(
+        (("result", "refused"),), 0)
+
+
+def outside_variant(registry: ModelRegistry, base: str, directory) -> str:
+    """A model that would load and serve (``base``'s trees, another file) in ``directory``,
+    outside the registry; its version."""
+    version = register_variant(registry, base, "outside")
+    (registry.root / version).rename(directory)
+    return version
+
+
+@pytest.mark.parametrize("content", ['{"version": 123}', "null", '"VERSION"', "[]", "{}",
+                                     '{"version": "../../evil", "sha256": "SHA"}', "ABSOLUTE"])
+def test_champion_json_that_is_not_a_champion_record_is_refused_and_cleared_when_restored(served, content):
+    """Bad contents are refused (not a 500, not ignored), the old model keeps serving, and
+    the refusal goes once champion.json names the served model again. A version that is a
+    path never loads a model from outside the registry."""
+    client, body, registry, base = served
+    champion = registry.root / CHAMPION_FILE
+    good = champion.read_text()
+    evil = outside_variant(registry, base, registry.root.parent.parent / "evil")
+    sha = json.loads((registry.root.parent.parent / "evil" / "metadata.json").read_text())["sha256"]
+    if content == "ABSOLUTE":
+        content = json.dumps({"version": str(registry.root.parent.parent / "evil"), "sha256": sha})
+    content = content.replace("VERSION", base).replace("SHA", sha)
+    before = refusals(client)
+    predict(client, body)
+    champion.write_text(content)
+    answer = predict(client, body)
+    assert answer["model_version"] == base, f"{content}: served {answer['model_version']} (outside model {evil})"
+    refused = client.get("/model").get_json()["refused_promotion"]
+    assert refused and "champion.json" in refused["error"], (content, refused)
+    assert refusals(client) - before == 1
+    readyz = client.get("/readyz")
+    assert readyz.status_code == 200 and readyz.get_json()["status"] == "degraded", readyz.get_json()
+    champion.write_text(good)  # restored: names the served model again
+    assert predict(client, body)["model_version"] == base
+    assert client.get("/model").get_json()["refused_promotion"] is None
+    assert client.get("/readyz").get_json()["status"] == "ready"
+
+
+def test_a_refusal_is_cleared_once_champion_json_names_the_served_model_again(served):
+    client, body, registry, base = served
+    champion = registry.root / CHAMPION_FILE
+    good = champion.read_text()
+    version = register_variant(registry, base, "f")
+    path = registry.root / version / MODEL_FILE
+    path.write_bytes(path.read_bytes()[:-1] + b"\x00")
+    write_champion(registry, version)
+    assert predict(client, body)["model_version"] == base
+    assert client.get("/model").get_json()["refused_promotion"]["version"] == version
+    champion.write_text(good)  # the bad deploy rolled back
+    assert predict(client, body)["model_version"] == base
+    assert client.get("/model").get_json()["refused_promotion"] is None, "the refusal outlived the rollback"
+    assert client.get("/readyz").get_json()["status"] == "ready"
