@@ -3,12 +3,15 @@ against `feast serve` (features only, Feast's stock SQLite store materialized fr
 sources up to the same instant) and a floor app (Flask + one SQLite row per entity +
 inplace_predict).
 
-Each server runs 2 worker processes on 127.0.0.1 (this server and the floor app: gunicorn's
-gthread workers, 4 threads each; feast serve: its own uvicorn workers), all three at once;
-a bounded thread-pool client (a new connection per request for every server) sends real flights (1 or 100 per
-request) at concurrency 1, 8 and 32 for a fixed time per cell, cut in ROUNDS slices in which
-the three servers take turns, and records p50/p99 latency and requests/s over the slices.
-Needs `make pipeline` (DATA_DIR with a promoted model and a materialized online store).
+Each server runs 2 worker processes on 127.0.0.1 (this server: ``serving/worker.py``, gthread's
+thread pool with requests read by the event loop, 4 threads each; the floor app: gunicorn's
+gthread, 4 threads each; feast serve: its own uvicorn workers), all three at once. A
+closed-loop client sends real flights (1 or 100 per request) at concurrency 1, 8 and 32 for
+a fixed time per cell, cut in ROUNDS slices in which the three servers take turns, and
+records p50/p99 latency and requests/s over the slices. Every cell is measured in both
+connection modes (MODES): a new connection per request, and keep-alive (each client thread
+keeps its connection, as the connection pool of a calling service does); the goals hold in
+both. Needs `make pipeline` (DATA_DIR with a promoted model and a materialized online store).
 
     .venv/bin/python bench/bench_serving.py [--seconds 4]
 """
@@ -45,6 +48,8 @@ CONCURRENCY = (1, 8, 32)
 #: (feast serve runs 2 uvicorn workers).
 WORKERS, THREADS = 2, 4
 BATCHES = (1, 100)
+#: How clients connect: a new connection per request, or one kept alive per client thread.
+MODES = ("new connection", "keep-alive")
 BODIES = 200
 #: Slices per server and cell (the servers take turns).
 ROUNDS = 4
@@ -66,36 +71,48 @@ def start(argv: list[str], env: dict) -> subprocess.Popen:
 
 
 def load(port: int, path: str, bodies: list[bytes], concurrency: int, seconds: float,
-         warmup: float = 1.0) -> dict:
+         warmup: float = 1.0, keepalive: bool = False) -> dict:
     """Closed-loop load: ``concurrency`` threads, each sending its next request on the last
-    answer, for ``warmup`` seconds (not recorded) and then ``seconds``. Returns the recorded
-    latencies (seconds), the measured wall time and the failed requests."""
+    answer, for ``warmup`` seconds (not recorded) and then ``seconds``; each thread opens a
+    new connection per request, or (``keepalive``) keeps one (opened again if the server
+    closed it). Returns the recorded latencies (seconds), the measured wall time and the
+    failed requests."""
     latencies: list[float] = []
     errors = [0]
     lock = threading.Lock()
     stop_at = [0.0]
+    headers = {"Content-Type": "application/json", **({} if keepalive else {"Connection": "close"})}
 
     def worker(offset: int) -> None:
         i = offset
         mine = []
         bad = 0
+        conn = None
         while time.perf_counter() < stop_at[0]:
             body = bodies[i % len(bodies)]
             i += concurrency
             started = time.perf_counter()
             try:
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-                conn.request("POST", path, body, {"Content-Type": "application/json", "Connection": "close"})
+                if conn is None:
+                    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+                conn.request("POST", path, body, headers)
                 response = conn.getresponse()
                 response.read()
-                conn.close()
                 ok = response.status == 200
-            except OSError:
+                if not keepalive or response.will_close:
+                    conn.close()
+                    conn = None
+            except (OSError, http.client.HTTPException):
                 ok = False
+                if conn is not None:
+                    conn.close()
+                    conn = None
             if ok:
                 mine.append(time.perf_counter() - started)
             else:
                 bad += 1
+        if conn is not None:
+            conn.close()
         with lock:
             latencies.extend(mine)
             errors[0] += bad
@@ -204,9 +221,9 @@ def build_stock_store(settings: Settings, as_of: pd.Timestamp, directory: Path) 
     text = text.replace("type: feast_plugins.packed_sqlite_store.PackedSqliteOnlineStore", "type: sqlite")
     text = text.replace("${DATA_DIR}/online_store.db", str(directory / "online_stock.db"))
     text = text.replace("type: feast_plugins.packed_sqlite_store.PackedLocalComputeEngine", "type: local")
-    # The packed store's own options (e.g. `synchronous`) are not the stock store's: drop them
-    # (they concern writes; the anchor is measured on reads).
-    text = re.sub(r"(?m)^  synchronous:.*\n", "", text)
+    # The packed store's own options (`journal_mode`, `synchronous`) are not the stock store's:
+    # drop them (they concern writes; the anchor is measured on reads).
+    text = re.sub(r"(?m)^  (?:journal_mode|synchronous):.*\n", "", text)
     if "packed_sqlite_store" in text:
         raise RuntimeError(f"could not derive a stock-store YAML from {settings.feature_store_yaml}")
     path = directory / "feature_store_stock.yaml"
@@ -275,58 +292,65 @@ def main() -> int:
             running[name] = (process, port, path, feast_service)
             wait_ready(f"http://127.0.0.1:{port}", process, timeout=180, path=health)
         rows = []
-        for size in BATCHES:
-            bodies = {name: bodies_for(flights, size, feast_service)
-                      for name, (_, _, _, feast_service) in running.items()}
-            for concurrency in CONCURRENCY:
-                # The cell's time is cut in ROUNDS slices per server, the servers taking
-                # turns (in a rotating order): a change in the machine's speed during the
-                # cell reaches all three alike, and so leaves their ratios alone.
-                slices: dict[str, list[dict]] = {name: [] for name in running}
-                names = list(running)
-                for k in range(ROUNDS):
-                    for name in names[k % len(names):] + names[:k % len(names)]:
-                        _, port, path, _ = running[name]
-                        slices[name].append(load(port, path, bodies[name], concurrency, args.seconds / ROUNDS,
-                                                 warmup=1.0 if k == 0 else 0.25))
-                for name in names:
-                    row = {"case": f"{size} entit{'y' if size == 1 else 'ies'}, concurrency {concurrency}",
-                           "variant": name, **summary(slices[name])}
-                    print(json.dumps(row), flush=True)
-                    rows.append(row)
+        for mode in MODES:
+            for size in BATCHES:
+                bodies = {name: bodies_for(flights, size, feast_service)
+                          for name, (_, _, _, feast_service) in running.items()}
+                for concurrency in CONCURRENCY:
+                    # The cell's time is cut in ROUNDS slices per server, the servers taking
+                    # turns (in a rotating order): a change in the machine's speed during the
+                    # cell reaches all three alike, and so leaves their ratios alone.
+                    slices: dict[str, list[dict]] = {name: [] for name in running}
+                    names = list(running)
+                    for k in range(ROUNDS):
+                        for name in names[k % len(names):] + names[:k % len(names)]:
+                            _, port, path, _ = running[name]
+                            slices[name].append(load(port, path, bodies[name], concurrency, args.seconds / ROUNDS,
+                                                     warmup=1.0 if k == 0 else 0.25,
+                                                     keepalive=mode == "keep-alive"))
+                    for name in names:
+                        row = {"case": case_name(size, concurrency, mode), "variant": name, **summary(slices[name])}
+                        print(json.dumps(row), flush=True)
+                        rows.append(row)
     finally:
         for process, *_ in running.values():
             stop(process)
 
-    def cell(variant, size, concurrency):
-        case = f"{size} entit{'y' if size == 1 else 'ies'}, concurrency {concurrency}"
-        return next(r for r in rows if r["variant"] == variant and r["case"] == case)
+    def cell(variant, size, concurrency, mode):
+        return next(r for r in rows if r["variant"] == variant and r["case"] == case_name(size, concurrency, mode))
 
     ours, feast, floor = "this server /predict", "feast serve", "floor app"
-    p50_ratio = cell(ours, 1, 1)["p50_ms"] / cell(feast, 1, 1)["p50_ms"]
-    rps_ratio = cell(ours, 1, 8)["req_s"] / cell(feast, 1, 8)["req_s"]
-    floor_ratio = cell(ours, 1, 1)["p50_ms"] / cell(floor, 1, 1)["p50_ms"]
-    p99_100 = cell(ours, 100, 1)["p99_ms"]
-    goals = [
-        {"goal": "/predict p50 / feast serve p50 (1 entity, concurrency 1)", "value": p50_ratio,
-         "target": "<= 0.5", "met": p50_ratio <= 0.5},
-        {"goal": "/predict req/s / feast serve req/s (1 entity, concurrency 8)", "value": rps_ratio,
-         "target": ">= 3", "met": rps_ratio >= 3},
-        {"goal": "/predict p50 / floor app p50 (1 entity, concurrency 1)", "value": floor_ratio,
-         "target": "<= 1.3", "met": floor_ratio <= 1.3},
-        {"goal": "/predict p99 ms, 100 entities, concurrency 1", "value": p99_100,
-         "target": "<= 15", "met": p99_100 <= 15},
-    ]
+    goals = []
+    for mode in MODES:
+        p50_ratio = cell(ours, 1, 1, mode)["p50_ms"] / cell(feast, 1, 1, mode)["p50_ms"]
+        rps_ratio = cell(ours, 1, 8, mode)["req_s"] / cell(feast, 1, 8, mode)["req_s"]
+        floor_ratio = cell(ours, 1, 1, mode)["p50_ms"] / cell(floor, 1, 1, mode)["p50_ms"]
+        p99_100 = cell(ours, 100, 1, mode)["p99_ms"]
+        goals += [
+            {"goal": f"/predict p50 / feast serve p50 (1 entity, concurrency 1, {mode})", "value": p50_ratio,
+             "target": "<= 0.5", "met": p50_ratio <= 0.5},
+            {"goal": f"/predict req/s / feast serve req/s (1 entity, concurrency 8, {mode})", "value": rps_ratio,
+             "target": ">= 3", "met": rps_ratio >= 3},
+            {"goal": f"/predict p50 / floor app p50 (1 entity, concurrency 1, {mode})", "value": floor_ratio,
+             "target": "<= 1.3", "met": floor_ratio <= 1.3},
+            {"goal": f"/predict p99 ms, 100 entities, concurrency 1, {mode}", "value": p99_100,
+             "target": "<= 15", "met": p99_100 <= 15},
+        ]
     errors = sum(r["errors"] for r in rows)
     write_result("serving", "Online serving, the same data materialized to the same instant (this server: "
                  "packed SQLite store, direct read; feast serve: Feast's stock SQLite store), 2 workers per server "
-                 f"(this server and the floor app: gthread, {THREADS} threads each), "
-                 f"{args.seconds:.0f} s per cell and server in {ROUNDS} turns, a new connection per request; "
+                 f"(this server: serving/worker.py, {THREADS} threads each; the floor app: gthread, {THREADS} "
+                 f"threads each), {args.seconds:.0f} s per cell and server in {ROUNDS} turns, each cell with a new "
+                 "connection per request and with kept-alive connections (one per client thread); "
                  "/predict includes features, "
                  "TTL checks, prediction, metrics and the feature log (sample rate 1); feast serve only "
                  f"returns features. Failed requests in all cells: {errors}",
                  rows, goals, extra={"as_of": as_of.isoformat(), "flights": len(flights)})
     return 0
+
+
+def case_name(size: int, concurrency: int, mode: str) -> str:
+    return f"{size} entit{'y' if size == 1 else 'ies'}, concurrency {concurrency}, {mode}"
 
 
 if __name__ == "__main__":

@@ -2,10 +2,11 @@
 
 :class:`ServingConfig` is what the app is built from (``MAX_BATCH``,
 ``MODEL_CHECK_SECONDS``, the feature log's ``FEATURE_LOG_*``, gunicorn's
-``WEB_CONCURRENCY`` and ``WEB_THREADS``, and :class:`~core.settings.Settings` for
+``WEB_CONCURRENCY``, ``WEB_THREADS`` and ``REQUEST_READ_TIMEOUT``, the access token
+``SERVING_TOKEN`` / ``SERVING_TOKEN_FILE``, and :class:`~core.settings.Settings` for
 ``DATA_DIR``, ``HOST``, ``PORT``...). A value that is not a number, or out of range, is a
 :class:`~core.errors.ConfigError` naming the variable, so ``serving serve`` refuses it
-with exit code 2 before gunicorn starts.
+with exit code 2 before gunicorn starts; so is a ``HOST`` beyond loopback without a token.
 
 This module imports nothing heavy: ``gunicorn_conf.py`` reads :class:`WebConfig` in the
 gunicorn master before any worker imports ``prometheus_client`` or Feast.
@@ -13,8 +14,9 @@ gunicorn master before any worker imports ``prometheus_client`` or Feast.
 
 from __future__ import annotations
 
+import ipaddress
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping
 
@@ -29,6 +31,11 @@ MAX_BATCH = 100
 MAX_BODY_BYTES = 256 * 1024
 #: How often (seconds, at most) a request checks whether champion.json changed.
 MODEL_CHECK_SECONDS = 1.0
+#: Seconds a client has to send a whole request (headers and body), counted from its
+#: connection or, on a kept-alive one, from the request's first byte.
+REQUEST_READ_TIMEOUT = 10.0
+#: The fewest characters of an access token (``SERVING_TOKEN``): long enough not to be guessed.
+MIN_TOKEN_CHARS = 16
 
 _KIND_NAMES = {int: "a whole number", float: "a number"}
 
@@ -91,17 +98,79 @@ class LogConfig:
 class WebConfig:
     """gunicorn's processes (``serving/gunicorn_conf.py``): ``WEB_CONCURRENCY`` workers,
     ``WEB_THREADS`` threads each, the access log (``ACCESS_LOG``: a path, ``-`` for
-    stdout, empty for none)."""
+    stdout, empty for none), and ``REQUEST_READ_TIMEOUT``: the seconds a client has to
+    send a whole request (``serving/worker.py`` reads requests before a thread takes them,
+    and closes a connection whose request is late with 408)."""
 
     workers: int = 2
     threads: int = 4
     access_log: str | None = "-"
+    read_timeout: float = REQUEST_READ_TIMEOUT
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> "WebConfig":
         return cls(workers=env_number(env, "WEB_CONCURRENCY", 2, int, minimum=1),
                    threads=env_number(env, "WEB_THREADS", 4, int, minimum=1),
-                   access_log=env.get("ACCESS_LOG", "-") or None)
+                   access_log=env.get("ACCESS_LOG", "-") or None,
+                   read_timeout=env_number(env, "REQUEST_READ_TIMEOUT", REQUEST_READ_TIMEOUT, float,
+                                           minimum=0.1, maximum=600))
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (``HOST``) is reachable from this machine only: ``localhost`` or a
+    loopback address. Any other name may resolve to an interface others reach."""
+    host = host.strip().strip("[]")
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    """The access token clients send as ``Authorization: Bearer <token>``: from
+    ``SERVING_TOKEN``, or from the file named by ``SERVING_TOKEN_FILE`` (its first line;
+    a secret mounted as a file stays out of the process environment). Required when
+    ``HOST`` is beyond loopback; without one the server answers anyone who reaches it."""
+
+    token: str = field(repr=False)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], host: str) -> "AuthConfig | None":
+        """The configured token (None: none), checked: set at most one of the two
+        variables, printable ASCII without spaces, at least :data:`MIN_TOKEN_CHARS`
+        characters. A ``host`` beyond loopback without a token is a :class:`ConfigError`."""
+        text, file = env.get("SERVING_TOKEN") or None, env.get("SERVING_TOKEN_FILE") or None
+        if text is not None and file is not None:
+            raise ConfigError("SERVING_TOKEN and SERVING_TOKEN_FILE are both set: set one of them")
+        name = "SERVING_TOKEN"
+        if file is not None:
+            name = "SERVING_TOKEN_FILE"
+            try:
+                lines = Path(file).read_text(encoding="utf-8").splitlines()
+            except (OSError, UnicodeDecodeError) as e:
+                raise ConfigError(f"SERVING_TOKEN_FILE={file!r} cannot be read ({type(e).__name__}): point it "
+                                  "at a file holding the token on its first line") from None
+            text = lines[0].strip() if lines else ""
+            if not text:
+                raise ConfigError(f"SERVING_TOKEN_FILE={file!r} holds no token on its first line")
+        if text is None:
+            if not is_loopback(host):
+                raise ConfigError(f"HOST={host!r} is beyond loopback: anyone who reaches it could use every "
+                                  "endpoint. Set SERVING_TOKEN (or SERVING_TOKEN_FILE) to a token of at least "
+                                  f"{MIN_TOKEN_CHARS} characters, which clients send as "
+                                  "'Authorization: Bearer <token>', or bind HOST=127.0.0.1")
+            return None
+        shown = "SERVING_TOKEN" if name == "SERVING_TOKEN" else f"SERVING_TOKEN_FILE={file!r}"
+        if not all("!" <= c <= "~" for c in text):
+            raise ConfigError(f"{shown}: the token must be printable ASCII without spaces "
+                              "(it travels in an HTTP header)")
+        if len(text) < MIN_TOKEN_CHARS:
+            raise ConfigError(f"{shown}: the token has {len(text)} characters, fewer than {MIN_TOKEN_CHARS} "
+                              "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)")
+        return cls(token=text)
 
 
 @dataclass(frozen=True)
@@ -114,6 +183,8 @@ class ServingConfig:
     model_check_seconds: float = MODEL_CHECK_SECONDS
     log: LogConfig | None = None
     web: WebConfig = WebConfig()
+    #: The access token (None: none configured, allowed only on loopback).
+    auth: AuthConfig | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> "ServingConfig":
@@ -124,4 +195,5 @@ class ServingConfig:
                    max_batch=env_number(env, "MAX_BATCH", MAX_BATCH, int, minimum=1),
                    model_check_seconds=env_number(env, "MODEL_CHECK_SECONDS", MODEL_CHECK_SECONDS, float, minimum=0),
                    log=LogConfig.from_env(settings.logs / "served", env),
-                   web=WebConfig.from_env(env))
+                   web=WebConfig.from_env(env),
+                   auth=AuthConfig.from_env(env, settings.host))

@@ -14,13 +14,27 @@ def _json(schema: dict, description: str) -> dict:
 
 def _errors(*codes: int) -> dict:
     text = {400: "Malformed request; `field` names the offending field",
+            401: "No valid token (`Authorization: Bearer <token>`)",
             413: "Body larger than the limit",
             503: "Online store unavailable (retry later)"}
     return {str(c): _json(_ERROR, text[c]) for c in codes}
 
 
-def openapi_spec(use_case: UseCase, max_batch: int, max_body_bytes: int, version: str = "0.1.0") -> dict:
-    """OpenAPI 3.1 for exactly the routes ``create_app`` registers."""
+def _with_auth(paths: dict) -> dict:
+    """Every operation but ``/healthz`` answers 401 without the token."""
+    for path, item in paths.items():
+        for operation in item.values():
+            if path == "/healthz":
+                operation["security"] = []
+            else:
+                operation["responses"].update(_errors(401))
+    return paths
+
+
+def openapi_spec(use_case: UseCase, max_batch: int, max_body_bytes: int, version: str = "0.1.0",
+                 auth: bool = False) -> dict:
+    """OpenAPI 3.1 for exactly the routes ``create_app`` registers; with ``auth``, the bearer
+    token they require (all but ``/healthz``)."""
     fields = use_case.request_fields
     entity = {"$ref": "#/components/schemas/Entity"}
     batch = {
@@ -45,7 +59,7 @@ def openapi_spec(use_case: UseCase, max_batch: int, max_body_bytes: int, version
         query.append({"name": f.name, "in": "query", "required": not f.nullable, "schema": schema,
                       "description": f.description + (" (leave out for null)" if f.nullable else "")})
     text = {"description": "Plain text", "content": {"text/plain": {"schema": {"type": "string"}}}}
-    return {
+    spec = {
         "openapi": "3.1.0",
         "info": {"title": f"{use_case.name} prediction server", "version": version,
                  "description": "Online features through the model's FeatureService (TTL enforced as in "
@@ -107,3 +121,8 @@ def openapi_spec(use_case: UseCase, max_batch: int, max_body_bytes: int, version
                       "required": ["error"]},
         }},
     }
+    if auth:
+        spec["paths"] = _with_auth(spec["paths"])
+        spec["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+        spec["security"] = [{"bearer": []}]
+    return spec

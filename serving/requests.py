@@ -2,23 +2,69 @@
 
 The same constants give the JSON Schema of each field (:func:`field_schema`), from which
 ``/openapi.json`` is built: the published schema and the validator cannot drift apart.
+They accept exactly the same values (``tests/serving/test_openapi.py`` checks both on the
+same cases, and schemathesis in ``tests/serving/test_fuzz.py``), so every limit is one a
+JSON Schema can state the same way for every regex engine:
+
+* integers within ±(2**53 - 1), the range every JSON reader holds exactly; an integral
+  number such as ``7.0`` is an integer, as in JSON Schema;
+* strings of 1..:data:`MAX_STRING` characters, not all blank (:data:`BLANK`, spelt out:
+  regex engines disagree on ``\\s``), and valid Unicode (no lone surrogate);
+* instants as RFC 3339 date-times with an upper-case ``T`` and an offset (``Z`` or
+  ``±hh:mm``), seconds to 6 decimals, a calendar date that exists, in the years 1970..2199
+  (:data:`TIMESTAMP_PATTERN`: a regex, with the leap years spelt out).
 """
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import datetime, timezone
 from typing import Any, Mapping, Sequence
+
+import orjson
 
 from core.usecase import RequestField
 from serving.errors import RequestError
 
 MAX_STRING = 64
-INT_MIN, INT_MAX = -(2**63), 2**63 - 1
-#: Accepted instants: pandas (and so Feast's on-demand views) cannot represent much beyond.
-TIME_MIN = datetime(1970, 1, 1, tzinfo=timezone.utc)
-TIME_MAX = datetime(2200, 1, 1, tzinfo=timezone.utc)
-_INT_TEXT = re.compile(r"-?[0-9]{1,19}")
+INT_MIN, INT_MAX = -(2**53 - 1), 2**53 - 1
+#: The characters a string field may not consist of alone: whitespace to Python
+#: (``str.isspace``), to ECMA-262 and to Rust's regex (``\\s`` differs between them).
+BLANK = ("\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006"
+         "\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000\ufeff")
+_BLANK = frozenset(BLANK)
+
+_YEAR = "(?:19[7-9][0-9]|2[01][0-9][0-9])"
+#: Leap years in 1970..2199 (2100 is not one).
+_LEAP_YEAR = "(?:19(?:7[26]|8[048]|9[26])|20(?:[02468][048]|[13579][26])|21(?:0[48]|[2468][048]|[13579][26]))"
+_DATE = (f"(?:{_YEAR}-(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])|(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)"
+         f"|02-(?:0[1-9]|1[0-9]|2[0-8]))|{_LEAP_YEAR}-02-29)")
+_TIME = "T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\\.[0-9]{1,6})?(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])"
+#: An instant as :func:`_parse` accepts it (JSON Schema ``pattern``, anchored).
+TIMESTAMP_PATTERN = f"^{_DATE}{_TIME}$"
+_TIMESTAMP = re.compile(_DATE + _TIME)
+TIMESTAMP_EXAMPLE = "2013-06-01T08:30:00-04:00"
+#: Integers in a query string (``7`` or ``7.0``, as a JSON number would be written).
+_INT_TEXT = re.compile(r"-?[0-9]{1,16}(?:\.0+)?")
+
+
+def parse_json(data: bytes) -> Any:
+    """The JSON document in ``data`` (a request body), or :class:`RequestError` on ``body``.
+
+    orjson reads it when it can; what orjson refuses and the standard library reads (a
+    ``NaN``, an integer past 64 bits, a lone surrogate) then reaches validation, which
+    names the field. Nesting too deep for the standard library is refused here."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise RequestError("body", "is nested too deeply") from None
+    except ValueError:
+        raise RequestError("body", "is not valid JSON") from None
 
 
 def _parse(field: RequestField, value: Any, path: str) -> Any:
@@ -27,33 +73,32 @@ def _parse(field: RequestField, value: Any, path: str) -> Any:
             return None
         raise RequestError(path, "is required and may not be null")
     if field.kind == "string":
-        if not isinstance(value, str) or not value.strip():
-            raise RequestError(path, "must be a non-empty string")
+        if not isinstance(value, str) or _BLANK.issuperset(value):
+            raise RequestError(path, "must be a non-empty string, not all blank")
         if len(value) > MAX_STRING:
             raise RequestError(path, f"must be at most {MAX_STRING} characters")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise RequestError(path, "must be valid Unicode (it holds a lone surrogate such as \\ud800)") from None
         return value
     if field.kind == "int":
+        if isinstance(value, float) and value.is_integer() and INT_MIN <= value <= INT_MAX:
+            value = int(value)
         if isinstance(value, bool) or not isinstance(value, int):
             raise RequestError(path, "must be an integer")
         if not INT_MIN <= value <= INT_MAX:
-            raise RequestError(path, "is out of the 64-bit integer range")
+            raise RequestError(path, f"must lie in [{INT_MIN}, {INT_MAX}]")
         return value
     if field.kind == "timestamp":
         if not isinstance(value, str):
-            raise RequestError(path, "must be an ISO 8601 string with a UTC offset, e.g. 2013-06-01T08:30:00-04:00")
-        try:
-            parsed = datetime.fromisoformat(value)
-        except ValueError:
-            raise RequestError(path, f"{value[:40]!r} is not ISO 8601 (e.g. 2013-06-01T08:30:00-04:00)") from None
-        if parsed.tzinfo is None:
-            raise RequestError(path, "must carry a UTC offset (e.g. -04:00 or Z): a local time is ambiguous")
-        try:
-            parsed = parsed.astimezone(timezone.utc)
-        except OverflowError:  # e.g. 0001-01-01T00:00:00+05:00
-            parsed = None
-        if parsed is None or not TIME_MIN <= parsed < TIME_MAX:
-            raise RequestError(path, f"must lie in [{TIME_MIN.isoformat()}, {TIME_MAX.isoformat()})")
-        return parsed
+            raise RequestError(path, f"must be an RFC 3339 date-time string with an offset, e.g. {TIMESTAMP_EXAMPLE}")
+        if not _TIMESTAMP.fullmatch(value):
+            shown = value[:40].encode("utf-8", "backslashreplace").decode()
+            raise RequestError(path, f"{shown!r} is not an RFC 3339 date-time with an offset in the years "
+                                     f"1970..2199 (e.g. {TIMESTAMP_EXAMPLE}; a local time without an "
+                                     "offset is ambiguous)")
+        return datetime.fromisoformat(value).astimezone(timezone.utc)
     raise ValueError(f"unknown request field kind {field.kind!r}")
 
 
@@ -106,7 +151,7 @@ def parse_query_entity(args: Mapping[str, Sequence[str]], fields: Sequence[Reque
         if kinds.get(name) == "int":
             if not _INT_TEXT.fullmatch(value):
                 raise RequestError(name, "must be an integer")
-            value = int(value)
+            value = int(value.split(".", 1)[0])
         raw[name] = value
     return parse_entity(raw, fields, "")
 
@@ -114,12 +159,12 @@ def parse_query_entity(args: Mapping[str, Sequence[str]], fields: Sequence[Reque
 def field_schema(field: RequestField) -> dict:
     """The JSON Schema (OpenAPI 3.1) of one request field, from the validator's own limits."""
     if field.kind == "string":
-        schema = {"type": "string", "minLength": 1, "maxLength": MAX_STRING, "pattern": r"\S"}
+        schema = {"type": "string", "minLength": 1, "maxLength": MAX_STRING, "pattern": f"[^{BLANK}]"}
     elif field.kind == "int":
         schema = {"type": "integer", "minimum": INT_MIN, "maximum": INT_MAX}
     elif field.kind == "timestamp":
-        schema = {"type": "string", "format": "date-time",
-                  "description": f"ISO 8601 with a UTC offset, in [{TIME_MIN.isoformat()}, {TIME_MAX.isoformat()})"}
+        schema = {"type": "string", "pattern": TIMESTAMP_PATTERN, "example": TIMESTAMP_EXAMPLE,
+                  "description": "RFC 3339 date-time with an offset (Z or ±hh:mm), in the years 1970..2199"}
     else:
         raise ValueError(f"unknown request field kind {field.kind!r}")
     if field.description:

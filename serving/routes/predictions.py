@@ -7,11 +7,12 @@ from __future__ import annotations
 import math
 
 from flask import Blueprint, g, jsonify, request
+from werkzeug.exceptions import HTTPException
 
 from serving.errors import RequestError
 from serving.model import ServingModel
 from serving.precomputed import entity_key, read_predictions
-from serving.requests import parse_predict_body, parse_query_entity
+from serving.requests import parse_json, parse_predict_body, parse_query_entity
 from serving.state import ServingState, serving_state
 
 bp = Blueprint("predictions", __name__)
@@ -19,14 +20,18 @@ bp = Blueprint("predictions", __name__)
 
 def _body_entities(state: ServingState) -> list[dict]:
     """The entities of a ``/predict``-shaped JSON body, validated (:class:`RequestError`
-    names the field)."""
+    names the field; a body over the limit is a 413, chunked or not)."""
     if not request.is_json:
         raise RequestError("body", "must be JSON (Content-Type: application/json)")
-    body = request.get_json(silent=True)
-    if body is None:
-        raise RequestError("body", "is not valid JSON")
+    try:
+        data = request.get_data(cache=True)
+    except HTTPException:
+        raise  # 413: larger than the limit
+    except Exception as e:  # the WSGI server's body reader refused it: a malformed chunked encoding
+        raise RequestError("body", f"cannot be read ({type(e).__name__}): send a Content-Length, or valid "
+                                   "chunks") from None
     use_case = state.config.use_case
-    return parse_predict_body(body, use_case.request_fields, use_case.batch_key, state.config.max_batch)
+    return parse_predict_body(parse_json(data), use_case.request_fields, use_case.batch_key, state.config.max_batch)
 
 
 def _json_value(value):

@@ -16,6 +16,7 @@ import pytest
     ("serve", "MAX_BATCH", "0"),
     ("serve", "MODEL_CHECK_SECONDS", "soon"),
     ("serve", "FEATURE_LOG_SAMPLE_RATE", "2"),
+    ("serve", "REQUEST_READ_TIMEOUT", "0"),
     ("demo", "PORT", "abc"),
     ("demo", "WEB_THREADS", "x"),
 ])

@@ -19,7 +19,10 @@ def client():
     @app.get("/raise/<kind>")
     def raise_(kind):
         raise {"request": RequestError("flight", "must be an integer"),
-               "store": StoreUnavailable("online store unavailable: OSError: gone"),
+               "surrogate": RequestError("\ud800", "is not a known field"),
+               "store": StoreUnavailable("online store unavailable: OperationalError: unable to open "
+                                         "/srv/data/online_store.db: no such table: flights_aircraft"),
+               "path": RequestError("body", "cannot be read from /srv/data/x.json (see /srv/data/y)"),
                "bug": KeyError("oops")}[kind]
 
     return app.test_client()
@@ -27,7 +30,9 @@ def client():
 
 @pytest.mark.parametrize("path, method, status, body", [
     ("/raise/request", "get", 400, {"error": "must be an integer", "field": "flight"}),
-    ("/raise/store", "get", 503, {"error": "online store unavailable: OSError: gone"}),
+    ("/raise/surrogate", "get", 400, {"error": "is not a known field", "field": "\\ud800"}),
+    ("/raise/store", "get", 503, {"error": "online store unavailable (retry later)"}),
+    ("/raise/path", "get", 400, {"error": "cannot be read from x.json (see y)", "field": "body"}),
     ("/raise/bug", "get", 500, {"error": "internal error: KeyError"}),
     ("/nowhere", "get", 404, None),
     ("/raise/request", "post", 405, None),
@@ -41,3 +46,6 @@ def test_status_and_body_by_error_type(client, path, method, status, body):
     else:
         assert answer == body
     assert ("Retry-After" in response.headers) == (status == 503)
+    assert ("Allow" in response.headers) == (status == 405)
+    if status == 405:
+        assert set(response.headers["Allow"].split(", ")) == {"GET", "HEAD", "OPTIONS"}

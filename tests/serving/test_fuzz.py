@@ -1,57 +1,109 @@
-"""Fuzzing the server from its own /openapi.json (schemathesis): no 5xx, answers as documented."""
+"""The real server as an attacker finds it: gunicorn bound beyond loopback (every interface,
+so a token is required), reached over HTTP.
+
+* Without the token only ``/healthz`` answers; with it, everything does.
+* schemathesis, from the server's own /openapi.json, through its ``st run`` command line
+  with every check (``--checks all``: no 5xx; statuses, headers, content types and bodies
+  as documented; valid input accepted and invalid input refused; unsupported methods
+  answered 405 with ``Allow``; the token enforced) and every phase (examples, coverage,
+  fuzzing), over at least :data:`MIN_CASES` cases, in two runs side by side (one per core:
+  generating cases is the slow part), the second fuzzing only with another seed.
+"""
 
 from __future__ import annotations
 
-import pytest
-import schemathesis
-from hypothesis import HealthCheck, Phase, given, settings
-from schemathesis import GenerationMode
-from schemathesis.checks import not_a_server_error
-from schemathesis.specs.openapi.checks import (
-    content_type_conformance,
-    response_schema_conformance,
-    status_code_conformance,
-)
+import json
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
 
-from serving.app import create_app
+import pytest
+
+from serving.process import free_port, wait_ready
+from tests.conftest import copy_data_dir
+from tests.serving.test_gunicorn import gunicorn_env, start_gunicorn, stop
 from tests.serving.test_server import samples
 
 pytestmark = pytest.mark.serving
 
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
-#: Generated requests per (operation, mode): well-formed ones reach Feast and the model,
-#: malformed ones the validator. Everything else gets a few.
-EXAMPLES = {("POST", "/predict"): 300, ("GET", "/features"): 250}
-OTHER_EXAMPLES = 8
+TOKEN = "fuzz-token-0123456789abcdef"
+PROTECTED = ("/readyz", "/model", "/metrics", "/openapi.json")
+#: (phases, seed) of each `st run`, run side by side.
+RUNS = (("examples,coverage,fuzzing", 0), ("fuzzing", 1))
+#: Cases per operation and generation mode in each run's fuzzing (``--max-examples``).
+MAX_EXAMPLES = 800
+MIN_CASES = 5000
 
 
-def run_cases(operation, mode: GenerationMode, examples: int) -> None:
-    @settings(max_examples=examples, derandomize=True, database=None, deadline=None,
-              phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
-    @given(case=operation.as_strategy(generation_mode=mode))
-    def check(case):
-        response = case.call()
-        case.validate_response(response, checks=CHECKS)
+@pytest.fixture(scope="module")
+def server(served_template, tmp_path_factory):
+    """gunicorn on every interface (``HOST=0.0.0.0``) with a token, reached over loopback;
+    batches of at most 3 entities (each entity is validated alike, and shorter bodies let
+    schemathesis generate more cases in the time)."""
+    data_dir = copy_data_dir(served_template, tmp_path_factory.mktemp("fuzz") / "data")
+    port = free_port()
+    process = start_gunicorn(gunicorn_env(data_dir, port, HOST="0.0.0.0", SERVING_TOKEN=TOKEN, MAX_BATCH=3,
+                                          FEATURE_LOG_SAMPLE_RATE=0))
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(base, process, timeout=180)
+        yield base
+    finally:
+        stop(process)
+    assert process.returncode == 0, process.stderr.read().decode()[-2000:]
 
-    check()
+
+def status(url: str, token: str | None) -> int:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=30) as response:
+            return response.status
+    except urllib.error.HTTPError as e:
+        return e.code
 
 
-def total_requests(client) -> float:
-    return sum(samples(client.get("/metrics").get_data(as_text=True), "serving_requests_total").values())
+def test_a_server_beyond_loopback_answers_only_with_the_token(server):
+    for path in PROTECTED:
+        assert (status(server + path, None), status(server + path, "nope-nope-nope-nope"),
+                status(server + path, TOKEN)) == (401, 401, 200), path
+    assert status(server + "/healthz", None) == 200
 
 
-def test_at_least_a_thousand_generated_requests_get_no_5xx_and_match_the_schema(served_dir):
-    app = create_app({"DATA_DIR": served_dir, "FEATURE_LOG_SAMPLE_RATE": 0})
-    client = app.test_client()
-    before = total_requests(client)
-    schema = schemathesis.openapi.from_wsgi("/openapi.json", app)
-    operations = [result.ok() for result in schema.get_all_operations()]
-    assert {(op.method.upper(), op.path) for op in operations} >= set(EXAMPLES)
-    for operation in operations:
-        examples = EXAMPLES.get((operation.method.upper(), operation.path), OTHER_EXAMPLES)
-        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
-            if mode is GenerationMode.NEGATIVE and (operation.method.upper(), operation.path) not in EXAMPLES:
-                continue  # no inputs to break
-            run_cases(operation, mode, examples)
-    sent = total_requests(client) - before - 1  # the /metrics call itself
-    assert sent >= 1000, f"only {sent:.0f} generated requests reached the server"
+def test_schemathesis_with_every_check_finds_nothing_in_5000_cases(server, tmp_path):
+    runs: list[subprocess.Popen] = []
+    try:
+        for phases, seed in RUNS:
+            with (tmp_path / f"run{seed}.txt").open("w") as output:
+                runs.append(subprocess.Popen(
+                    [str(Path(sys.executable).with_name("st")), "run", f"{server}/openapi.json", "--checks", "all",
+                     "--phases", phases, "--header", f"Authorization: Bearer {TOKEN}",
+                     "--max-examples", str(MAX_EXAMPLES), "--seed", str(seed),
+                     # No example database: keeping it costs half the generating time.
+                     "--generation-database", "none",
+                     "--report", "json", "--report-json-path", str(tmp_path / f"run{seed}.json"), "--no-color"],
+                    cwd=tmp_path, stdout=output, stderr=subprocess.STDOUT))
+        for run in runs:
+            run.wait(timeout=600)
+        request = urllib.request.Request(f"{server}/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            metrics = response.read().decode()
+    finally:
+        for run in runs:
+            if run.poll() is None:
+                run.kill()
+                run.wait()
+    cases = 0
+    for phases, seed in RUNS:
+        report = json.loads((tmp_path / f"run{seed}.json").read_text())
+        output = (tmp_path / f"run{seed}.txt").read_text()
+        assert report["exit_code"] == 0 and report["complete"], output[-6000:]
+        assert not report["failures"] and not report["errors"], output[-6000:]
+        ran = {name for name, phase in report["phases"].items() if phase["status"] == "success"}
+        assert ran == set(phases.split(",")), report["phases"]
+        cases += report["test_cases"]["generated"]
+    assert cases >= MIN_CASES, f"only {cases} cases generated"
+    errors = {labels: n for labels, n in samples(metrics, "serving_requests_total").items()
+              if dict(labels)["status"].startswith("5")}
+    assert not errors, f"5xx answers counted by the server: {errors}"

@@ -208,3 +208,55 @@ def test_unreachable_sqlite_store_is_503_and_the_server_recovers_by_itself(serve
     assert response.status_code == 200, response.get_json()
     metric = samples(client.get("/metrics").get_data(as_text=True), "serving_online_store_errors_total")
     assert metric[()] >= 2
+
+
+@pytest.mark.parametrize("path", ["/predict", "/precomputed"])
+@pytest.mark.parametrize("depth", [1000, 100_000])
+def test_json_nested_too_deep_is_a_400(app, path, depth):
+    """Deep enough for the standard library's JSON reader to hit Python's recursion limit."""
+    body = b"[" * depth + b"]" * depth
+    response = app.test_client().post(path, data=body, content_type="application/json")
+    assert response.status_code == 400, response.data[:300]
+    assert response.get_json()["field"] == "body"
+    if depth > 1024:  # past orjson's nesting limit too
+        assert response.get_json()["error"] == "is nested too deeply"
+    body = b'{"flights": ' + b"[" * depth + b"]" * depth + b"}"
+    response = app.test_client().post(path, data=body, content_type="application/json")
+    assert response.status_code == 400 and response.get_json()["field"] in ("body", "flights[0]"), response.data
+
+
+@pytest.mark.parametrize("place", ["value", "key"])
+def test_a_lone_surrogate_is_a_400_naming_the_field(app, served_dir, use_case, place):
+    """JSON may spell a lone surrogate (``\\ud800``); it is no text a feature store can key on,
+    and no answer can carry it back unescaped."""
+    import json
+
+    entity = request_entity(next(flights_after_serve_end(served_dir, use_case, 1).itertuples()))
+    text = json.dumps(entity)
+    text = (text.replace(f'"origin": "{entity["origin"]}"', '"origin": "JF\\ud800"') if place == "value"
+            else text[:-1] + ', "\\ud800": 1}')
+    for path in ("/predict", "/precomputed"):
+        response = app.test_client().post(path, data=text, content_type="application/json")
+        assert response.status_code == 400, response.data[:300]
+        assert response.get_json()["field"] == ("origin" if place == "value" else "\\ud800"), response.get_json()
+
+
+def test_an_integral_number_is_an_integer_as_the_published_schema_says(app, served_dir, use_case):
+    entity = request_entity(next(flights_after_serve_end(served_dir, use_case, 1).itertuples()))
+    client = app.test_client()
+    as_int = client.post("/predict", json=entity).get_json()
+    as_float = client.post("/predict", json={**entity, "flight": float(entity["flight"])}).get_json()
+    assert as_float == as_int and "predictions" in as_int
+    query = {**query_string(entity), "flight": f"{entity['flight']}.0"}
+    assert client.get("/features", query_string=query).get_json() == client.get(
+        "/features", query_string=query_string(entity)).get_json()
+
+
+def test_a_streamed_body_over_the_limit_is_413(app):
+    """A body without a Content-Length (chunked, as the server passes it on) is cut at the limit."""
+    import io
+
+    response = app.test_client().open(
+        "/predict", method="POST", input_stream=io.BytesIO(b"[" + b" " * (300 * 1024) + b"]"),
+        content_type="application/json", environ_overrides={"wsgi.input_terminated": True})
+    assert response.status_code == 413, response.get_json()
