@@ -144,6 +144,23 @@ class Writer:
     def last(self, word: str) -> int:
         return max((int(line.split()[1]) for line in self.seen if line.startswith(word + " ")), default=0)
 
+    def frozen_mid_write(self, rng: random.Random, times: int = 4):
+        """Yield ``n`` (0 .. times-1) each time the writer is frozen (SIGSTOP) at a random
+        point of a write transaction; it runs on once the caller's step is done."""
+        self.wait_for("done 1")
+        started = time.monotonic()
+        self.wait_for("done 2")
+        duration = time.monotonic() - started
+        for n in range(times):
+            self.wait_for(f"start {4 + 2 * n}")
+            time.sleep(rng.uniform(0.05, 0.9) * duration)
+            self.signal(signal.SIGSTOP)
+            try:
+                self.drain()
+                yield n
+            finally:
+                self.signal(signal.SIGCONT)
+
 
 def generations(db: Path, read_only: bool = True) -> set[int]:
     """The generations the store's rows hold, after ``PRAGMA integrity_check``. All rows of
@@ -253,21 +270,10 @@ def test_power_cut_mid_write_leaves_a_readable_store_with_old_or_new_values(tmp_
     writer = Writer(db, 1)
     checked = 0
     try:
-        writer.wait_for("done 1")
-        started = time.monotonic()
-        writer.wait_for("done 2")
-        duration = time.monotonic() - started
-        for n in range(4):
-            writer.wait_for(f"start {4 + 2 * n}")
-            time.sleep(rng.uniform(0.05, 0.9) * duration)
-            writer.signal(signal.SIGSTOP)
-            try:
-                writer.drain()
-                files = {suffix: Path(f"{db}{suffix}").read_bytes()
-                         for suffix in ("", "-wal", "-shm", "-journal") if Path(f"{db}{suffix}").exists()}
-                writing = writer.last("start")
-            finally:
-                writer.signal(signal.SIGCONT)
+        for n in writer.frozen_mid_write(rng):
+            files = {suffix: Path(f"{db}{suffix}").read_bytes()
+                     for suffix in ("", "-wal", "-shm", "-journal") if Path(f"{db}{suffix}").exists()}
+            writing = writer.last("start")
             for name, state in power_cut_states(files, synchronous, rng):
                 copy = tmp_path / f"cut{n}-{checked}" / "online_store.db"
                 copy.parent.mkdir()
@@ -327,21 +333,10 @@ def test_the_servers_reads_go_on_while_a_writer_is_in_the_middle_of_a_write(tmp_
     writer = Writer(db, 1)
     answers = []
     try:
-        writer.wait_for("done 1")
-        started = time.monotonic()
-        writer.wait_for("done 2")
-        duration = time.monotonic() - started
-        for n in range(4):
-            writer.wait_for(f"start {4 + 2 * n}")
-            time.sleep(rng.uniform(0.05, 0.9) * duration)
-            writer.signal(signal.SIGSTOP)
-            try:
-                writer.drain()
-                done, writing = writer.last("done"), writer.last("start")
-                answer = direct.read(rows)
-                problem = direct.verify()
-            finally:
-                writer.signal(signal.SIGCONT)
+        for _ in writer.frozen_mid_write(rng):
+            done, writing = writer.last("done"), writer.last("start")
+            answer = direct.read(rows)
+            problem = direct.verify()
             assert problem is None, problem
             answers.append((set(answer["v__g"]), set(answer["v__g__ts"]), done, writing))
     finally:
