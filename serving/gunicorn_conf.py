@@ -46,6 +46,9 @@ threads = _web.threads
 keepalive = 30
 timeout = 60
 graceful_timeout = 10
+# The workers' heartbeat files: in memory where there is /dev/shm, so that a heartbeat never
+# waits on a disk's journal (gunicorn's own advice for container filesystems).
+worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
 accesslog = _web.access_log
 # Never recycle workers by request count (Feast's `feast serve` does so every 1,000).
 max_requests = 0

@@ -22,10 +22,14 @@ limits:
 * a body over ``MAX_BODY_BYTES`` is answered ``413`` by the loop, without a thread, and a
   head over :data:`MAX_HEAD_BYTES` ``431``.
 
-Connections are closed gracefully (our side first, then the client's bytes drained) in the
-event loop too, without blocking it. Everything else (the thread pool, keep-alive, the
-arbiter's hooks and heartbeats, graceful shutdown) is gthread's. HTTP/1.1 only, no TLS
-(a TLS-terminating proxy goes in front); the worker refuses to start otherwise.
+A connection whose client has nothing more unread is closed at once; one with unread bytes
+is closed gracefully (our side first, then the client's bytes drained) in the event loop,
+without blocking it. A new connection's request is read as soon as it is accepted (clients
+send it at once), so most requests go to a thread without a trip through the poller.
+
+Everything else (the thread pool, keep-alive, the arbiter's hooks and heartbeats, graceful
+shutdown) is gthread's. HTTP/1.1 only, no TLS (a TLS-terminating proxy goes in front); the
+worker refuses to start otherwise.
 """
 
 from __future__ import annotations
@@ -55,6 +59,9 @@ RECV_BYTES = 64 * 1024
 LINGER_SECONDS = 2.0
 #: How often, at most, the loop looks for late requests and expired connections.
 SWEEP_SECONDS = 0.25
+#: Seconds between two heartbeats to the arbiter (gunicorn beats on every turn of the loop,
+#: a file-system call per request; the arbiter's ``timeout`` is tens of seconds).
+HEARTBEAT_SECONDS = 1.0
 #: gunicorn's own bound on a chunk-size line and on a trailer section (``http/body.py``).
 MAX_CHUNK_LINE = 8190
 MAX_TRAILERS = 8190 * 32
@@ -186,6 +193,14 @@ class ReadFirstWorker(gthread.ThreadWorker):
         #: Connections the loop reads from (a request arriving, idle kept-alive, closing).
         self.waiting: dict[Conn, None] = {}
         self.next_sweep = 0.0
+        self.next_heartbeat = 0.0
+
+    def notify(self):
+        """The heartbeat the arbiter watches, at most every :data:`HEARTBEAT_SECONDS`."""
+        now = time.monotonic()
+        if now >= self.next_heartbeat:
+            self.next_heartbeat = now + HEARTBEAT_SECONDS
+            super().notify()
 
     def init_process(self):
         if self.cfg.is_ssl or self.cfg.http_protocols != ["h1"]:
@@ -218,7 +233,9 @@ class ReadFirstWorker(gthread.ThreadWorker):
         self.nr_conns += 1
         conn = Conn(self.cfg, sock, client, listener.getsockname())
         conn.deadline = time.monotonic() + self.read_timeout
-        self._wait(conn)
+        # A client usually sends its request right after connecting: read it now, and wait
+        # for readiness only if it is not all here yet.
+        self._receive(conn)
 
     def _wait(self, conn: Conn) -> None:
         self.waiting[conn] = None
@@ -232,9 +249,16 @@ class ReadFirstWorker(gthread.ThreadWorker):
             pass
 
     def _readable(self, conn: Conn, _sock) -> None:
+        self._receive(conn)
+
+    def _receive(self, conn: Conn) -> None:
+        """Read what has arrived (never blocking); hand a whole request to a thread, answer
+        one over a limit, or wait for more."""
         try:
-            data = conn.sock.recv(RECV_BYTES)
+            data = conn.sock.recv(RECV_BYTES, socket.MSG_DONTWAIT)
         except (BlockingIOError, InterruptedError):
+            if conn not in self.waiting:
+                self._wait(conn)
             return
         except OSError:
             data = b""
@@ -254,6 +278,8 @@ class ReadFirstWorker(gthread.ThreadWorker):
             if conn.head_end >= 0 and conn.expects_continue and not conn.continued:
                 conn.continued = True
                 self._send(conn, b"HTTP/1.1 100 Continue\r\n\r\n")
+            if conn not in self.waiting:
+                self._wait(conn)
             return
         if found in REFUSALS:
             self._send(conn, REFUSALS[found])
@@ -262,6 +288,17 @@ class ReadFirstWorker(gthread.ThreadWorker):
         self._unwait(conn)
         conn.whole = found == WHOLE
         self.enqueue_req(conn)
+
+    @staticmethod
+    def _nothing_unread(conn: Conn) -> bool:
+        """Whether no byte from the client waits unread (closing a socket with unread bytes
+        resets the connection, and the client may lose the answer it has not read yet)."""
+        try:
+            return not conn.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return True
+        except OSError:
+            return True
 
     @staticmethod
     def _send(conn: Conn, data: bytes) -> None:
@@ -322,7 +359,10 @@ class ReadFirstWorker(gthread.ThreadWorker):
         except Exception:
             keep = False
         if not keep:
-            self._linger(conn)
+            if conn.whole and self._nothing_unread(conn):
+                self._close(conn)  # nothing for the kernel to reset the answer over
+            else:
+                self._linger(conn)
             return
         try:
             ahead = conn.parser.unreader.take_buffered()
