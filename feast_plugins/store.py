@@ -64,11 +64,40 @@ def definitions(settings: Settings):
 
     settings.export()
     repo = settings.feature_repo
+    if repo != settings.repo_root / "feature_repo":  # a copy (FEATURE_REPO): imported afresh
+        with _imported_from(repo), repo_cwd(repo):
+            contents = parse_repo(repo)
+        return bind_sources(contents, settings.sources, settings.profile)
     if str(repo) not in sys.path:  # as the Feast CLI does: repo.py is imported as `repo`
         sys.path.append(str(repo))
     with repo_cwd(repo):
         contents = parse_repo(repo)
     return bind_sources(contents, settings.sources, settings.profile)
+
+
+@contextmanager
+def _imported_from(repo) -> Iterator[None]:
+    """Import ``repo.py`` and the ``feature_repo`` package from the copy ``repo`` (a
+    directory named feature_repo), then put the process's own modules back: the copy's
+    objects live on in what was parsed, the rest of the process keeps the shipped ones."""
+    import importlib
+
+    def ours(name: str) -> bool:
+        return name in ("repo", "feature_repo") or name.startswith("feature_repo.")
+
+    saved = {name: module for name, module in sys.modules.items() if ours(name)}
+    saved_path = list(sys.path)
+    for name in saved:
+        del sys.modules[name]
+    sys.path[:0] = [str(repo), str(repo.parent)]
+    importlib.invalidate_caches()
+    try:
+        yield
+    finally:
+        for name in [name for name in sys.modules if ours(name)]:
+            del sys.modules[name]
+        sys.modules.update(saved)
+        sys.path[:] = saved_path
 
 
 def apply_definitions(settings: Settings) -> None:

@@ -12,7 +12,7 @@ import pandas as pd
 from core.files import atomic_write
 from core.settings import Settings
 from core.usecase import UseCase
-from monitoring import drift, freshness, quality, skew
+from monitoring import definitions, drift, freshness, quality, skew
 from monitoring.config import AlertRules
 from monitoring.errors import MonitoringError
 from monitoring.servedlog import read_served_log
@@ -67,6 +67,8 @@ def run_monitoring(settings: Settings, use_case: UseCase, store, rules: AlertRul
                                                      use_case.slices)
     summary["freshness"] = {"views": freshness.view_freshness(store, use_case.feature_service, at),
                             "served_stale_rate": freshness.served_stale_rates(log, features)}
+    # The champion and every model that answered in the window, against the definitions applied.
+    summary["definitions"] = definitions.definition_drift(settings, [model.version, *summary["log"]["model_versions"]])
     summary["alerts"] = alerts(summary, rules)
     return summary
 
@@ -111,6 +113,7 @@ def alerts(summary: dict, rules: AlertRules) -> list[dict]:
         out.append({"rule": "model_age", "subject": summary["model"]["version"], "value": age,
                     "limit": rules.model_max_age_days,
                     "message": f"served requests are {age} days past the model's training window"})
+    out += definitions.drift_alerts(summary.get("definitions") or {})
     q = summary.get("quality")
     if q and q["rows"] >= rules.min_labelled_rows:
         overall = q["overall"]

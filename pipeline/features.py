@@ -11,6 +11,7 @@ one succeeded and passed. A refused build also refuses its snapshot
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -22,6 +23,7 @@ import duckdb
 
 from core.contracts import TableContract
 from core.duck import connect, copy_to_parquet, sql_str
+from core.files import atomic_write
 from core.progress import Progress
 from core.settings import Settings
 from core.usecase import UseCase
@@ -30,6 +32,18 @@ from pipeline.ingest import Snapshot, refuse_snapshot
 from validation.contracts import Context
 from validation.gates import check_files, finish
 from validation.report import GateFailed, Report
+
+#: In ``DATA_DIR/sources``: which snapshot the tables were built from.
+BUILT_FROM = "built_from.json"
+
+
+def built_from(settings: Settings) -> dict | None:
+    """The snapshot the published source tables were built from (``{"snapshot": id,
+    "as_of"}``), None if unknown (tables built before this was recorded)."""
+    try:
+        return json.loads((settings.sources / BUILT_FROM).read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def source_sql(settings: Settings, sql_file: str, params) -> str:
@@ -47,8 +61,13 @@ def build_sources(
     """Build every source table, check each against its contract, and only then publish
     them all; return the row count of each. A failed contract raises
     :class:`~validation.report.GateFailed`, leaves the published tables as they were and
-    moves ``snapshot`` out of the chain later ingests compare with.
-    ``contracts`` defaults to those derived from the Feast definitions."""
+    moves ``snapshot`` out of the chain later ingests compare with. A change to the SQL of
+    a view the champion model is pinned to is refused first, before anything is built
+    (:func:`pipeline.definitions.guard_sources`). ``contracts`` defaults to those derived from the Feast definitions."""
+    from pipeline.definitions import guard_sources
+
+    # Before anything is written: new SQL under the champion's views is refused here.
+    guard_sources(settings, use_case, say=progress.say if progress else None)
     if contracts is None:
         from pipeline.apply import source_contracts
 
@@ -85,6 +104,10 @@ def build_sources(
             progress.say(f"contracts passed ({len(report.checks)} tables; report {path.name})")
         for source in use_case.sources:
             os.replace(staging / f"{source.name}.parquet", settings.sources / f"{source.name}.parquet")
+        # Which snapshot the published tables describe: training records it with the model
+        # (``training reproduce`` rebuilds from it).
+        atomic_write(settings.sources / BUILT_FROM, json.dumps(
+            {"snapshot": snapshot.id, "as_of": snapshot.as_of.isoformat()}).encode())
         return counts
     finally:
         shutil.rmtree(staging, ignore_errors=True)

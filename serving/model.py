@@ -120,11 +120,32 @@ def value_rules(store, use_case) -> dict:
     return out
 
 
+def definition_drift(registry, metadata: dict) -> list[str]:
+    """How the definitions a model was trained on (its metadata's ``"definitions"``) differ
+    from the ones last applied (``definitions.json`` beside the models): one line per view,
+    naming the change; empty when they agree, or when either side was never recorded (a
+    model trained before fingerprints, a DATA_DIR never applied since). An unreadable
+    record is logged, not held against the model: it is no reason to serve nothing."""
+    from pipeline.definitions import RECORD_FILE, drift, read_record
+    from pipeline.errors import PipelineError
+
+    pinned = metadata.get("definitions")
+    if not pinned:
+        return []
+    try:
+        views = read_record(registry.root / RECORD_FILE)
+    except PipelineError as e:
+        log.error("cannot check model %s against the applied definitions: %s", metadata.get("version"), e)
+        return []
+    return [] if views is None else [d.describe() for d in drift(pinned, views)]
+
+
 def load_serving_model(registry, store, request_time_field: str, record: dict | None = None,
                        rules: dict | None = None) -> ServingModel:
     """Load the champion (or ``record``'s version) and check it; raise :class:`ServingError`
     if its file does not match the registry's SHA-256, does not load, or its feature list
-    differs from its FeatureService's, or its online read cannot be built. The packed
+    differs from its FeatureService's, or the definitions it was trained on differ from the
+    ones applied now (:func:`definition_drift`), or its online read cannot be built. The packed
     online store is checked too (``rules``: :func:`value_rules`); a damaged store does not
     refuse the model, its reads are refused (503) until it is rebuilt."""
     from training.dataset import service_features
@@ -146,6 +167,13 @@ def load_serving_model(registry, store, request_time_field: str, record: dict | 
         raise ServingError(
             f"model {model.version} was trained on FeatureService {service_name!r} with features "
             f"{model.features}, but the registry now lists {current}: refusing to serve it"
+        )
+    drifted = definition_drift(registry, model.metadata)
+    if drifted:
+        raise ServingError(
+            f"model {model.version} was trained on feature definitions that differ from the ones applied now: "
+            f"{'; '.join(drifted)}: refusing to serve it (train and promote a model on the current definitions, "
+            "or apply the ones it was trained on)"
         )
     try:
         booster = booster_from_bytes(model.model_bytes, nthread=1)

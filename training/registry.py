@@ -155,8 +155,10 @@ class ModelRegistry:
 
     def promote(self, version: str) -> dict:
         """Make ``version`` the champion that serving loads (an explicit, separate step), and
-        add it to the history of promotions."""
+        add it to the history of promotions. Refused if the model was trained on definitions
+        that differ from the ones applied (:meth:`_check_definitions`)."""
         model = self.load(version)
+        self._check_definitions(model)
         record = {"version": version, "sha256": model.metadata["sha256"],
                   "promoted_at": datetime.now(timezone.utc).isoformat()}
         with self._promotion_lock():
@@ -173,6 +175,26 @@ class ModelRegistry:
             atomic_write(self.root / HISTORY_FILE, json.dumps({"promotions": history}, indent=2).encode(),
                          durable=True)
         return record
+
+    def _check_definitions(self, model: LoadedModel) -> None:
+        """Refuse a model trained on feature definitions that differ from the ones applied
+        (``definitions.json`` beside the models, ``pipeline/definitions.py``): serving would
+        refuse it. A model or a registry without fingerprints is not checked."""
+        from pipeline.definitions import RECORD_FILE, drift, read_record
+        from pipeline.errors import PipelineError
+
+        pinned = model.metadata.get("definitions")
+        if not pinned:
+            return
+        try:
+            views = read_record(self.root / RECORD_FILE)
+        except PipelineError as e:
+            raise TrainingError(str(e)) from None
+        drifted = drift(pinned, views) if views is not None else []
+        if drifted:
+            raise TrainingError(f"model {model.version} was trained on feature definitions that differ from the "
+                                f"ones applied now: {'; '.join(d.describe() for d in drifted)}; serving would refuse "
+                                "it: train a model on the current definitions")
 
     def champion(self) -> dict | None:
         """The champion record (None: nothing promoted yet); :class:`TrainingError` if

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, g, jsonify
 
-from serving.model import ServingModel
+from serving.model import ServingModel, definition_drift
 from serving.routes.error_handlers import public_text
 from serving.state import serving_state
 
@@ -15,7 +15,7 @@ bp = Blueprint("operations", __name__)
 
 #: What ``/model`` tells of the model's metadata.
 MODEL_KEYS = ("version", "sha256", "feature_service", "features", "trained_at", "training_window",
-              "holdout_window", "metrics", "library_versions")
+              "holdout_window", "metrics", "library_versions", "definitions")
 
 
 @bp.get("/healthz")
@@ -47,7 +47,10 @@ def model():
     model: ServingModel = g.model
     slot = serving_state().slot
     meta = model.model.metadata if model.loaded else {}
-    return jsonify({**{k: meta.get(k) for k in MODEL_KEYS},
+    # definitions: per feature, the fingerprint of what defines its values at training;
+    # definitions_drift: how the definitions applied since differ from them (none: [])
+    drifted = definition_drift(serving_state().registry, meta) if model.loaded else []
+    return jsonify({**{k: meta.get(k) for k in MODEL_KEYS}, "definitions_drift": drifted,
                     **_public({"refused_promotion": slot.refused, "fallback": slot.fallback,
                                "unavailable": slot.unavailable})})
 
