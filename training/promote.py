@@ -88,6 +88,9 @@ def promote_if_better(settings: Settings, use_case: UseCase, store, version: str
     if (settings.models / version).is_dir():
         atomic_write(settings.models / version / GATE_REPORT, json.dumps(report.to_dict(), indent=2,
                                                                           default=str).encode())
+    from training.tracking import record_model_gate
+
+    record_model_gate(settings, version, report, say=say)
     if not report.passed:
         for failure in report.failures:
             say(f"not promoted: {failure.line()}")
