@@ -56,6 +56,10 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02
 PROBABILITY_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 21))
 #: Seconds between writes of the buffered per-feature counts (:class:`BufferedCounts`).
 FEATURE_COUNTS_FLUSH_SECONDS = 1.0
+#: The label values of ``serving_model_swaps_total`` and ``serving_feature_log_dropped_rows_total``,
+#: exported at 0 from the start (see :class:`Metrics`).
+MODEL_SWAP_RESULTS = ("swapped", "refused", "fallback")
+LOG_DROP_REASONS = ("buffer_full", "write_failed", "worker_died")
 
 
 def multiprocess_mode() -> bool:
@@ -109,6 +113,13 @@ class Metrics:
                                    ["reason"], registry=r)
         self.log_buffered = Gauge(BUFFERED_ROWS, "Served rows buffered for the feature log, not yet written",
                                   registry=r, multiprocess_mode="livesum")
+        # Exported at 0 before the first event: Prometheus' increase() (the shipped alert rules,
+        # monitoring/prometheus/alerts.yml) needs a sample before it, so a series born at 1
+        # would hide the first refused swap or dropped row.
+        for result in MODEL_SWAP_RESULTS:
+            _child(self.model_swaps, result)
+        for reason in LOG_DROP_REASONS:
+            _child(self.log_dropped, reason)
         self.multiprocess_dir = os.environ.get(MULTIPROC_ENV) if multiprocess_mode() else None
         self.missing_counts = BufferedCounts(self.missing)
         self.stale_counts = BufferedCounts(self.stale)
