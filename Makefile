@@ -10,7 +10,7 @@ PORT ?= 8000
 PROFILE ?= embedded
 export DATA_DIR HOST PORT PROFILE
 
-.PHONY: install sysdeps demo pipeline serve monitor replay test docs bench feast clean help
+.PHONY: install sysdeps demo pipeline serve monitor replay test docs bench feast ui mlflow clean help
 
 help:
 	@echo "make demo       set up, run the whole pipeline, start the server on $(HOST):$(PORT), query it"
@@ -22,7 +22,9 @@ help:
 	@echo "make replay     replay 2013 day by day as if live (REPLAY_POLICY=static|periodic|triggered, REPLAY_DAYS=N, REPLAY_FEED=push)"
 	@echo "make bench      every benchmark in bench/ (results in bench/results/, tables in README and docs/benchmarks.md)"
 	@echo "make feast ARGS='plan'   the Feast CLI on feature_repo/ with this DATA_DIR and PROFILE's YAML"
+	@echo "make ui         Feast's web UI over this DATA_DIR's registry (PROFILE's YAML) on $(HOST):$(UI_PORT)"
 	@echo "PROFILE=redis|spark make ...   any target on another profile (Redis online store; Spark + Redis + SQL registry)"
+	@echo "make mlflow     MLflow's UI over the tracked training runs (DATA_DIR/mlflow) on $(HOST):$(MLFLOW_PORT)"
 	@echo "make clean      remove DATA_DIR ($(DATA_DIR))"
 
 $(BIN)/.installed: pyproject.toml
@@ -31,16 +33,27 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test,spark]'
 	touch $@
 
-install: $(BIN)/.installed
+# MLflow's UI (make mlflow) in a venv of its own inside the project's: the full `mlflow`
+# package pins a gunicorn older than the one serving needs; training logs its runs through
+# the client (mlflow-skinny, in pyproject.toml).
+MLFLOW_UI := $(VENV)/mlflow-ui
+$(MLFLOW_UI)/.installed:
+	test -x $(MLFLOW_UI)/bin/python || $(PYTHON) -m venv $(MLFLOW_UI)
+	$(MLFLOW_UI)/bin/python -m pip install --quiet --upgrade pip
+	$(MLFLOW_UI)/bin/python -m pip install --quiet 'mlflow>=3,<4'
+	touch $@
 
-# System packages the tests and the spark profile use: redis-server, Java (for Spark) and
-# Chromium (the monitoring report's rendering test), from Debian's packages when missing
-# and when we are root (as CI is).
+install: $(BIN)/.installed $(MLFLOW_UI)/.installed
+
+# System packages the tests and the spark profile use: redis-server, Java (for Spark),
+# Chromium (the monitoring report's rendering test, Feast's UI) and Prometheus with promtool
+# (the alert rules' tests), from Debian's packages when missing and when we are root (as CI is).
 sysdeps:
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	command -v java >/dev/null || missing="$$missing default-jre-headless"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	{ command -v prometheus && command -v promtool; } >/dev/null || missing="$$missing prometheus"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    echo "installing:$$missing"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
@@ -88,6 +101,20 @@ bench: install
 feast: install
 	@exports="$$($(BIN)/python -m core.settings shell)" && eval "$$exports" && \
 	  $(BIN)/feast -c feature_repo -f "$$FEAST_YAML" $(ARGS)
+
+# Feast's web UI (feature views, services, entities, sources, lineage) over the registry the
+# pipeline applied, run like `make feast` (tests/cli/test_feast_ui.py opens it in Chromium).
+# It needs only the project's venv (not MLflow's UI).
+UI_PORT ?= 8888
+ui: $(BIN)/.installed
+	@exports="$$($(BIN)/python -m core.settings shell)" && eval "$$exports" && \
+	  $(BIN)/feast -c feature_repo -f "$$FEAST_YAML" ui --host $(HOST) --port $(UI_PORT)
+
+# MLflow's UI over the runs every training logs (training/tracking.py): the local store under
+# DATA_DIR/mlflow (with MLFLOW_TRACKING_URI set to a server, that server has its own UI).
+MLFLOW_PORT ?= 5000
+mlflow: install
+	$(BIN)/training mlflow-ui --host $(HOST) --port $(MLFLOW_PORT) --mlflow $(MLFLOW_UI)/bin/mlflow
 
 clean:
 	rm -rf "$(DATA_DIR)"

@@ -116,6 +116,32 @@ def run_isolated(fn: Callable, *args: Any, timeout: float | None = None) -> dict
     return result
 
 
+def cells(items, desc: str, total: int | None = None):
+    """The benchmark's cells (``items``), with progress on stderr (``core.progress``: a bar on
+    a terminal, else a line after each cell). Print results meanwhile with :func:`say`."""
+    return track(items, desc, total=total, unit="cells", every=0, force=True)
+
+
+def cell_bar(desc: str, total: int):
+    """A :class:`core.progress.Bar` over ``total`` cells (nested loops): ``update()`` after each."""
+    from core.progress import Bar
+
+    return Bar(desc, total=total, unit="cells", every=0, force=True)
+
+
+def say(*values) -> None:
+    """print(), without breaking a progress bar being drawn."""
+    from core.progress import write
+
+    write(" ".join(str(v) for v in values))
+
+
+def track(items, desc: str, total: int | None = None, unit: str = "", every: float = 0, force: bool = True):
+    from core.progress import track as progress_track
+
+    return progress_track(items, desc, total=total, unit=unit, every=every, force=force)
+
+
 def write_result(name: str, description: str, rows: list[dict], goals: list[dict] | None = None,
                  extra: dict | None = None) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -124,5 +150,7 @@ def write_result(name: str, description: str, rows: list[dict], goals: list[dict
                "rows": rows, "goals": goals or [], **(extra or {})}
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(payload, indent=2, default=str))
-    print(f"wrote {path}")
+    met = sum(1 for g in payload["goals"] if g.get("met"))
+    say(f"{name}: {len(rows)} result rows, {met}/{len(payload['goals'])} goals met; results: {path} "
+        "(tables: python bench/report.py)")
     return path

@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._util import write_result  # noqa: E402
+from bench._util import cells, say, write_result  # noqa: E402
 
 SERVICES = ("late_arrival_v1", "late_arrival_v2")
 VIEW = "origin_recent"
@@ -59,9 +59,9 @@ def main() -> None:
         settings = Settings.from_env()
         store = feature_store(settings)
         config = TrainConfig()
-        for service in SERVICES:
+        for service in cells(SERVICES, "freshness: models trained"):
             use_case = load_use_case().with_feature_service(service)
-            result = run_training(settings, use_case, store, config, say=print)
+            result = run_training(settings, use_case, store, config, say=say)
             meta = ModelRegistry(settings.models).metadata(result["version"])
             models[service] = ModelRegistry(settings.models).load(result["version"])
             m = result["metrics"]
@@ -70,7 +70,7 @@ def main() -> None:
                          "holdout_from": meta["holdout_window"]["start"][:10], "rows": m["model"]["rows"],
                          "auc": round(m["model"]["auc"], 4), "log_loss": round(m["model"]["log_loss"], 4),
                          "brier": round(m["model"]["brier"], 4), "ece": round(m["calibration"]["ece"], 4)})
-            print(rows[-1])
+            say(rows[-1])
         rows.append({"case": "holdout (same time split)", "variant": "baseline: carrier's late rate",
                      "rows": m["baseline"]["rows"], "auc": round(m["baseline"]["auc"], 4),
                      "log_loss": round(m["baseline"]["log_loss"], 4), "brier": round(m["baseline"]["brier"], 4)})
@@ -89,7 +89,7 @@ def main() -> None:
         table = table.rename(columns={c.split("__", 1)[1]: c for c in columns})
         booster = booster_from_bytes(model.model_bytes, nthread=2)
         t = holdout[use_case.event_timestamp]
-        for lag in LAGS_H:
+        for lag in cells(LAGS_H, "freshness: push lags"):
             row_at = (t - pd.Timedelta(hours=lag)).dt.floor("h")
             lagged = holdout.drop(columns=columns).assign(__row_at=row_at).merge(
                 table.rename(columns={"event_timestamp": "__row_at"}), on=["origin", "__row_at"], how="left")
@@ -104,7 +104,7 @@ def main() -> None:
                          "rows": len(y), "missing_share": round(float(stale.mean()), 3),
                          "auc": round(metrics["auc"], 4), "log_loss": round(metrics["log_loss"], 4),
                          "brier": round(metrics["brier"], 4)})
-            print(rows[-1])
+            say(rows[-1])
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     v1, v2 = rows[0], rows[1]

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from _util import run_isolated, write_result  # noqa: E402
+from _util import cells, run_isolated, say, write_result  # noqa: E402
 
 FLOATS = [f"f{i}" for i in range(10)]
 INTS = ["n0", "n1"]
@@ -105,7 +105,7 @@ def run(work: Path) -> int:
     rates = {}
     roots = {}
     sources = {}
-    for name, online_type in STORES.items():
+    for name, online_type in cells(list(STORES.items()), "materialize: stores"):
         n = args.stock_rows if online_type == "sqlite" else args.rows
         sources[n] = sources.get(n) or make_source(work, n)
         root = work / online_type.rsplit(".", 1)[-1]
@@ -116,7 +116,7 @@ def run(work: Path) -> int:
         rates[name] = n / seconds
         row = {"case": f"materialize, {len(FLOATS) + len(INTS)} features", "variant": name, "entity_rows": n,
                "seconds": seconds, "rows_per_s": n / seconds, "peak_mib": result["peak_mib"]}
-        print(row, flush=True)
+        say(row)
         rows_out.append(row)
 
     # Both stores must answer the same for keys both hold (plus missing ones).

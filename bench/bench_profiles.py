@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._util import run_isolated, write_result  # noqa: E402
+from bench._util import cells, run_isolated, say, write_result  # noqa: E402
 
 REAL = "real"
 
@@ -135,13 +135,13 @@ def main() -> int:
     rows, goals = [], []
     try:
         as_of = run_isolated(prepare, root, redis_url)["value"]
-        for size in sizes:
+        for size in cells(sizes, "profiles: training-set sizes"):
             path = entity_file(root, size)
             results = {}
             for profile in ("embedded", "spark"):
                 r = _timed(training_set, root, profile, redis_url, path)
                 results[profile] = r
-                print(f"training set {size} rows, {profile}: {r}", flush=True)
+                say(f"training set {size} rows, {profile}: {r}")
             base = results["embedded"]
             for profile, r in results.items():
                 n = r.get("value") or base.get("value") or size

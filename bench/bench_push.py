@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._util import run_isolated, write_result  # noqa: E402
+from bench._util import cells, run_isolated, say, write_result  # noqa: E402
 from feast_plugins.packed_layout import copy_database  # noqa: E402
 
 YEAR = (datetime(2013, 1, 1, 6, tzinfo=timezone.utc), datetime(2013, 12, 30, 23, tzinfo=timezone.utc))
@@ -102,19 +102,19 @@ def main() -> None:
         shutil.copy2(source / "registry.db", work / "registry.db")
         copy_database(source / "online_store.db", work / "online_store.db")  # WAL: the -wal file too
         rows = []
-        for variant, mode, hours in (("push_window", "push_window", None),
-                                     ("push_window, synchronous FULL", "push_window_full", SAMPLE_HOURS),
-                                     ("store.push (Feast)", "store_push", SAMPLE_HOURS)):
+        for variant, mode, hours in cells((("push_window", "push_window", None),
+                                           ("push_window, synchronous FULL", "push_window_full", SAMPLE_HOURS),
+                                           ("store.push (Feast)", "store_push", SAMPLE_HOURS)), "push: variants"):
             result = run_isolated(hourly_pushes, str(work), mode, hours)["value"]
             rows.append({"case": "hourly push, 2 push sources", "variant": variant,
                          **{k: round(v, 3) if isinstance(v, float) else v for k, v in result.items()}})
-            print(rows[-1])
-        for service in ("late_arrival_v1", "late_arrival_v2"):
+            say(rows[-1])
+        for service in cells(("late_arrival_v1", "late_arrival_v2"), "push: training sets"):
             result = run_isolated(training_set_seconds, str(source), service)
             rows.append({"case": "training set, every flight", "variant": service, "rows": result["value"]["rows"],
                          "features": result["value"]["features"], "seconds": round(result["value"]["seconds"], 2),
                          "peak_mib": round(result["peak_mib"])})
-            print(rows[-1])
+            say(rows[-1])
     finally:
         shutil.rmtree(work, ignore_errors=True)
     window, feast, v1, v2 = rows[0], rows[2], rows[3], rows[4]

@@ -28,13 +28,15 @@ def _replay(data_dir: str, days: int | None) -> dict:
     os.environ["DATA_DIR"] = data_dir
     os.environ.pop("RAW_DIR", None)
     from cli.entry import context
+    from core import progress
     from core.quiet import quiet_third_party_warnings
     from replay.config import ReplayConfig
     from replay.run import run_replay
 
     quiet_third_party_warnings()
+    progress.enable()  # the replay's bar over its days
     settings, use_case = context()
-    summary = run_replay(settings, use_case, ReplayConfig(policy="periodic", days=days), say=print)
+    summary = run_replay(settings, use_case, ReplayConfig(policy="periodic", days=days))
     keep = ("served_days", "events", "overall", "promotions", "rejections", "timing", "conclusion",
             "conclusion_timing", "refusals", "config")
     return {**{k: summary[k] for k in keep}, "alerts": len(summary["alerts"]), "retrains": len(summary["retrains"])}

@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from _util import write_result  # noqa: E402
+from _util import cell_bar, say, write_result  # noqa: E402
 
 from core.settings import Settings  # noqa: E402
 from serving.process import free_port, gunicorn_argv, wait_ready  # noqa: E402
@@ -292,6 +292,7 @@ def main() -> int:
             running[name] = (process, port, path, feast_service)
             wait_ready(f"http://127.0.0.1:{port}", process, timeout=180, path=health)
         rows = []
+        bar = cell_bar("serving: cells", len(MODES) * len(BATCHES) * len(CONCURRENCY))
         for mode in MODES:
             for size in BATCHES:
                 bodies = {name: bodies_for(flights, size, feast_service)
@@ -310,8 +311,10 @@ def main() -> int:
                                                      keepalive=mode == "keep-alive"))
                     for name in names:
                         row = {"case": case_name(size, concurrency, mode), "variant": name, **summary(slices[name])}
-                        print(json.dumps(row), flush=True)
+                        say(json.dumps(row))
                         rows.append(row)
+                    bar.update(1, case_name(size, concurrency, mode))
+        bar.close()
     finally:
         for process, *_ in running.values():
             stop(process)

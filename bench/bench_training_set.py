@@ -33,7 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._util import run_isolated, write_result  # noqa: E402
+from bench._util import cell_bar, run_isolated, write_result  # noqa: E402
 
 SYNTH_VIEWS = {
     # name: (key, rows, distinct keys, ttl)
@@ -274,10 +274,14 @@ def main() -> int:
     print(f"building the synthetic data in {synth} ...", flush=True)
     build_synthetic(synth, (small, big))
 
-    rows = case_rows("flights", "flights 336k", flights_root, None, stock=True, as_pandas=True,
-                     repeats=1 if quick else 2)
-    rows += case_rows("synthetic", "synthetic 1M", str(synth), small, stock=True, as_pandas=True, repeats=1)
-    rows += case_rows("synthetic", "synthetic 10M", str(synth), big, stock=False, as_pandas=False, repeats=1)
+    with cell_bar("training_set: cases", 3) as bar:
+        rows = case_rows("flights", "flights 336k", flights_root, None, stock=True, as_pandas=True,
+                         repeats=1 if quick else 2)
+        bar.update(1, "flights 336k")
+        rows += case_rows("synthetic", "synthetic 1M", str(synth), small, stock=True, as_pandas=True, repeats=1)
+        bar.update(1, "synthetic 1M")
+        rows += case_rows("synthetic", "synthetic 10M", str(synth), big, stock=False, as_pandas=False, repeats=1)
+        bar.update(1, "synthetic 10M")
     if quick:
         print(rows)
         return 0

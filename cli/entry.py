@@ -1,6 +1,7 @@
-"""What every command-line entry point does the same way: build the context, run the
-command with third-party noise silenced, and turn the platform's errors into a message
-and an exit code (``core.errors``), never a traceback.
+"""What every command-line entry point does the same way: parse with ``--verbose``, build
+the context, run the command with third-party noise silenced (``core.quiet``; shown with
+``--verbose`` or VERBOSE=1) and progress on (``core.progress``), and turn the platform's
+errors into a message and an exit code (``core.errors``), never a traceback.
 
 Imports stay inside the functions so ``--help`` never pays for Feast or XGBoost.
 """
@@ -41,15 +42,40 @@ def context(feature_service: str | None = None):
     return settings, load_use_case().with_feature_service(feature_service or settings.feature_service)
 
 
+VERBOSE_HELP = "show third-party warnings and Feast's own output (also: VERBOSE=1)"
+
+
+def add_verbose_argument(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """``--verbose`` on ``parser`` and on each of its sub-commands, so it is accepted before
+    or after the command's name (``pipeline --verbose run``, ``pipeline run --verbose``)."""
+    parsers = [parser]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            parsers += list(action.choices.values())
+    for p in parsers:
+        if not any("--verbose" in a.option_strings for a in p._actions):
+            # SUPPRESS: a sub-command's default must not undo the option given before it.
+            p.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS, help=VERBOSE_HELP)
+    return parser
+
+
+def parse(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> argparse.Namespace:
+    """``parser``'s arguments, with ``--verbose`` (:func:`add_verbose_argument`)."""
+    return add_verbose_argument(parser).parse_args(argv)
+
+
 def run(args, gate_stream=None) -> int:
-    """Run ``args.func(args)`` and return its exit code. A :class:`~core.errors.PlatformError`
+    """Run ``args.func(args)`` and return its exit code, third-party noise silenced unless
+    ``args.verbose`` or VERBOSE=1, progress shown. A :class:`~core.errors.PlatformError`
     is printed (``error: ...`` on stderr) and exits with its ``exit_code``; a refusing gate
     prints its whole report, to ``gate_stream`` (default stderr)."""
+    from core import progress
     from core.errors import PlatformError
-    from core.quiet import quiet_third_party_warnings
+    from core.quiet import quiet
     from validation.report import GateFailed
 
-    quiet_third_party_warnings()
+    quiet(True if getattr(args, "verbose", False) else None, spark=True)
+    progress.enable()
     try:
         return args.func(args)
     except GateFailed as e:

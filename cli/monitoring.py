@@ -13,7 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-from cli.entry import context, instant, run
+from cli.entry import context, instant, parse, run
 from core.errors import EXIT_ALERT, EXIT_OK
 
 
@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    return run(build_parser().parse_args(argv))
+    return run(parse(build_parser(), argv))
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import os
 import sys
 from datetime import date
 
-from cli.entry import run
+from cli.entry import parse, run
 from replay.config import FEEDS, POLICIES, ReplayConfig
 
 
@@ -89,6 +89,11 @@ def cmd_run(args) -> int:
         print(f"profile: {path} (and .txt)", file=sys.stderr)
     for line in summary["conclusion"] + summary["conclusion_timing"]:
         print(f"- {line}")
+    from core.progress import summary as last_line
+
+    last_line(f"replay ({config.name}): {summary['served_days']} days served in "
+              f"{summary['timing']['total_seconds']:.0f}s; report: {summary['paths']['html']} "
+              f"(JSON: {summary['paths']['json']})")
     return 0
 
 
@@ -127,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run(build_parser().parse_args(argv))
+    return run(parse(build_parser(), argv))
 
 
 if __name__ == "__main__":

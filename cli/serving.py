@@ -10,7 +10,7 @@ import sys
 import urllib.error
 import urllib.request
 
-from cli.entry import run
+from cli.entry import parse, run
 from serving.process import gunicorn_argv, wait_ready
 
 
@@ -57,7 +57,8 @@ def cmd_demo(args) -> int:
     settings = checked_settings()
     base = f"http://{settings.host}:{settings.port}"
     body = example_request()
-    server = subprocess.Popen(gunicorn_argv())
+    # The server's access log to stderr: stdout carries only the example's answer.
+    server = subprocess.Popen(gunicorn_argv(), stdout=sys.stderr)
     try:
         wait_ready(base, server)
         status, answer = _post(f"{base}/predict", body)
@@ -93,8 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return run(args)
+    return run(parse(build_parser(), argv))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""`training`: train, list, show, promote, and batch-score models.
+"""`training`: train, list, show, promote, and batch-score models; browse the tracked runs (`mlflow-ui`).
 
 Exit codes (``core/errors.py``): 0 success, 2 refused (the message says why), 3 the
 candidate was not promoted.
@@ -10,7 +10,7 @@ import argparse
 import json
 import sys
 
-from cli.entry import context, instant_text, run
+from cli.entry import context, instant_text, parse, run
 from core.errors import EXIT_NOT_PROMOTED, EXIT_OK
 
 
@@ -24,6 +24,10 @@ def cmd_train(args) -> int:
                           say=lambda m: print(m, file=sys.stderr))
     print(json.dumps({"version": result["version"], "model": result["metrics"]["model"],
                       "baseline": result["metrics"]["baseline"]}, indent=2))
+    from core.progress import summary
+
+    summary(f"train: model {result['version']} registered (holdout AUC {result['metrics']['model']['auc']:.4f}) "
+            f"in {settings.models / result['version']}; promote it with `training promote {result['version']}`")
     return 0
 
 
@@ -97,6 +101,40 @@ def cmd_score(args) -> int:
     return 0
 
 
+def cmd_reproduce(args) -> int:
+    """Rebuild a registered model from its recorded snapshot, parameters and definitions;
+    exit 0 when the bytes are the same, 2 when not (saying which definitions changed)."""
+    from core.errors import EXIT_REFUSED
+    from training.reproduce import reproduce
+
+    settings, use_case = context()
+    result = reproduce(settings, use_case, args.version, say=lambda m: print(m, file=sys.stderr))
+    print(json.dumps(result, indent=2))
+    return EXIT_OK if result["same_bytes"] else EXIT_REFUSED
+
+
+def cmd_mlflow_ui(args) -> int:
+    """Replace this process with MLflow's UI over the local tracking store (``make mlflow``)."""
+    import os
+
+    from core.settings import Settings
+    from training.tracking import ui_command
+
+    settings = Settings.from_env()
+    command = ui_command(settings, args.host or settings.host, args.port, args.mlflow)
+    print(f"MLflow UI on http://{args.host or settings.host}:{args.port} over {settings.tracking_uri}",
+          file=sys.stderr, flush=True)
+    os.execv(command[0], command)
+    return 0  # not reached
+
+
+def tcp_port(text: str) -> int:
+    """argparse type: a TCP port number (1-65535)."""
+    if not text.strip().isdigit() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port number (1-65535)")
+    return int(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="training", description="Train and manage models (state under DATA_DIR).")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -122,11 +160,21 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--version", type=version_text)
     score.add_argument("--output", required=True, help="Parquet file to write")
     score.set_defaults(func=cmd_score)
+    again = sub.add_parser("reproduce", help="rebuild a model from its recorded snapshot, parameters and "
+                                             "definitions; check the bytes are the same")
+    again.add_argument("version", type=version_text)
+    again.set_defaults(func=cmd_reproduce)
+    ui = sub.add_parser("mlflow-ui", help="MLflow's UI over the runs tracked in DATA_DIR/mlflow (make mlflow)")
+    ui.add_argument("--host", help="interface to listen on (default: $HOST, else 127.0.0.1)")
+    ui.add_argument("--port", type=tcp_port, default=5000, help="port (default: 5000; make mlflow: $MLFLOW_PORT)")
+    ui.add_argument("--mlflow", help="the full MLflow's executable (default: the one `make install` puts in "
+                                     "<venv>/mlflow-ui)")
+    ui.set_defaults(func=cmd_mlflow_ui)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse(build_parser(), argv)
     return run(args)
 
 

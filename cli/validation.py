@@ -11,7 +11,7 @@ import argparse
 import json
 import sys
 
-from cli.entry import add_accept_argument, context, run
+from cli.entry import add_accept_argument, context, parse, run
 from core.errors import EXIT_OK, EXIT_REFUSED, PlatformError
 
 
@@ -134,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse(build_parser(), argv)
     return run(args, gate_stream=sys.stdout)
 
 

@@ -52,6 +52,26 @@ class Settings:
     #: Where the server listens (HOST, PORT).
     host: str = "127.0.0.1"
     port: int = 8000
+    #: The Feast definitions, SQL pipelines and use case directory (FEATURE_REPO; default
+    #: the repository's ``feature_repo/``): a copy lets a change be planned and tried
+    #: without touching the shipped one. Its modules import themselves as the package
+    #: ``feature_repo``, so the directory must be named that.
+    feature_repo_dir: Path | None = None
+    #: Feature views whose definitions may change under the champion this run
+    #: (``--allow-definition-change VIEW``): apply records the change, and models pinned
+    #: to the old definition must be retrained (``pipeline/definitions.py``).
+    allow_definition_change: tuple[str, ...] = ()
+    #: The MLflow store every training run is logged to (MLFLOW_TRACKING_URI; None: a SQLite
+    #: store under DATA_DIR/mlflow, fixed when the settings are made, so settings derived for
+    #: another DATA_DIR, e.g. the replay's, still log to it). See :attr:`tracking_uri`.
+    mlflow_tracking_uri: str | None = None
+    #: Whether MLFLOW_TRACKING_URI was set (messages name the setting, else the default store).
+    mlflow_tracking_uri_set: bool = False
+
+    def __post_init__(self):
+        """Fix the default MLflow store now, from this DATA_DIR (see ``mlflow_tracking_uri``)."""
+        if self.mlflow_tracking_uri is None:
+            object.__setattr__(self, "mlflow_tracking_uri", local_tracking_uri(Path(self.data_dir).absolute()))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
@@ -78,17 +98,26 @@ class Settings:
         if port is None:
             raise ConfigError(f"PORT={env.get('PORT')!r} must be a TCP port number (1-65535)")
         host = env.get("HOST") or "127.0.0.1"
+        tracking_uri = _tracking_uri(env.get("MLFLOW_TRACKING_URI"))
         return cls(data_dir=data_dir.resolve(), raw_dir=raw_dir, profile=profile, redis_address=redis_address,
-                   feature_service=env.get("FEATURE_SERVICE") or None, host=host, port=port)
+                   feature_service=env.get("FEATURE_SERVICE") or None, host=host, port=port,
+                   feature_repo_dir=_feature_repo(env.get("FEATURE_REPO")),
+                   mlflow_tracking_uri=tracking_uri,
+                   mlflow_tracking_uri_set=tracking_uri is not None)
 
     @property
     def feature_repo(self) -> Path:
-        return self.repo_root / "feature_repo"
+        return self.feature_repo_dir or self.repo_root / "feature_repo"
 
     @property
     def feature_store_yaml(self) -> Path:
         """The profile's Feast configuration (the definitions are shared by all profiles)."""
         return self.feature_repo / PROFILES[self.profile]
+
+    @property
+    def tracking_uri(self) -> str:
+        """The MLflow store training runs are logged to (``training/tracking.py``)."""
+        return self.mlflow_tracking_uri or local_tracking_uri(self.data_dir)
 
     @property
     def raw_snapshots(self) -> Path:
@@ -132,6 +161,58 @@ class Settings:
         ``${VAR}`` in the YAMLs from it) and create DATA_DIR."""
         os.environ.update(self.environment())
         self.data_dir.mkdir(parents=True, exist_ok=True)
+
+
+def _feature_repo(value: str | None) -> Path | None:
+    """FEATURE_REPO as a directory holding Feast definitions, or None when unset."""
+    if not value:
+        return None
+    path = Path(value).resolve()
+    if not (path / "repo.py").is_file() or not (path / "feature_store.yaml").is_file():
+        raise ConfigError(f"FEATURE_REPO={value}: not a feature repository (it needs repo.py and "
+                          "feature_store.yaml, as the shipped feature_repo/ has)")
+    if path.name != "feature_repo":
+        raise ConfigError(f"FEATURE_REPO={value}: the directory must be named feature_repo (its modules "
+                          "import themselves as the package feature_repo)")
+    return path
+
+
+def local_tracking_uri(data_dir: Path) -> str:
+    """The default MLflow store: a SQLite database under ``DATA_DIR/mlflow`` (its
+    experiments' artifacts go next to it, in ``DATA_DIR/mlflow/artifacts``)."""
+    return f"sqlite:///{data_dir / 'mlflow' / 'mlflow.db'}"
+
+
+#: MLFLOW_TRACKING_URI schemes: a tracking server, or a database MLflow stores runs in.
+#: (MLflow 3 deprecates its plain file store: not accepted.)
+TRACKING_SCHEMES = ("http", "https", "sqlite", "postgresql", "mysql", "mssql", "databricks")
+
+
+def _tracking_uri(value: str | None) -> str | None:
+    """MLFLOW_TRACKING_URI checked for its form (whether it answers is checked before a
+    training run fits: ``training/tracking.py``), or None when unset."""
+    if value is None or not value.strip():
+        return None
+    value = value.strip()
+    scheme = value.partition(":")[0].partition("+")[0].lower()
+    if "://" not in value and scheme != "databricks" or scheme not in TRACKING_SCHEMES:
+        raise ConfigError(f"MLFLOW_TRACKING_URI={value!r} is not an MLflow tracking URI: use a server "
+                          "(http://host:5000), a database (sqlite:////absolute/path/mlflow.db, postgresql://...), "
+                          "or leave it unset for the local store under DATA_DIR/mlflow")
+    if scheme in ("http", "https"):
+        from urllib.parse import urlsplit
+
+        try:
+            parts = urlsplit(value)
+            _ = parts.port  # raises on a port that is not a number
+        except ValueError:
+            parts = None
+        if parts is None or not parts.hostname:
+            raise ConfigError(f"MLFLOW_TRACKING_URI={value!r}: a server URI is http(s)://host[:port], e.g. http://127.0.0.1:5000")
+    if scheme == "sqlite" and not value.startswith("sqlite:////"):
+        raise ConfigError(f"MLFLOW_TRACKING_URI={value!r}: a SQLite store needs an absolute path "
+                          "(sqlite:////absolute/path/mlflow.db), never one relative to the working directory")
+    return value
 
 
 def _port(text: str) -> int | None:

@@ -4,6 +4,9 @@ Importing the objects from one package keeps a single instance of each, whether 
 runs from the repository root or from inside feature_repo/.
 """
 
+from feast import Project
+
+from core.quiet import quiet_third_party_warnings
 from feature_repo.definitions.data_sources import (  # noqa: F401
     aircraft_source,
     carrier_daily_source,
@@ -26,3 +29,9 @@ from feature_repo.definitions.features import (  # noqa: F401
     weather_hourly,
 )
 from feature_repo.definitions.on_demand import departure_time  # noqa: F401
+
+# `feast plan/apply/ui` import this file: the same filters as the platform's own commands.
+quiet_third_party_warnings()
+
+# The Feast project these definitions belong to (the name feature_store*.yaml gives).
+flights_project = Project(name="flights", description="Late arrivals of 2013 New York departures")

@@ -70,10 +70,12 @@ def features(run: FlowRun) -> None:
 
 def apply(run: FlowRun) -> None:
     """``feast apply``; the run's FeatureStore is then one over the registry just written."""
+    from core.quiet import feast_prints
     from feast_plugins.store import feature_store
     from pipeline.apply import apply as feast_apply
 
-    feast_apply(run.settings)
+    with feast_prints():  # Feast's CLI lines ("Deploying infrastructure for ..."), not ours
+        feast_apply(run.settings)
     run.store = feature_store(run.settings)
 
 

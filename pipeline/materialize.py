@@ -10,6 +10,8 @@ from pathlib import Path
 
 from core.duck import connect, sql_ident
 from core.files import atomic_write
+from core.progress import Bar
+from core.quiet import feast_prints
 from core.settings import Settings
 from feast_plugins.store import clear_online, feature_store
 
@@ -59,6 +61,10 @@ def materialize(settings: Settings, end: datetime, start: datetime | None = None
     never read again. The last two are emptied online first, so no value from after
     ``end`` and no replaced value stays there (Redis also skips a write at the same
     instant as the value it holds).
+
+    Progress (``core.progress``) shows each view as its load ends (Feast loads the reloaded
+    views in one call, the others in another) and how many entity keys it then holds
+    online; Feast's own prints are hidden (``core.quiet.feast_prints``).
     """
     if use_case is None:
         from core.usecase import load_use_case
@@ -72,7 +78,11 @@ def materialize(settings: Settings, end: datetime, start: datetime | None = None
     state = LoadedState(settings)
     if start is not None:
         state.forget(v.name for v in views)  # a window of the caller's: what it leaves out is unknown
-        store.materialize(start_date=start, end_date=end)
+        with _bar(settings, end, len(views)) as bar:
+            with feast_prints():
+                store.materialize(start_date=start, end_date=end)
+            for v in views:
+                bar.update(1, v.name)
         if start <= EPOCH:
             state.record({v.name: loaded_digest(v, end) for v in views}, end)
         return
@@ -95,11 +105,37 @@ def materialize(settings: Settings, end: datetime, start: datetime | None = None
         clear_online(store, ahead + changed)
     reload = [v.name for v in views if v in ahead or v in changed or _last_end(v) is None]
     rest = [v.name for v in views if v.name not in reload]
-    if reload:
-        store.materialize(start_date=EPOCH, end_date=end, feature_views=reload)
-    if rest:
-        store.materialize_incremental(end_date=end, feature_views=rest)
+    with _bar(settings, end, len(views)) as bar:
+        if reload:
+            with feast_prints():
+                store.materialize(start_date=EPOCH, end_date=end, feature_views=reload)
+            for name in reload:
+                bar.update(1, _loaded(name, digests[name][end], views))
+        if rest:
+            with feast_prints():
+                store.materialize_incremental(end_date=end, feature_views=rest)
+            for name in rest:
+                bar.update(1, _loaded(name, digests[name][end]))
     state.record({v.name: digests[v.name][end] for v in views}, end)
+
+
+def _bar(settings: Settings, end: datetime, views: int) -> Bar:
+    """Progress over the views, one line per view (there are few); the last line says where to."""
+    return Bar("materialize", total=views, unit="views", every=0,
+               end_note=f"up to {end.isoformat()} into the {settings.profile} profile's online store")
+
+
+def _loaded(name: str, digest: str | None, reloaded_from=()) -> str:
+    """A view's progress note: its name, the entity keys it holds online, whether it was
+    loaded before (``reloaded_from``: the views, when it was loaded from the epoch)."""
+    keys = digest_keys(digest)
+    again = any(v.name == name and _last_end(v) is not None for v in reloaded_from)
+    return name + ("" if keys is None else f": {keys:,} keys online") + (", reloaded" if again else "")
+
+
+def digest_keys(digest: str | None) -> int | None:
+    """How many entity keys a :func:`loaded_digest` counted (None: no digest)."""
+    return None if digest is None else int(digest.split(":", 1)[0])
 
 
 def _last_end(view) -> datetime | None:

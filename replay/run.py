@@ -18,10 +18,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
 import time
-import warnings
 from collections import defaultdict
 from dataclasses import replace
 from datetime import date, datetime, timedelta
@@ -30,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from core import progress
 from core.settings import Settings
 from core.usecase import UseCase
 from flow.nightly import FlowOptions, FlowRun
@@ -46,21 +45,12 @@ NIGHT = ("ingest", "features", "materialize")
 RETRAIN = ("train", "promote")
 
 
-@contextlib.contextmanager
-def _silenced():
-    with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        yield
-
-
 class Clock:
     """Wall time per stage, in total and per replay week. It is also the nightly flow's
     sink (:class:`flow.nightly.Sink`): the flow's stages are timed here, and nothing said."""
 
     #: The flow's stages whose clock name differs (the replay's report says ``gate``).
     NAMES = {"promote": "gate"}
-    #: The flow's stages Feast prints a progress line per view from: silenced.
-    LOUD = ("apply", "materialize")
 
     def __init__(self):
         self.total: dict[str, float] = defaultdict(float)
@@ -84,7 +74,7 @@ class Clock:
 
     @contextlib.contextmanager
     def stage(self, name: str):
-        with self.time(self.NAMES.get(name, name)), (_silenced() if name in self.LOUD else contextlib.nullcontext()):
+        with self.time(self.NAMES.get(name, name)):
             yield self
 
 
@@ -123,7 +113,7 @@ def retrain_reason(config: ReplayConfig, nights: int, accepted: bool, fired: lis
 
 
 class Replay:
-    def __init__(self, settings: Settings, use_case: UseCase, config: ReplayConfig, say=print):
+    def __init__(self, settings: Settings, use_case: UseCase, config: ReplayConfig, say=progress.write):
         if settings.profile != "embedded":
             raise ReplayError(f"the replay runs on the embedded profile only (PROFILE={settings.profile})")
         if not use_case.arrival_columns:
@@ -348,6 +338,13 @@ class Replay:
 
     # ---- the whole replay -----------------------------------------------------------------
     def run(self) -> dict:
+        """The replay; a command sees one bar over the served days (``core.progress``), and
+        none of the nights' own (each night is a step of it)."""
+        shown = progress.enabled()
+        with progress.muted():
+            return self._run(shown)
+
+    def _run(self, shown: bool) -> dict:
         started = time.perf_counter()
         cfg, uc = self.config, self.use_case
         self.say(f"replay ({cfg.name}): preparing the history and the truth")
@@ -370,28 +367,30 @@ class Replay:
             raise ReplayError(f"the initial model was not promoted: {self.retrains[-1]['failures']}")
         with self.clock.time("server_start"):
             server = Server(self.work.data_dir, self.root / "server.log")
-        try:
-            for i in range(n_days):
-                day = first_day + timedelta(days=i)
-                week = i // 7
-                self.clock.week = week
-                start, end = local_midnight(day, tz), local_midnight(day + timedelta(days=1), tz)
-                todays = self.events[(self.event_times >= start) & (self.event_times < end)]
-                self.score_tomorrow(todays)
-                self.serve_day(server, todays, day, week)
-                # The night that ends the day.
-                accepted = self.deliver(end, week, bad=day in cfg.bad_days)
-                nights = i + 1
-                self.pending_trigger = []
-                if accepted and nights % cfg.monitor_every_days == 0:
-                    self.monitor(end)
-                reason = retrain_reason(cfg, nights, accepted, self.pending_trigger)
-                if reason and i < n_days - 1:  # a model nobody would be served by is not trained
-                    self.retrain(end, reason)
-                if (i + 1) % 7 == 0 or i == n_days - 1:
-                    self.say(f"  {day}: {i + 1}/{n_days} days, {time.perf_counter() - started:.0f}s")
-        finally:
-            server.stop()
+        with progress.Bar(f"replay ({cfg.name})", total=n_days, unit="days", force=shown) as days:
+            try:
+                for i in range(n_days):
+                    day = first_day + timedelta(days=i)
+                    week = i // 7
+                    self.clock.week = week
+                    start, end = local_midnight(day, tz), local_midnight(day + timedelta(days=1), tz)
+                    todays = self.events[(self.event_times >= start) & (self.event_times < end)]
+                    self.score_tomorrow(todays)
+                    self.serve_day(server, todays, day, week)
+                    # The night that ends the day.
+                    accepted = self.deliver(end, week, bad=day in cfg.bad_days)
+                    nights = i + 1
+                    self.pending_trigger = []
+                    if accepted and nights % cfg.monitor_every_days == 0:
+                        self.monitor(end)
+                    reason = retrain_reason(cfg, nights, accepted, self.pending_trigger)
+                    if reason and i < n_days - 1:  # a model nobody would be served by is not trained
+                        self.retrain(end, reason)
+                    days.update(1, f"{day}, {len(self.retrains)} models trained, {len(self.refusals)} nights refused")
+                    if not shown and ((i + 1) % 7 == 0 or i == n_days - 1):
+                        self.say(f"  {day}: {i + 1}/{n_days} days, {time.perf_counter() - started:.0f}s")
+            finally:
+                server.stop()
         total = time.perf_counter() - started
         from replay.report import summarize
 
@@ -408,7 +407,7 @@ def _read_raw_dir(raw_dir: Path, use_case: UseCase) -> dict[str, pd.DataFrame]:
     return frames
 
 
-def run_replay(settings: Settings, use_case: UseCase, config: ReplayConfig, say=print) -> dict:
+def run_replay(settings: Settings, use_case: UseCase, config: ReplayConfig, say=progress.write) -> dict:
     """Run one replay; write its JSON (and the HTML report of every policy replayed so far)
     under ``DATA_DIR/reports/replay/``; return the summary."""
     from replay.report import write_reports

@@ -11,6 +11,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from core.progress import working
 from core.settings import Settings
 from core.usecase import UseCase
 from training.errors import TrainingError
@@ -111,7 +112,8 @@ def training_set(store, use_case: UseCase, events: pd.DataFrame, extra_columns: 
     the use case's id column, and a lost or duplicated row is an error, not a surprise.
     The leakage guard runs when the offline store can report feature event times (the
     ASOF store can; Feast's Spark store cannot): ``guard["leakage_guard"]``, when a dict is
-    given, says which happened, so training can record it.
+    given, says which happened, so training can record it. A command shows a clock while
+    Feast joins (``core.progress.working``: the join reports nothing on the way).
     """
     entity_df = entity_frame(events, use_case, extra_columns)
     key = use_case.id_column
@@ -119,16 +121,19 @@ def training_set(store, use_case: UseCase, events: pd.DataFrame, extra_columns: 
         dupes = entity_df.loc[entity_df[key].duplicated(), key].head(5).tolist()
         raise TrainingError(f"events table: {key} is not unique, e.g. {dupes}")
     service = store.get_feature_service(use_case.feature_service)
-    job = store.get_historical_features(entity_df=entity_df, features=service, full_feature_names=True)
     status = guard if guard is not None else {}
-    if hasattr(job, "include_event_timestamps"):
-        job.include_event_timestamps = True
-        frame = without_leakage(job.to_df(), use_case.event_timestamp, key, service_view_features(service))
-        status["leakage_guard"] = "passed"
-    else:
-        frame = job.to_df()
-        status["leakage_guard"] = (f"not run: {type(job).__name__} cannot report feature event times "
-                                   "(only feast_plugins.asof_offline_store.AsofDuckDBOfflineStore can)")
+    with working("training set", f"{len(entity_df):,} rows through FeatureService "
+                                 f"{use_case.feature_service!r}") as clock:
+        job = store.get_historical_features(entity_df=entity_df, features=service, full_feature_names=True)
+        if hasattr(job, "include_event_timestamps"):
+            job.include_event_timestamps = True
+            frame = without_leakage(job.to_df(), use_case.event_timestamp, key, service_view_features(service))
+            status["leakage_guard"] = "passed"
+        else:
+            frame = job.to_df()
+            status["leakage_guard"] = (f"not run: {type(job).__name__} cannot report feature event times "
+                                       "(only feast_plugins.asof_offline_store.AsofDuckDBOfflineStore can)")
+        clock.note = f"{len(frame):,} rows x {len(frame.columns)} columns"
     if len(frame) != len(entity_df):
         raise TrainingError(
             f"Feast returned {len(frame)} rows for {len(entity_df)} entity rows: rows were dropped or duplicated"

@@ -15,6 +15,8 @@ import xgboost as xgb
 
 from core.settings import Settings
 from core.usecase import UseCase
+from pipeline.definitions import service_pins
+from pipeline.features import built_from
 from training import evaluate
 from training.dataset import feature_matrix, load_events, service_features, training_set
 from training.errors import TrainingError
@@ -92,7 +94,26 @@ def fit(train_x: np.ndarray, train_y: np.ndarray, features: list[str], config: T
 
 def run_training(settings: Settings, use_case: UseCase, store, config: TrainConfig, say=print) -> dict:
     """Build the training set through the FeatureService, check it (training gate), train
-    on the earlier window, evaluate on the later one (next to a baseline), and register."""
+    on the earlier window, evaluate on the later one (next to a baseline), and register.
+
+    The run is logged to MLflow (``training/tracking.py``), refused or not; its store is
+    checked first, so an unreachable one stops the run before any data is read or fitted.
+    Tracking reads the registered model back and never touches the model bytes."""
+    from training import tracking
+
+    run = tracking.open_run(settings, use_case, config)
+    try:
+        result = _train_and_register(settings, use_case, store, config, say)
+    except BaseException as e:
+        run.fail(e)
+        raise
+    run.finish(result["version"])
+    say(f"tracked as MLflow run {run.run_id} in {tracking.describe(settings)}")
+    return result
+
+
+def _train_and_register(settings: Settings, use_case: UseCase, store, config: TrainConfig, say) -> dict:
+    """:func:`run_training`'s work, without the tracking."""
     report = Report("training", f"FeatureService {use_case.feature_service}")
     check_events(settings, use_case, report)
     events = load_events(settings, use_case)
@@ -101,6 +122,7 @@ def run_training(settings: Settings, use_case: UseCase, store, config: TrainConf
         since = since.tz_localize("UTC") if since.tzinfo is None else since
         events = events[events[use_case.event_timestamp] >= since]
     features = service_features(store, use_case.feature_service)
+    definitions = service_pins(settings, use_case, store, use_case.feature_service)
     start = time.perf_counter()
     guard: dict = {}
     frame = training_set(store, use_case, events, guard=guard)
@@ -154,6 +176,10 @@ def run_training(settings: Settings, use_case: UseCase, store, config: TrainConf
         "train_seconds": round(train_seconds, 2),
         "format": "xgboost-ubj",
         "leakage_guard": guard["leakage_guard"],
+        # Per feature, the fingerprint of all that defines its values (pipeline/definitions.py).
+        "definitions": definitions,
+        # The snapshot the source tables were built from (`training reproduce` rebuilds from it).
+        "snapshot": built_from(settings),
     }
     version = ModelRegistry(settings.models).register(model_bytes, metadata)
     say(f"registered model {version}: holdout AUC {metrics['model']['auc']:.4f} "
