@@ -23,24 +23,25 @@ help:
 	@echo "make bench      every benchmark in bench/ (results in bench/results/, tables in README and docs/benchmarks.md)"
 	@echo "make feast ARGS='plan'   the Feast CLI on feature_repo/ with this DATA_DIR and PROFILE's YAML"
 	@echo "make ui         Feast's web UI over this DATA_DIR's registry (PROFILE's YAML) on $(HOST):$(UI_PORT)"
-	@echo "PROFILE=redis|spark make ...   any target on another profile (Redis online store; Spark + Redis + SQL registry)"
 	@echo "make mlflow     MLflow's UI over the tracked training runs (DATA_DIR/mlflow) on $(HOST):$(MLFLOW_PORT)"
+	@echo "PROFILE=redis|spark make ...   any target on another profile (Redis online store; Spark + Redis + SQL registry)"
 	@echo "make clean      remove DATA_DIR ($(DATA_DIR))"
 
+# The packages are installed by uv (itself from PyPI, into the venv): pip's work, several times
+# faster on a fresh machine (MLflow's UI alone: ~20 s instead of ~100 s).
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,spark]'
+	$(BIN)/python -m pip install --quiet uv
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[test,spark]'
 	touch $@
 
 # MLflow's UI (make mlflow) in a venv of its own inside the project's: the full `mlflow`
 # package pins a gunicorn older than the one serving needs; training logs its runs through
 # the client (mlflow-skinny, in pyproject.toml).
 MLFLOW_UI := $(VENV)/mlflow-ui
-$(MLFLOW_UI)/.installed:
+$(MLFLOW_UI)/.installed: $(BIN)/.installed
 	test -x $(MLFLOW_UI)/bin/python || $(PYTHON) -m venv $(MLFLOW_UI)
-	$(MLFLOW_UI)/bin/python -m pip install --quiet --upgrade pip
-	$(MLFLOW_UI)/bin/python -m pip install --quiet 'mlflow>=3,<4'
+	$(BIN)/uv pip install --quiet --python $(MLFLOW_UI)/bin/python 'mlflow>=3,<4'
 	touch $@
 
 install: $(BIN)/.installed $(MLFLOW_UI)/.installed

@@ -23,7 +23,6 @@ import http.client
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import tempfile
@@ -41,7 +40,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from _util import cell_bar, say, write_result  # noqa: E402
 
 from core.settings import Settings  # noqa: E402
-from serving.process import free_port, gunicorn_argv, wait_ready  # noqa: E402
+from serving.process import free_port, gunicorn_argv, stop_process, wait_ready  # noqa: E402
 
 CONCURRENCY = (1, 8, 32)
 #: gunicorn workers and threads per worker, the same for this server and the floor app
@@ -56,13 +55,7 @@ ROUNDS = 4
 
 
 def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+    stop_process(process, group=True)
 
 
 def start(argv: list[str], env: dict) -> subprocess.Popen:

@@ -10,7 +10,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from serving.process import free_port, gunicorn_argv, wait_ready
+from serving.process import free_port, gunicorn_argv, stop_process, wait_ready
 
 
 class Server:
@@ -51,13 +51,7 @@ class Server:
         return response.status, json.loads(payload or b"{}"), time.perf_counter() - started
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
         self._log.close()
 
     def __enter__(self) -> "Server":

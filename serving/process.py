@@ -4,6 +4,8 @@ the benchmarks, so all of them start the server the way ``make serve`` does)."""
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -44,3 +46,23 @@ def wait_ready(base: str, process: subprocess.Popen, timeout: float = 120, path:
     raise SystemExit(f"server at {base} not ready after {timeout:.0f}s")
 
 
+
+
+def stop_process(process: subprocess.Popen | None, timeout: float = 30, group: bool = False) -> None:
+    """Stop a server started here (SIGTERM, then SIGKILL after ``timeout`` seconds); with
+    ``group``, its whole process group (one started with ``start_new_session``)."""
+    if process is None or process.poll() is not None:
+        return
+
+    def send(sig: int) -> None:
+        try:
+            os.killpg(process.pid, sig) if group else process.send_signal(sig)
+        except ProcessLookupError:
+            pass
+
+    send(signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        send(signal.SIGKILL)
+        process.wait()

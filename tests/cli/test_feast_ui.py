@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import time
 import urllib.error
@@ -16,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from core.settings import REPO_ROOT, Settings
-from serving.process import free_port
+from serving.process import free_port, stop_process
 from tests.conftest import require_tool
 
 pytestmark = pytest.mark.serving
@@ -39,13 +38,7 @@ def start_ui(env: dict, log: Path) -> tuple[subprocess.Popen, str]:
 
 
 def stop_ui(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+    stop_process(process, timeout=20, group=True)
 
 
 def wait_answering(base: str, process: subprocess.Popen, log: Path, timeout: float = 90) -> None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import signal
 import subprocess
 import time
 import urllib.parse
@@ -28,7 +27,7 @@ import yaml
 
 from core.settings import REPO_ROOT, Settings
 from serving.metrics import LATENCY_BUCKETS
-from serving.process import free_port, gunicorn_argv, wait_ready
+from serving.process import free_port, gunicorn_argv, stop_process, wait_ready
 from tests.conftest import SERVE_END, require_tool
 from tests.serving.helpers import request_body
 from tests.serving.test_gunicorn import gunicorn_env, http
@@ -114,13 +113,7 @@ class Prometheus:
         return self
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, timeout=20)
 
     def _get(self, path: str, **params) -> dict | None:
         url = self.base + path + ("?" + urllib.parse.urlencode(params) if params else "")
@@ -242,10 +235,4 @@ def test_prometheus_scrapes_the_server_and_fires_the_refused_champion_alert(serv
         assert http("POST", f"{base}/predict", fresh)[0] == 200, "the model it had keeps serving"
     finally:
         prometheus.stop()
-        if server.poll() is None:
-            server.send_signal(signal.SIGTERM)
-            try:
-                server.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
+        stop_process(server)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import time
 import urllib.error
@@ -13,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from serving.process import free_port, gunicorn_argv, wait_ready
+from serving.process import free_port, gunicorn_argv, stop_process, wait_ready
 from tests.serving.helpers import flights_after_serve_end, request_body
 from tests.serving.test_feature_log import read_log
 from tests.serving.test_server import samples
@@ -34,13 +33,7 @@ def start_gunicorn(env: dict) -> subprocess.Popen:
 
 
 def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    stop_process(process)
 
 
 def worker_pids(master: int) -> set[int]:

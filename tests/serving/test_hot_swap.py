@@ -7,8 +7,6 @@ import json
 import pytest
 import xgboost as xgb
 
-from serving.app import create_app
-from tests.serving.helpers import flights_after_serve_end, request_body
 from training.registry import CHAMPION_FILE, MODEL_FILE, ModelRegistry
 
 pytestmark = pytest.mark.serving
@@ -29,14 +27,6 @@ def write_champion(registry: ModelRegistry, version: str) -> None:
     """Point champion.json at ``version`` without the registry's checks (as a bad deploy would)."""
     sha = registry.metadata(version)["sha256"]
     (registry.root / CHAMPION_FILE).write_text(json.dumps({"version": version, "sha256": sha}))
-
-
-@pytest.fixture
-def served(served_dir, use_case):
-    app = create_app({"DATA_DIR": served_dir, "MODEL_CHECK_SECONDS": 0})
-    body = request_body(flights_after_serve_end(served_dir, use_case, 5))
-    registry = ModelRegistry(served_dir / "models")
-    return app.test_client(), body, registry, registry.champion()["version"]
 
 
 def predict(client, body):

@@ -13,20 +13,10 @@ from core.settings import REPO_ROOT, Settings
 from pipeline.apply import apply
 from pipeline.definitions import applied, pins
 from serving.app import create_app
-from tests.serving.helpers import flights_after_serve_end, request_body
 from tests.serving.test_hot_swap import predict, refusals, register_variant, write_champion
 from training.errors import TrainingError
-from training.registry import ModelRegistry
 
 pytestmark = pytest.mark.serving
-
-
-@pytest.fixture
-def served(served_dir, use_case):
-    app = create_app({"DATA_DIR": served_dir, "MODEL_CHECK_SECONDS": 0})
-    body = request_body(flights_after_serve_end(served_dir, use_case, 5))
-    registry = ModelRegistry(served_dir / "models")
-    return app.test_client(), body, registry, registry.champion()["version"]
 
 
 def apply_weather_ttl_change(served_dir, tmp_path, monkeypatch, use_case) -> None:
