@@ -32,7 +32,7 @@ help:
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet uv
-	$(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[test,spark]'
+	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python -e '.[test,spark]'
 	touch $@
 
 # MLflow's UI (make mlflow) in a venv of its own inside the project's: the full `mlflow`
@@ -41,7 +41,7 @@ $(BIN)/.installed: pyproject.toml
 MLFLOW_UI := $(VENV)/mlflow-ui
 $(MLFLOW_UI)/.installed: $(BIN)/.installed
 	test -x $(MLFLOW_UI)/bin/python || $(PYTHON) -m venv $(MLFLOW_UI)
-	$(BIN)/uv pip install --quiet --python $(MLFLOW_UI)/bin/python 'mlflow>=3,<4'
+	$(BIN)/uv pip install --quiet --compile-bytecode --python $(MLFLOW_UI)/bin/python 'mlflow>=3,<4'
 	touch $@
 
 install: $(BIN)/.installed $(MLFLOW_UI)/.installed
