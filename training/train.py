@@ -123,13 +123,10 @@ def _train_and_register(settings: Settings, use_case: UseCase, store, config: Tr
         events = events[events[use_case.event_timestamp] >= since]
     features = service_features(store, use_case.feature_service)
     definitions = service_pins(settings, use_case, store, use_case.feature_service)
-    start = time.perf_counter()
     guard: dict = {}
     frame = training_set(store, use_case, events, guard=guard)
     if guard["leakage_guard"] != "passed":
         say(f"warning: leakage guard {guard['leakage_guard']}")
-    say(f"training set: {len(frame):,} rows x {len(features)} features "
-        f"({time.perf_counter() - start:.1f}s through FeatureService {use_case.feature_service!r})")
 
     ts = frame[use_case.event_timestamp]
     cut = holdout_start(ts, config)
