@@ -10,7 +10,7 @@ PORT ?= 8000
 PROFILE ?= embedded
 export DATA_DIR HOST PORT PROFILE
 
-.PHONY: install sysdeps demo pipeline serve monitor replay test docs bench feast ui mlflow clean help
+.PHONY: install sysdeps demo pipeline serve monitor replay test docs bench feast ui mlflow clean help cluster-up cluster-down
 
 help:
 	@echo "make demo       set up, run the whole pipeline, start the server on $(HOST):$(PORT), query it"
@@ -19,12 +19,14 @@ help:
 	@echo "make pipeline   the pipeline without the server (ingest -> features -> apply -> materialize -> train -> promote)"
 	@echo "make serve      only the server (gunicorn), serving the promoted model"
 	@echo "make monitor    the monitoring report (skew, drift, freshness, quality) of the served traffic; exit 1 on an alert"
-	@echo "make replay     replay 2013 day by day as if live (REPLAY_POLICY=static|periodic|triggered, REPLAY_DAYS=N, REPLAY_FEED=push)"
+	@echo "make replay     replay 2013 day by day as if live (REPLAY_POLICY=static|periodic|triggered, REPLAY_DAYS=N, REPLAY_FEED=push|events)"
 	@echo "make bench      every benchmark in bench/ (results in bench/results/, tables in README and docs/benchmarks.md)"
 	@echo "make feast ARGS='plan'   the Feast CLI on feature_repo/ with this DATA_DIR and PROFILE's YAML"
 	@echo "make ui         Feast's web UI over this DATA_DIR's registry (PROFILE's YAML) on $(HOST):$(UI_PORT)"
 	@echo "make mlflow     MLflow's UI over the tracked training runs (DATA_DIR/mlflow) on $(HOST):$(MLFLOW_PORT)"
 	@echo "PROFILE=redis|spark make ...   any target on another profile (Redis online store; Spark + Redis + SQL registry)"
+	@echo "make cluster-up   a local cluster under DATA_DIR (Spark master + 2 workers, PostgreSQL, Redis) PROFILE=spark then uses"
+	@echo "make cluster-down stop it and remove DATA_DIR/cluster"
 	@echo "make clean      remove DATA_DIR ($(DATA_DIR))"
 
 # The packages are installed by uv (itself from PyPI, into the venv): pip's work, several times
@@ -46,13 +48,15 @@ $(MLFLOW_UI)/.installed: $(BIN)/.installed
 
 install: $(BIN)/.installed $(MLFLOW_UI)/.installed
 
-# System packages the tests and the spark profile use: redis-server, Java (for Spark),
+# System packages the tests and the spark profile use: redis-server, Java (for Spark), PostgreSQL
+# (the local cluster's SQL registry; Debian keeps its server programs off PATH),
 # Chromium (the monitoring report's rendering test, Feast's UI) and Prometheus with promtool
 # (the alert rules' tests), from Debian's packages when missing and when we are root (as CI is).
 sysdeps:
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	command -v java >/dev/null || missing="$$missing default-jre-headless"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || missing="$$missing postgresql"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	{ command -v prometheus && command -v promtool; } >/dev/null || missing="$$missing prometheus"; \
 	if [ -n "$$missing" ]; then \
@@ -60,6 +64,16 @@ sysdeps:
 	    echo "installing:$$missing"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	  else echo "missing:$$missing (install them, e.g. sudo apt-get install$$missing)"; fi; \
 	fi
+
+# A local cluster for PROFILE=spark (core/cluster.py): Spark standalone master and workers,
+# PostgreSQL, redis-server on free ports, recorded in DATA_DIR/cluster/cluster.json; PROFILE=spark
+# commands with this DATA_DIR use it. CLUSTER_WORKERS, CLUSTER_WORKER_CORES, CLUSTER_WORKER_MEMORY,
+# CLUSTER_DAEMON_MEMORY size it.
+cluster-up: install
+	$(BIN)/python -m core.cluster up
+
+cluster-down:
+	$(BIN)/python -m core.cluster down
 
 pipeline: install
 	$(BIN)/pipeline run

@@ -26,7 +26,8 @@ PROFILES = {
     "spark": "feature_store.spark.yaml",
 }
 
-#: Defaults the ``spark`` profile's YAML reads through ``${VAR}`` when they are not set.
+#: Defaults the ``spark`` profile's YAML reads through ``${VAR}`` when they are not set (and no
+#: local cluster is recorded under DATA_DIR: ``make cluster-up``, ``core/cluster.py``).
 SPARK_DEFAULTS = {
     "SPARK_MASTER": "local[*]",
     "SPARK_LOCAL_IP": "127.0.0.1",
@@ -67,6 +68,9 @@ class Settings:
     mlflow_tracking_uri: str | None = None
     #: Whether MLFLOW_TRACKING_URI was set (messages name the setting, else the default store).
     mlflow_tracking_uri_set: bool = False
+    #: The spark profile's defaults from the local cluster ``make cluster-up`` recorded under
+    #: DATA_DIR (``core/cluster.py``): SPARK_MASTER, REGISTRY_URL, REDIS_ADDRESS, as pairs.
+    cluster: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self):
         """Fix the default MLflow store now, from this DATA_DIR (see ``mlflow_tracking_uri``)."""
@@ -90,7 +94,8 @@ class Settings:
         profile = env.get("PROFILE") or "embedded"
         if profile not in PROFILES:
             raise ConfigError(f"PROFILE={profile!r} is not one of {', '.join(PROFILES)}")
-        redis_address = env.get("REDIS_ADDRESS") or "127.0.0.1:6379"
+        cluster = _cluster_settings(data_dir, env) if profile == "spark" else {}
+        redis_address = env.get("REDIS_ADDRESS") or cluster.get("REDIS_ADDRESS") or "127.0.0.1:6379"
         host, _, redis_port = redis_address.rpartition(":")
         if not host or _port(redis_port) is None:
             raise ConfigError(f"REDIS_ADDRESS={redis_address!r} must be host:port, e.g. 127.0.0.1:6379")
@@ -103,7 +108,8 @@ class Settings:
                    feature_service=env.get("FEATURE_SERVICE") or None, host=host, port=port,
                    feature_repo_dir=_feature_repo(env.get("FEATURE_REPO")),
                    mlflow_tracking_uri=tracking_uri,
-                   mlflow_tracking_uri_set=tracking_uri is not None)
+                   mlflow_tracking_uri_set=tracking_uri is not None,
+                   cluster=tuple(sorted(cluster.items())))
 
     @property
     def feature_repo(self) -> Path:
@@ -152,7 +158,9 @@ class Settings:
             defaults = {**SPARK_DEFAULTS,
                         "REGISTRY_URL": f"sqlite:///{self.data_dir / 'registry-spark.db'}",
                         # Spark's Python workers must import Feast: by default, this interpreter.
-                        "PYSPARK_PYTHON": sys.executable}
+                        "PYSPARK_PYTHON": sys.executable,
+                        # REDIS_ADDRESS is resolved already (self.redis_address: the variable, else the cluster's).
+                        **{name: value for name, value in self.cluster if name != "REDIS_ADDRESS"}}
             env.update({name: os.environ.get(name) or value for name, value in defaults.items()})
         return env
 
@@ -161,6 +169,19 @@ class Settings:
         ``${VAR}`` in the YAMLs from it) and create DATA_DIR."""
         os.environ.update(self.environment())
         self.data_dir.mkdir(parents=True, exist_ok=True)
+
+
+def _cluster_settings(data_dir: Path, env: Mapping[str, str]) -> dict[str, str]:
+    """The recorded local cluster's addresses the spark profile uses where the variable is
+    not set (``make cluster-up`` records them; explicit variables win)."""
+    from core.cluster import RECORDED_SETTINGS, ClusterError, recorded_settings
+
+    if all(env.get(name) for name in RECORDED_SETTINGS):
+        return {}
+    try:
+        return recorded_settings(data_dir)
+    except ClusterError as e:
+        raise ConfigError(str(e)) from None
 
 
 def _feature_repo(value: str | None) -> Path | None:

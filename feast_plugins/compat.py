@@ -51,6 +51,8 @@ _OPEN = "feast_plugins/store.py"
 _PUSH = "feast_plugins/push_writer.py"
 _SOURCES = "feast_plugins/sources.py"
 _REGISTRY = "feast_plugins/atomic_registry.py"
+_SPARK = "feast_plugins/spark_offline_store.py"
+_SPARK_MOD = "feast.infra.offline_stores.contrib.spark_offline_store.spark"
 
 INTERNALS: tuple[FeastInternal, ...] = (
     # -- the feature store's provider and online store -------------------------------------
@@ -165,8 +167,10 @@ INTERNALS: tuple[FeastInternal, ...] = (
     FeastInternal("feast.infra.offline_stores.duckdb", "DuckDBOfflineStoreConfig", (_ASOF, _OPEN),
                   "the ASOF store's settings extend it; the stock store for comparisons"),
     FeastInternal("feast.repo_config", "RepoConfig._offline_store",
-                  (_OPEN, "bench/bench_training_set.py", "tests/feast_plugins/test_asof_offline_store.py"),
-                  "replaced to open the same repository with the stock offline store", instance=True),
+                  (_OPEN, "bench/bench_training_set.py", "tests/feast_plugins/test_asof_offline_store.py",
+                   "tests/profiles/test_spark_profile.py"),
+                  "replaced to open the same repository with the stock offline store (or the staged Spark store)",
+                  instance=True),
     FeastInternal("feast.repo_config", "RepoConfig._online_store", ("tests/feast_plugins/test_packed_sqlite_store.py",),
                   "replaced to open the same repository with the stock SQLite online store", instance=True),
     # -- views without entities -------------------------------------------------------------
@@ -200,4 +204,46 @@ INTERNALS: tuple[FeastInternal, ...] = (
     FeastInternal("feast.infra.offline_stores.contrib.spark_offline_store.spark_source", "SparkSource", (_SOURCES,),
                   "the spark profile's source class (a contrib module path)",
                   parameters=("name", "path", "file_format", "timestamp_field")),
+    # -- the Spark offline store the project's Spark store extends ----------------------------
+    FeastInternal(_SPARK_MOD, "SparkOfflineStore.get_historical_features", (_SPARK, "feast_plugins/spark_entities.py"),
+                  "the stock Spark join, for the cases the project's Spark store does not plan (entity "
+                  "frames staged by spark_entities)",
+                  parameters=("config", "feature_views", "feature_refs", "entity_df", "registry", "project",
+                              "full_feature_names", "filter_by_created_timestamp")),
+    FeastInternal(_SPARK_MOD, "SparkOfflineStoreConfig", (_SPARK, "feast_plugins/spark_entities.py"),
+                  "the project's Spark store's settings extend it"),
+    FeastInternal(_SPARK_MOD, "get_spark_session_or_start_new_with_repoconfig",
+                  (_SPARK, "feast_plugins/spark_entities.py"),
+                  "the Spark session the stock store uses (the active one, else one from spark_conf)",
+                  parameters=("store_config",)),
+    FeastInternal("feast.infra.offline_stores.offline_utils", "infer_event_timestamp_from_entity_df",
+                  ("feast_plugins/spark_entities.py",),
+                  "which entity column Feast takes as the timestamp (its range checks the staged upload)",
+                  parameters=("entity_schema",)),
+    FeastInternal("feast.infra.offline_stores.contrib.spark_offline_store.spark_source",
+                  "SparkSource.get_table_query_string", (_SPARK,),
+                  "a SparkSource (path, table or query) as a relation Spark SQL reads"),
+    # -- windowed views online (windowed_online.py; the Redis store, windowed_redis.py) ------
+    FeastInternal("feast.infra.online_stores.redis", "RedisOnlineStore._read_features_per_fv",
+                  ("feast_plugins/windowed_redis.py",),
+                  "overridden: the stock batched read for plain views, windowed views through online_read",
+                  parameters=("config", "grouped_refs", "join_key_values", "entity_name_to_join_key_map",
+                              "online_features_response", "full_feature_names",
+                              "include_feature_view_version_metadata")),
+    FeastInternal("feast.infra.online_stores.redis", "RedisOnlineStore._get_client",
+                  ("feast_plugins/windowed_redis.py",), "the store's Redis client (windowed states)",
+                  parameters=("online_store_config",)),
+    FeastInternal("feast.infra.online_stores.redis", "RedisOnlineStoreConfig", ("feast_plugins/windowed_redis.py",),
+                  "the windowed Redis store's settings are the stock store's"),
+    FeastInternal("feast.utils", "_get_unique_entities", ("feast_plugins/windowed_redis.py",),
+                  "a view's distinct entity keys in a read, as the generic read groups them",
+                  parameters=("table", "join_key_values", "entity_name_to_join_key_map")),
+    FeastInternal("feast.utils", "_get_entity_key_protos", ("feast_plugins/windowed_redis.py",),
+                  "EntityKey protos of those keys"),
+    FeastInternal("feast.utils", "_populate_response_from_feature_data", ("feast_plugins/windowed_redis.py",),
+                  "a windowed view's values into Feast's online response, as the generic read does"),
+    FeastInternal("feast.infra.common.materialization_job", "MaterializationTask.feature_view", (_STORE,),
+                  "the view of a materialization task (windowed: loaded from its events table)", instance=True),
+    FeastInternal("feast.infra.common.materialization_job", "MaterializationTask.end_time", (_STORE,),
+                  "a materialization task's end (windowed: events known up to it)", instance=True),
 )
