@@ -69,6 +69,13 @@ from feast.saved_dataset import SavedDatasetStorage
 from pydantic import StrictStr
 
 from core.duck import connect, sql_ident, sql_str
+from feast_plugins.windowed_offline import (
+    WindowedViewPlan,
+    check_events_schema,
+    windowed_sql,
+    windowed_view_plan,
+)
+from feast_plugins.windows import is_windowed
 
 EntitySet = Union[pd.DataFrame, str, Path]
 
@@ -135,10 +142,15 @@ def _parquet_source_sql(source: FileSource) -> Optional[str]:
 
 
 def view_plan(feature_view: FeatureView, feature_refs: Sequence[str], full_feature_names: bool
-              ) -> Optional[ViewPlan]:
-    """The join plan for one view, mirroring the stock store's naming; None if unsupported."""
+              ) -> Optional[ViewPlan | WindowedViewPlan]:
+    """The join plan for one view, mirroring the stock store's naming; None if unsupported.
+    A windowed view (:func:`feast_plugins.windows.is_windowed`) gets a
+    :class:`~feast_plugins.windowed_offline.WindowedViewPlan`, or an error if its events
+    source is not local Parquet: only this store computes windows."""
     source = feature_view.batch_source
     source_sql = _parquet_source_sql(source) if source is not None else None
+    if is_windowed(feature_view):
+        return windowed_view_plan(feature_view, feature_refs, full_feature_names, source_sql)
     if source_sql is None:
         return None
     prefix = feature_view.projection.name_to_use()
@@ -199,6 +211,15 @@ def point_in_time_sql(entity_relation: str, entity_columns: Sequence[str], times
               for c in entity_columns]
     parts, aligned = [], []
     for i, view in enumerate(views):
+        if isinstance(view, WindowedViewPlan):  # aggregations over a window: windowed_offline
+            windowed = windowed_sql(entity_relation, ts_entity, view, i, event_timestamps,
+                                    EVENT_TIMESTAMP_PREFIX + view.name)
+            parts.append(f"POSITIONAL JOIN ({windowed}) m{i}")
+            select += [f"m{i}.{sql_ident(out)}" for out in view.outputs]
+            if event_timestamps:
+                select.append(f"m{i}.{sql_ident(EVENT_TIMESTAMP_PREFIX + view.name)}")
+            aligned.append(f"e.__feast_row IS DISTINCT FROM m{i}.__r{i}")
+            continue
         key_cols = [f"{sql_ident(src)} AS __k{j}" for j, (src, _) in enumerate(view.join_keys)]
         feat_cols = [f"{sql_ident(src)} AS __v{j}" for j, (src, _) in enumerate(view.features)]
         ts = f"CAST({sql_ident(view.timestamp_field)} AS TIMESTAMPTZ)"
@@ -414,6 +435,9 @@ class AsofRetrievalJob(RetrievalJob):
     def query(self, con: duckdb.DuckDBPyConnection) -> str:
         schema = entity_schema(con)
         ts_col = self._check_columns(schema)
+        for view in self._views:
+            if isinstance(view, WindowedViewPlan):
+                check_events_schema(con, view)
         return point_in_time_sql("__feast_entity", list(schema), ts_col, self._views,
                                  self.include_event_timestamps)
 
@@ -542,6 +566,11 @@ class AsofDuckDBOfflineStore(DuckDBOfflineStore):
             or any(o.mode == "substrait" for o in odfvs)
             or (filter_by_created_timestamp and any(p.created_timestamp_column for p in plans)))
         if unsupported:
+            windowed = [p.name for p in plans if isinstance(p, WindowedViewPlan)]
+            if windowed:
+                raise ValueError(f"windowed view(s) {windowed} cannot be joined here: this retrieval "
+                                 "needs the stock DuckDB store (non-Parquet source, substrait view or "
+                                 "filter_by_created_timestamp), which does not compute windows")
             if not isinstance(entity_df, pd.DataFrame):
                 raise ValueError("this retrieval needs the stock DuckDB store (non-Parquet source, "
                                  "substrait view or filter_by_created_timestamp), which takes only "

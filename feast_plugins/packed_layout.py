@@ -417,3 +417,45 @@ def arrow_rows(keys: Sequence[bytes], data, timestamp_field: str, created_field:
         append((keys[i], event_us[i], created_us[i], _MAP_TAG + _varint(len(body)) + body))
     rows.sort(key=lambda row: row[0])
     return rows
+
+
+# -- windowed views: one state per key (``windowed_online.py``) ----------------------------
+# A windowed view's table has the columns of a packed one: ``event_ts`` holds the key's
+# newest ``known_at`` and ``packed`` its state's bytes (``windowed_online.Layout.encode``),
+# so the server's one ``SELECT`` (:func:`union_select`) reads both kinds.
+
+def windowed_table_name(project: str, view_name: str) -> str:
+    return f"{project}_{view_name}_windowed"
+
+
+def update_states(conn: sqlite3.Connection, changes: Sequence[tuple[str, Optional[Sequence[bytes]], Any]]) -> None:
+    """Read-modify-write of windowed states in ONE transaction (``BEGIN IMMEDIATE``: no other
+    writer between the read and the write; readers see all of it or none). ``changes``: per
+    table, its keys (None: every stored key and the ones ``merge`` names in ``merge.keys``)
+    and ``merge(key, stored bytes or None) -> (event_ts, bytes)``, or None to delete the key."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for table, keys, merge in changes:
+            if keys is None:
+                stored = {key: packed for key, _ts, packed in
+                          conn.execute(f"SELECT entity_key, event_ts, packed FROM {sql_ident(table)}")}
+                keys = list(dict.fromkeys([*stored, *merge.keys]))
+            else:
+                stored = {key: packed for key, (_ts, packed) in read_rows(conn, table, keys).items()}
+            rows, gone = [], []
+            for key in dict.fromkeys(keys):
+                merged = merge(key, stored.get(key))
+                if merged is None:
+                    gone.append((key,))
+                else:
+                    rows.append((key, *merged))
+            conn.executemany(f"DELETE FROM {sql_ident(table)} WHERE entity_key = ?", gone)
+            conn.executemany(
+                f"INSERT INTO {sql_ident(table)} (entity_key, event_ts, created_ts, packed) "
+                "VALUES (?, ?, NULL, ?) ON CONFLICT(entity_key) DO UPDATE SET "
+                "event_ts = excluded.event_ts, packed = excluded.packed",
+                sorted(rows))
+    except BaseException:
+        conn.rollback()
+        raise
+    conn.commit()

@@ -28,6 +28,7 @@ import functools
 import logging
 import os
 import sqlite3
+import struct
 import threading
 import time
 from dataclasses import dataclass
@@ -38,11 +39,13 @@ from google.protobuf.message import DecodeError
 
 from core.contracts import ColumnRule
 from core.duck import sql_ident
-from feast_plugins import packed_layout
+from feast_plugins import packed_layout, windowed_online
 from feast_plugins.on_demand import TS_SUFFIX, NotDirect, Output, RequestViews, outputs_of, round_trip
 
 #: Decoded packed rows kept per batch view (:func:`_decoder`).
 DECODE_CACHE_ENTRIES = 20_000
+#: Decoded windowed states kept per windowed view (:class:`WindowRead`; a state holds a window's events).
+WINDOW_CACHE_ENTRIES = 4_096
 #: Entity keys :class:`DirectRead` keeps serialized (a few MB at most).
 KEY_CACHE_SIZE = 50_000
 #: The prepared statements each thread's connection keeps (one per mix of padded key counts).
@@ -220,6 +223,8 @@ class BatchView:
     outputs: tuple[Output, ...]
     #: ``decode(packed) -> values in output order`` (None: an empty row), memoized (:func:`_decoder`).
     decode: Callable[[bytes], Optional[tuple]]
+    #: A windowed view's read (its rows are states, merged at each request's instant), or None.
+    window: Optional["WindowRead"] = None
 
     @functools.cached_property
     def join_keys(self) -> tuple[str, ...]:
@@ -245,6 +250,29 @@ def _decoder(outputs: tuple[Output, ...]) -> Callable[[bytes], Optional[tuple]]:
     return decode
 
 
+@dataclass(frozen=True)
+class WindowRead:
+    """How :class:`DirectRead` answers a windowed view (``windowed_online.py``): each row's
+    state, decoded once per distinct bytes, merged at the request's instant."""
+
+    layout: windowed_online.Layout
+    #: Each output's position in the layout's outputs.
+    positions: tuple[int, ...]
+    state: Callable[[bytes], windowed_online.State]
+
+    @classmethod
+    def of(cls, view, outputs: tuple[Output, ...]) -> "WindowRead":
+        layout = windowed_online.layout_of(view)
+        state = functools.lru_cache(maxsize=WINDOW_CACHE_ENTRIES)(layout.decode)
+        return cls(layout, tuple(layout.names.index(o.feature) for o in outputs), state)
+
+    def values(self, packed: Optional[bytes], instant: Optional[int]) -> tuple:
+        """The outputs' values at ``instant`` (microseconds; None: null) for a key's stored
+        state (None: a key without events)."""
+        merged = self.layout.values_at(None if packed is None else self.state(packed), instant)
+        return tuple(merged[p] for p in self.positions)
+
+
 class DirectRead:
     """The FeatureService's batch views read from the packed SQLite store's tables directly.
 
@@ -252,9 +280,15 @@ class DirectRead:
     full_feature_names=True).to_dict(include_event_timestamps=True)`` returns for the batch
     views (on-demand views: :attr:`on_demand`). Built by :meth:`for_store`, which answers
     None when the store or the service does not qualify.
+
+    Windowed views (``windowed_online.py``) are answered at each row's instant: its
+    ``request_time_field`` (a datetime; None there: nulls), or the wall clock when no field
+    is named; their timestamp is that instant (whole seconds), 0 for a null key (None or
+    ``""``, which the server sends for a null key: every windowed feature null).
     """
 
-    def __init__(self, store, service):
+    def __init__(self, store, service, request_time_field: Optional[str] = None):
+        self.request_time_field = request_time_field
         #: Serialized entity keys by (join keys, values): a server sees the same airports,
         #: carriers and aircraft again and again (bounded: emptied past KEY_CACHE_SIZE).
         self._key_cache: dict[tuple[str, ...], dict[tuple, bytes]] = {}
@@ -264,11 +298,20 @@ class DirectRead:
         self._placeholder_key = packed_layout.placeholder_key(self._version)
         online_store = store._get_provider().online_store
         views = {v.name: v for v in store.list_feature_views()}
+        windowed = {v.name: v for v in store.list_stream_feature_views() if windowed_online.is_windowed(v)}
         self.batch: list[BatchView] = []
         #: Every view read, as :func:`check_store` checks its rows (value rules: :meth:`verify`).
         self._stored: dict[str, StoredView] = {}
         for projection in service.feature_view_projections:
             view = views.get(projection.name)
+            if view is None and projection.name in windowed:  # a windowed view: its states
+                view = windowed[projection.name]
+                outputs = outputs_of(projection)
+                keys = tuple(KeyColumn(c.name, projection.join_key_map.get(c.name, c.name), c.dtype.to_value_type())
+                             for c in view.entity_columns)
+                self.batch.append(BatchView(packed_layout.windowed_table_name(config.project, view.name), keys,
+                                            outputs, _decoder(outputs), WindowRead.of(view, outputs)))
+                continue
             if view is None:
                 continue
             outputs = outputs_of(projection)
@@ -298,18 +341,19 @@ class DirectRead:
         #: Every on-demand view, computed from the request.
         self.on_demand = RequestViews(store, service, ("pandas", "python"))
         computed = {view.odfv.name for view in self.on_demand.views}
-        other = [p.name for p in service.feature_view_projections if p.name not in views and p.name not in computed]
+        other = [p.name for p in service.feature_view_projections
+                 if p.name not in views and p.name not in computed and p.name not in windowed]
         if other:
             raise NotDirect(f"views {other}")
 
     @classmethod
-    def for_store(cls, store, service) -> "DirectRead | None":
+    def for_store(cls, store, service, request_time_field: Optional[str] = None) -> "DirectRead | None":
         from feast_plugins.packed_sqlite_store import PackedSqliteOnlineStore
 
         if not isinstance(store._get_provider().online_store, PackedSqliteOnlineStore):
             return None
         try:
-            return cls(store, service)
+            return cls(store, service, request_time_field)
         except NotDirect:
             return None
 
@@ -455,7 +499,13 @@ class DirectRead:
                 raise CorruptOnlineStore(self.corruption) from e
             raise
         try:
+            instants = None
             for view, serialized, found in zip(self.batch, keys_per_view, found_per_view):
+                if view.window is not None:
+                    if instants is None:
+                        instants = self._instants(rows)
+                    self._windowed(view, rows, serialized, found, instants, out)
+                    continue
                 decode = view.decode
                 empty = (None,) * len(view.outputs)
                 stamps, decoded = [], []
@@ -468,10 +518,43 @@ class DirectRead:
                 for output, column in zip(view.outputs, zip(*decoded)):
                     out[output.name] = list(column)
                     out[output.name + TS_SUFFIX] = stamps
-        except DecodeError:  # bytes no write of this store produces
+        except (DecodeError, windowed_online.StateError, struct.error):  # bytes no write of this store produces
             self._damaged("a row's values do not parse")
             raise CorruptOnlineStore(self.corruption) from None
         return out
+
+    # -- windowed views -------------------------------------------------------------------
+
+    def _instants(self, rows: list[dict]) -> list[Optional[int]]:
+        """Each row's read instant in microseconds (see the class doc)."""
+        field = self.request_time_field
+        if field is None:
+            return [windowed_online.current_instant()] * len(rows)
+        micros = windowed_online.micros
+        return [None if (when := row.get(field)) is None else micros(when) for row in rows]
+
+    @staticmethod
+    def _windowed(view: BatchView, rows: list[dict], serialized: list[bytes], found: dict,
+                  instants: list[Optional[int]], out: dict) -> None:
+        window = view.window
+        fields = [key.field for key in view.keys]
+        empty = (None,) * len(view.outputs)
+        stamps, decoded = [], []
+        merged: dict = {}  # (key, instant) -> values: a request's flights share origins and instants
+        for row, key, instant in zip(rows, serialized, instants):
+            if instant is None or any(row.get(f) is None or row.get(f) == "" for f in fields):
+                stamps.append(0)
+                decoded.append(empty)
+                continue
+            values = merged.get((key, instant))
+            if values is None:
+                stored = found.get(key)
+                values = merged[key, instant] = window.values(None if stored is None else stored[1], instant)
+            decoded.append(values)
+            stamps.append(instant // 1_000_000)
+        for output, column in zip(view.outputs, zip(*decoded)):
+            out[output.name] = list(column)
+            out[output.name + TS_SUFFIX] = stamps
 
     def _damaged(self, problem: str) -> None:
         """A read found the file damaged: refuse it until it changes (:meth:`recheck`)."""

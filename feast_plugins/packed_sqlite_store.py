@@ -59,7 +59,7 @@ from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.repo_config import RepoConfig
 
-from feast_plugins import packed_layout
+from feast_plugins import packed_layout, windowed_online
 
 
 class PackedSqliteOnlineStoreConfig(SqliteOnlineStoreConfig):
@@ -105,6 +105,8 @@ class PackedSqliteOnlineStore(SqliteOnlineStore):
     def _table(self, config: RepoConfig, view: FeatureView) -> str:
         if config.registry.enable_online_feature_view_versioning:
             raise ValueError("PackedSqliteOnlineStore: online feature view versioning is not supported")
+        if windowed_online.is_windowed(view):
+            return packed_layout.windowed_table_name(config.project, view.name)
         return packed_layout.table_name(config.project, view.name)
 
     def _get_conn(self, config: RepoConfig):
@@ -128,6 +130,8 @@ class PackedSqliteOnlineStore(SqliteOnlineStore):
         data: list[tuple[EntityKeyProto, dict[str, ValueProto], datetime, Optional[datetime]]],
         progress: Optional[Callable[[int], Any]],
     ) -> None:
+        if windowed_online.is_windowed(table):
+            raise windowed_online.EventError(windowed_online.NOT_ROWS.format(view=table.name))
         conn = self._conn_for(config)
         version = config.entity_key_serialization_version
         to_micros = packed_layout.to_micros
@@ -162,12 +166,40 @@ class PackedSqliteOnlineStore(SqliteOnlineStore):
         version = config.entity_key_serialization_version
         keys = [packed_layout.serialize_key(k, version) for k in entity_keys]
         found = packed_layout.read_rows(conn, self._table(config, table), keys)
+        if windowed_online.is_windowed(table):
+            return windowed_online.feast_read(table, entity_keys, [found.get(k) for k in keys])
         result: list[tuple[Optional[datetime], Optional[dict[str, ValueProto]]]] = []
         for key in keys:
             row = found.get(key)
             values = packed_layout.unpack(row[1]) if row else None
             result.append((packed_layout.from_micros(row[0]), values) if values else (None, None))
         return result
+
+    # -- windowed views (feast_plugins/windowed_online.py) ---------------------------------
+
+    def write_events(self, config: RepoConfig, batches: Sequence[tuple[FeatureView, Any]],
+                     until: Optional[datetime] = None) -> None:
+        """Add checked events (``windowed_online.check_events``) to windowed views' states:
+        ``batches`` of ``(view, Arrow table)``, all in ONE transaction (a reader or a crash
+        sees all of them or none). ``until`` (a materialization): the tables hold every
+        event known up to it, which replace the stored ones (``windowed_online.rebuilder``)."""
+        conn = self._conn_for(config)
+        version = config.entity_key_serialization_version
+        changes = []
+        for view, data in batches:
+            layout = windowed_online.layout_of(view)
+            data = windowed_online.keyed(layout, data)
+            if not data.num_rows and until is None:
+                continue
+            keys = _arrow_keys(view, data, version) if data.num_rows else []
+            grouped = windowed_online.events_by_key(layout, data, keys)
+            if until is None:
+                changes.append((self._table(config, view), list(grouped), windowed_online.merger(layout, grouped)))
+            else:
+                changes.append((self._table(config, view), None,
+                                windowed_online.rebuilder(layout, grouped, windowed_online.micros(until))))
+        if changes:
+            packed_layout.update_states(conn, changes)
 
     def update(
         self,
@@ -241,10 +273,33 @@ class PackedLocalComputeEngine(LocalComputeEngine):
 
         # LocalComputeEngine._materialize_one with this module's feature builder.
         job_id = f"{task.feature_view.name}-{task.start_time}-{task.end_time}"
+        if windowed_online.is_windowed(task.feature_view):
+            return self._materialize_windowed(task, job_id)
         context = self.get_execution_context(registry, task)
         backend = self._get_backend(context)
         try:
             _PackedFeatureBuilder(registry, task, backend=backend).build().execute(context)
+            return LocalMaterializationJob(job_id=job_id, status=MaterializationJobStatus.SUCCEEDED)
+        except Exception as e:
+            return LocalMaterializationJob(job_id=job_id, status=MaterializationJobStatus.ERROR, error=e)
+
+    def _materialize_windowed(self, task, job_id: str):
+        """A windowed view: its events known up to the task's end into the store's states
+        (``push_writer.materialize_events``; Feast's local engine refuses time windows)."""
+        from feast.infra.common.materialization_job import MaterializationJobStatus
+        from feast.infra.compute_engines.local.job import LocalMaterializationJob
+
+        from feast_plugins.push_writer import view_events
+
+        try:
+            view, end = task.feature_view, task.end_time
+            if not hasattr(self.online_store, "write_events"):
+                raise windowed_online.EventError(
+                    f"windowed view {view.name!r}: online store {type(self.online_store).__name__} cannot hold "
+                    "windowed views (use the packed SQLite store or windowed_redis.WindowedRedisOnlineStore); "
+                    "materialize the other views by name")
+            table = view_events(view, end, self.repo_config.repo_path or ".")
+            self.online_store.write_events(self.repo_config, [(view, table)], until=end)
             return LocalMaterializationJob(job_id=job_id, status=MaterializationJobStatus.SUCCEEDED)
         except Exception as e:
             return LocalMaterializationJob(job_id=job_id, status=MaterializationJobStatus.ERROR, error=e)

@@ -27,6 +27,7 @@ import threading
 import time
 import weakref
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Mapping
 
@@ -51,23 +52,30 @@ class PushTarget:
     timestamp_field: str
     #: column -> (dtype as in ``validation.contracts.ARROW_TYPES``, nullable)
     columns: Mapping[str, tuple[str, bool]]
+    #: The windowed views (StreamFeatureViews with aggregations) it feeds events to
+    #: (``windowed_online.py``): their rows are events, checked and written apart.
+    windowed: tuple = ()
 
 
 def _resolve(store, settings: Settings, names: tuple[str, ...]) -> list[PushTarget]:
     """The push sources ``names`` as ``store``'s registry defines them (:class:`PushTarget`)."""
     from feast.data_source import PushSource
 
+    from feast_plugins.windowed_online import is_windowed
     from validation.feast_contracts import view_contract
 
     views = store.list_feature_views()
+    windowed = [v for v in store.list_stream_feature_views() if is_windowed(v)]
     entities = {e.name: e for e in store.list_entities()}
     targets = []
     for name in names:
         fed = tuple(v for v in views if isinstance(v.stream_source, PushSource) and v.stream_source.name == name)
-        if not fed:
+        fed_events = tuple(v for v in windowed
+                           if isinstance(v.stream_source, PushSource) and v.stream_source.name == name)
+        if not fed and not fed_events:
             raise PushError(f"push source {name!r}: no feature view in the registry reads it "
                             "(is it defined in feature_repo/ and applied?)")
-        batch = fed[0].stream_source.batch_source
+        batch = (fed or fed_events)[0].stream_source.batch_source
         path = Path(getattr(batch, "path", "") or "")
         if not str(path):
             raise PushError(f"push source {name!r}: its batch source {batch.name!r} is not a file table")
@@ -77,7 +85,9 @@ def _resolve(store, settings: Settings, names: tuple[str, ...]) -> list[PushTarg
         for view in fed:
             for column, rule in view_contract(view, entities).columns.items():
                 columns[column] = (rule.dtype, rule.nullable and columns.get(column, ("", True))[1])
-        targets.append(PushTarget(name, fed, path, batch.timestamp_field, columns))
+        # A source of events only: its rows are selected by when they became known.
+        timestamp_field = batch.timestamp_field if fed else "known_at"
+        targets.append(PushTarget(name, fed, path, timestamp_field, columns, fed_events))
     return targets
 
 
@@ -98,6 +108,26 @@ def push_targets(store, settings: Settings, names: tuple[str, ...]) -> list[Push
     with _LOCK:
         _TARGETS.setdefault(store, {})[names] = (now, targets)
     return targets
+
+
+def windowed_sources(store) -> tuple[str, ...]:
+    """The push sources feeding windowed views (their rows are events), by name; cached per
+    store as :func:`push_targets` is."""
+    ttl = store.config.registry.cache_ttl_seconds
+    now = time.monotonic()
+    with _LOCK:
+        cached = _TARGETS.get(store, {}).get("windowed sources")
+        if cached is not None and (ttl == 0 or now - cached[0] < ttl):
+            return cached[1]
+    from feast.data_source import PushSource
+
+    from feast_plugins.windowed_online import is_windowed
+
+    names = tuple(sorted({v.stream_source.name for v in store.list_stream_feature_views()
+                          if is_windowed(v) and isinstance(v.stream_source, PushSource)}))
+    with _LOCK:
+        _TARGETS.setdefault(store, {})["windowed sources"] = (now, names)
+    return names
 
 
 def _type_ok(field: pa.Field, dtype: str) -> bool:
@@ -137,10 +167,15 @@ def _as_arrow(frame) -> pa.Table:
     raise TypeError(f"rows must be a pandas DataFrame or an Arrow table, not {type(frame).__name__}")
 
 
-def push_frames(store, targets: list[PushTarget], frames: Mapping[str, object]) -> dict[str, int]:
+def push_frames(store, targets: list[PushTarget], frames: Mapping[str, object],
+                clock: datetime | None = None) -> dict[str, int]:
     """Push each push source's rows online (``frames``: push source -> DataFrame or Arrow
-    table); all are checked (:func:`check_rows`) before any is written. Returns rows per
-    push source."""
+    table); all are checked (:func:`check_rows`, and :func:`check_events` for the events of
+    windowed views) before any is written. Returns rows per push source.
+
+    ``clock``: the push's instant (default: the wall clock; the replay passes its own): an
+    event known after it is refused with its whole batch. The events of every windowed view
+    are written in one transaction of the online store (``write_events``)."""
     by_name = {t.name: t for t in targets}
     unknown = [name for name in frames if name not in by_name]
     if unknown:
@@ -148,12 +183,105 @@ def push_frames(store, targets: list[PushTarget], frames: Mapping[str, object]) 
     tables = {name: _as_arrow(frame) for name, frame in frames.items()}
     for name, table in tables.items():
         check_rows(by_name[name], table)
+        check_events(by_name[name], table, clock)
     provider = store._get_provider()
+    events = [(view, table) for name, table in tables.items() if table.num_rows for view in by_name[name].windowed]
+    if events:
+        online = provider.online_store
+        if not hasattr(online, "write_events"):
+            raise PushError(f"online store {type(online).__name__} cannot hold windowed views "
+                            f"({sorted({v.name for v, _ in events})}): use the packed SQLite store or "
+                            "feast_plugins.windowed_redis.WindowedRedisOnlineStore")
+        online.write_events(store.config, events)
     counts = {}
     for name, table in tables.items():
-        if table.num_rows:
+        if table.num_rows and by_name[name].views:
             frame = table.to_pandas()
             for view in by_name[name].views:
                 provider.ingest_df(view, frame)  # what store.push(name, frame, to=ONLINE) calls
         counts[name] = table.num_rows
     return counts
+
+
+# -- windowed views' events (feast_plugins/windowed_online.py) ------------------------------
+
+def check_events(target: PushTarget, table: pa.Table, clock: datetime | None = None) -> None:
+    """Raise :class:`PushError` naming the push source and column unless ``table``'s rows are
+    events every windowed view of ``target`` can take (keys, ``event_timestamp``,
+    ``known_at``, value types) and none is known after ``clock`` (default: now)."""
+    if not target.windowed:
+        return
+    from feast_plugins import windowed_online
+
+    now = windowed_online.micros(clock) if clock is not None else time.time_ns() // 1000
+    layouts = [windowed_online.layout_of(view) for view in target.windowed]
+    # Views of different keys: an event may lack one view's key (a departure without a tail
+    # number counts for its origin), never every view's.
+    several = len({layout.join_keys for layout in layouts}) > 1
+    for layout in layouts:
+        try:
+            windowed_online.check_events(target.name, layout, table, now, null_keys=several)
+        except windowed_online.EventError as e:
+            raise PushError(str(e)) from None
+    if several and table.num_rows:
+        import pyarrow.compute as pc
+
+        keyless = None
+        for layout in layouts:
+            missing = None
+            for k in layout.join_keys:
+                null = pc.is_null(table.column(k))
+                missing = null if missing is None else pc.or_(missing, null)
+            keyless = missing if keyless is None else pc.and_(keyless, missing)
+        n = pc.sum(keyless).as_py() or 0
+        if n:
+            columns = sorted({k for layout in layouts for k in layout.join_keys})
+            raise PushError(f"push source {target.name!r}: {n} event(s) have no key of any windowed view it "
+                            f"feeds (columns {columns} are null); nothing of the batch was written")
+
+
+def view_events(view, end: datetime, repo: Path, sources: Path | None = None) -> pa.Table:
+    """The events of windowed ``view``'s batch source (its Parquet table; a relative path is
+    under ``repo``; ``sources``: the table of the same name in this directory instead)
+    known at or before ``end``, checked (:func:`check_events`)."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from feast_plugins import windowed_online
+
+    path = Path(getattr(view.batch_source, "path", "") or "")
+    if not str(path):
+        raise PushError(f"windowed view {view.name!r}: its batch source is not a file table")
+    if not path.is_absolute():
+        path = Path(repo) / path
+    if sources is not None:
+        path = Path(sources) / path.name
+    try:
+        table = pq.read_table(path)
+    except (OSError, pa.ArrowInvalid) as e:
+        raise PushError(f"windowed view {view.name!r}: cannot read its events table {path}: {e}") from e
+    target = PushTarget(view.stream_source.name, (), path, windowed_online.KNOWN_AT, {}, (view,))
+    layout = windowed_online.layout_of(view)
+    if all(k in table.column_names for k in layout.join_keys):  # events without this view's key are not its
+        table = windowed_online.keyed(layout, table)
+    if windowed_online.KNOWN_AT in table.column_names:
+        known = pc.cast(table.column(windowed_online.KNOWN_AT), pa.timestamp("us", tz="UTC"))
+        table = table.filter(pc.less_equal(known, pa.scalar(end, pa.timestamp("us", tz="UTC"))))
+    check_events(target, table, end)
+    return table
+
+
+def materialize_events(settings: Settings, store, views, end: datetime, sources: Path | None = None) -> dict[str, int]:
+    """Load windowed ``views``' events known up to ``end`` from their batch sources' tables
+    into the online store, in one transaction: each key's state becomes what pushing every
+    one of those events would leave (states depend on the events only, not on their
+    batches), plus the events pushed since ``end``. Idempotent: an event already pushed, or
+    materialized before, is counted once. ``sources``: read the tables of the same names from
+    this directory instead of the registry's paths. Returns events per view."""
+    batches = [(view, view_events(view, end, settings.feature_repo, sources)) for view in views]
+    online = store._get_provider().online_store
+    if not hasattr(online, "write_events"):
+        raise PushError(f"online store {type(online).__name__} cannot hold windowed views "
+                        f"{[v.name for v in views]}")
+    online.write_events(store.config, batches, until=end)
+    return {view.name: table.num_rows for view, table in batches}

@@ -19,7 +19,11 @@ from feature_repo.definitions.data_sources import (  # noqa: F401
     weather_hourly_source,
 )
 from feature_repo.definitions.entities import carrier, dest, origin, tailnum  # noqa: F401
-from feature_repo.definitions.feature_services import late_arrival_v1, late_arrival_v2  # noqa: F401
+from feature_repo.definitions.feature_services import (  # noqa: F401
+    late_arrival_v1,
+    late_arrival_v2,
+    late_arrival_v3,
+)
 from feature_repo.definitions.features import (  # noqa: F401
     aircraft,
     carrier_daily,
@@ -29,6 +33,15 @@ from feature_repo.definitions.features import (  # noqa: F401
     weather_hourly,
 )
 from feature_repo.definitions.on_demand import departure_time  # noqa: F401
+from feature_repo.definitions.windows import (  # noqa: F401
+    aircraft_last_departure_w,
+    carrier_outcomes_w,
+    departure_events_push,
+    departure_events_source,
+    origin_departures_w,
+    outcome_events_push,
+    outcome_events_source,
+)
 
 # `feast plan/apply/ui` import this file: the same filters as the platform's own commands.
 quiet_third_party_warnings()

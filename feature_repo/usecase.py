@@ -106,6 +106,9 @@ USE_CASE = UseCase(
         SourceTable("carrier_daily", _DAILY, {"keys": "carrier", "tz": TIMEZONE}),
         SourceTable("origin_daily", _DAILY, {"keys": "origin", "tz": TIMEZONE}),
         SourceTable("route_daily", _DAILY, {"keys": "origin, dest", "tz": TIMEZONE}),
+        # Events for the windowed views (feature_repo/definitions/windows.py).
+        SourceTable("departure_events", "departure_events.sql"),
+        SourceTable("outcome_events", "outcome_events.sql"),
     ),
     events_table="labelled_events",
     label="is_late",

@@ -21,7 +21,8 @@ from training.score import score_events
 pytestmark = pytest.mark.e2e
 
 HELD_OUT_DAY = "2013-02-27"
-STORE_TYPES = {"sqlite": "feast_plugins.packed_sqlite_store.PackedSqliteOnlineStore", "redis": "redis"}  # a weekday inside the holdout window (after 2013-02-15)
+STORE_TYPES = {"sqlite": "feast_plugins.packed_sqlite_store.PackedSqliteOnlineStore",
+               "redis": "feast_plugins.windowed_redis.WindowedRedisOnlineStore"}  # a weekday inside the holdout window (after 2013-02-15)
 
 
 def _same(a, b) -> bool:

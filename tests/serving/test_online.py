@@ -27,6 +27,9 @@ class FakeStore:
     def list_feature_views(self):
         return [SimpleNamespace(name="w", ttl=timedelta(hours=3)), SimpleNamespace(name="a", ttl=timedelta(0))]
 
+    def list_stream_feature_views(self):
+        return []
+
     def list_on_demand_feature_views(self):
         return []  # 'od' is answered like a pandas-mode view: by get_online_features itself
 
