@@ -46,6 +46,8 @@ def render_text(summary: dict) -> str:
     lines = [
         f"monitoring at {summary['at']}: {summary['log']['rows']} served rows, model {summary['model']['version']}",
         f"  skew: {mismatched} of {len(skew)} features with mismatches",
+        "  causes: " + (", ".join(f"{f['cause']} {f['values']}" for f in (summary.get("causes") or {})
+                                  .get("findings", [])) or "none"),
         f"  drift vs training (PSI > {summary['rules']['psi_max']}): "
         f"{', '.join(drift.get('vs_training_drifted', {})) or 'none'}",
         f"  drift recent vs earlier: {', '.join((drift.get('recent_vs_earlier') or {}).get('drifted', {})) or 'none'}",

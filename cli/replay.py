@@ -46,6 +46,16 @@ def one_of(choices):
     return parse
 
 
+def fault(text: str):
+    """argparse type: a fault spec (:func:`replay.faults.parse`)."""
+    from replay.faults import FaultError, parse
+
+    try:
+        return parse(text)
+    except FaultError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def from_env(name: str, parse, default):
     """The environment variable ``name`` through ``parse`` (one of the argparse types above),
     ``default`` when it is unset or empty; a bad value is a :class:`~core.errors.ConfigError`
@@ -74,7 +84,7 @@ def cmd_run(args) -> int:
                           retrain_every_days=args.retrain_every_days, window_days=args.window_days,
                           monitor_every_days=args.monitor_every_days, seed=args.seed,
                           num_boost_round=args.rounds, bad_days=tuple(args.bad_day), feed=FEEDS[feed],
-                          feature_service=settings.feature_service)
+                          feature_service=settings.feature_service, faults=tuple(args.inject))
     if args.profile:
         from pyinstrument import Profiler
 
@@ -124,7 +134,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="corrupt that day's delivery (its rows arrive twice): the ingest gate must refuse it")
     r.add_argument("--feed", choices=sorted(FEEDS),
                    help="intraday feed run before each hour's requests (none: the nightly batch only; push: the "
-                        "use case's push sources, hour by hour, pipeline.push.push_window; REPLAY_FEED; default: none)")
+                        "use case's push sources, hour by hour, pipeline.push.push_window; events: windowed views' "
+                        "events before every request instant, replay/events_feed.py; REPLAY_FEED; default: none)")
+    r.add_argument("--inject", type=fault, action="append", default=[], metavar="FAULT",
+                   help="inject a fault, to check monitoring names its cause (repeatable; replay/faults.py): "
+                        "push-delay=2h, late-rows[=HOURS], skip-materialize, each optionally @YYYY-MM-DD "
+                        "(one served day)")
     r.add_argument("--profile", action="store_true", help="pyinstrument profile to reports/replay/ "
                    "(pip install -e '.[bench]')")
     r.set_defaults(func=cmd_run)

@@ -85,7 +85,8 @@ def materialize(run: FlowRun) -> None:
 
     end = run.options.materialize_end or _snapshot(run).as_of
     # The sources' contracts are checked again only when this run did not just build them.
-    load(run.settings, end, use_case=run.use_case, check=run.sources is None)
+    load(run.settings, end, use_case=run.use_case, check=run.sources is None,
+         written_at=run.options.materialize_end)
 
 
 def train(run: FlowRun) -> None:

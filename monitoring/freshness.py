@@ -10,8 +10,10 @@ interval). Reading it this way works for every online store (SQLite, Redis).
 
 from __future__ import annotations
 
+import math
 from datetime import datetime, timezone
 
+import numpy as np
 import pandas as pd
 
 from core.duck import connect
@@ -89,3 +91,97 @@ def served_stale_rates(log: pd.DataFrame, features) -> dict:
         return {}
     counts = pd.Series([f for row in log["stale_features"] for f in row]).value_counts()
     return {f: round(float(counts.get(f, 0)) / len(log), 4) for f in features if counts.get(f, 0)}
+
+
+#: The served log's age columns: ``age__<view>`` (``serving/featurelog.py``).
+AGE_PREFIX = "age__"
+
+
+def objectives(store, feature_service: str) -> dict[str, float | None]:
+    """Each batch view of the FeatureService with its freshness objective in seconds (None:
+    it declares none), parsed by the one parser (``serving.online.freshness_objective``;
+    :class:`~core.errors.ConfigError` names a bad tag)."""
+    from serving.online import freshness_objective
+
+    service = store.get_feature_service(feature_service)
+    views = {v.name: v for v in store.list_feature_views()}
+    return {p.name_to_use(): freshness_objective(views[p.name])
+            for p in service.feature_view_projections if p.name in views}
+
+
+def _quantile(values: pd.Series, q: float) -> float | None:
+    """The nearest-rank quantile (a value that occurred: the ``ceil(q * n)``-th smallest), so
+    a p99 breaks an objective exactly when more than 1% of the values do, as the
+    Prometheus alert on the histogram decides it."""
+    if values.empty:
+        return None
+    ordered = np.sort(values.to_numpy(dtype="float64"))
+    return round(float(ordered[max(0, math.ceil(q * len(ordered)) - 1)]), 1)
+
+
+def served_age(log: pd.DataFrame, view_objectives: dict[str, float | None]) -> dict:
+    """Per view, the ages of the values the served log recorded (``age__<view>``; a value
+    newer than its request, a negative age, is no age and left out): how many, p50, p99
+    and max in seconds, the objective and whether the p99 breaks it. A view the log has no
+    age column for (logs written before ages were) reports ``values`` 0."""
+    out = {}
+    for view, objective in view_objectives.items():
+        column = AGE_PREFIX + view
+        ages = pd.to_numeric(log[column], errors="coerce").dropna() if column in log.columns else pd.Series(
+            dtype="float64")
+        ages = ages[ages >= 0]
+        p99 = _quantile(ages, 0.99)
+        out[view] = {"values": int(len(ages)), "p50_seconds": _quantile(ages, 0.5), "p99_seconds": p99,
+                     "max_seconds": None if ages.empty else round(float(ages.max()), 1),
+                     "objective_seconds": objective,
+                     "breached": bool(objective is not None and p99 is not None and p99 > objective)}
+    return out
+
+
+def objective_alerts(ages: dict) -> list[dict]:
+    """One ``freshness_objective`` alert per view whose served p99 age breaks its objective
+    (the monitoring summary's alert shape)."""
+    return [{"rule": "freshness_objective", "subject": view, "value": a["p99_seconds"],
+             "limit": a["objective_seconds"],
+             "message": f"p99 age of {a['values']} served {view} values is {a['p99_seconds'] / 3600:.2f} h, over "
+                        f"its objective of {a['objective_seconds'] / 3600:.2f} h (freshness_p99 in feature_repo/)"}
+            for view, a in ages.items() if a["breached"]]
+
+
+def write_lag(records: pd.DataFrame) -> dict:
+    """Per view, from the write records (``pipeline.write_records.read_write_records``):
+    writes and failed writes by kind, and the write lag of the successful ones that wrote
+    something (``written_at - max_known_at``: how long the newest value of a write took
+    to become servable once known), p50, p99 and max in seconds. The last failure is
+    named (its time and error)."""
+    out: dict = {}
+    if records.empty:
+        return out
+    lag = (records["written_at"] - records["max_known_at"]).dt.total_seconds()
+    for view, group in records.groupby(records["view"].fillna("(unresolved push source)"), sort=True):
+        ok = group["ok"]
+        lags = lag[group.index][ok & group["max_known_at"].notna()]
+        failed = group[~ok]
+        out[view] = {
+            "writes": int(len(group)), "failed": int(len(failed)),
+            "by_kind": {kind: int(n) for kind, n in group["kind"].value_counts().sort_index().items()},
+            "lag_p50_seconds": _quantile(lags, 0.5), "lag_p99_seconds": _quantile(lags, 0.99),
+            "lag_max_seconds": None if lags.empty else round(float(lags.max()), 1),
+            "last_failure": None if failed.empty else {
+                "written_at": failed["written_at"].iloc[-1].isoformat(), "kind": failed["kind"].iloc[-1],
+                "error": failed["error"].iloc[-1]},
+        }
+    return out
+
+
+def report_section(settings, store, feature_service: str, log: pd.DataFrame, start: datetime | None = None,
+                   end: datetime | None = None) -> dict:
+    """The monitoring summary's freshness additions: ``served_age`` (:func:`served_age`
+    against each view's objective) and ``write_lag`` (:func:`write_lag` of the write records
+    written in ``[start, end)``, with the lines skipped as unreadable)."""
+    from pipeline.write_records import read_write_records
+
+    records = read_write_records(settings, start, end)
+    return {"served_age": served_age(log, objectives(store, feature_service)),
+            "write_lag": {"views": write_lag(records), "records": int(len(records)),
+                          "skipped_lines": records.attrs.get("skipped", [])}}

@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from training.evaluate import MIN_SLICE_ROWS
 
 PLOT_IDS = ("plot-drift", "plot-distributions", "plot-drift-over-time", "plot-quality-over-time",
-            "plot-freshness")
+            "plot-freshness", "plot-causes", "plot-consistency")
 _TOP = 6
 
 
@@ -156,6 +156,112 @@ def freshness_plot(views: dict) -> str:
     return _img("plot-freshness", fig, "age of the newest materialized value per view with a TTL, against it")
 
 
+def causes_plot(findings: list[dict]) -> str:
+    """Mismatching values per cause, stacked by feature view."""
+    if not findings:
+        return _empty("plot-causes", "no mismatch: nothing to attribute")
+    views = sorted({v for f in findings for v in f["views"]})
+    fig = Figure(figsize=(9, 0.45 * len(findings) + 1.4))
+    ax = fig.subplots()
+    names = [f["cause"] for f in findings]
+    left = [0] * len(findings)
+    for view in views:
+        counts = [f["views"].get(view, 0) for f in findings]
+        ax.barh(names, counts, left=left, label=view)
+        left = [a + b for a, b in zip(left, counts)]
+    ax.invert_yaxis()
+    ax.set_xlabel("mismatching served values")
+    ax.legend(fontsize=7, loc="lower right")
+    return _img("plot-causes", fig, "mismatching served values per cause, by feature view")
+
+
+def consistency_plot(consistency: dict) -> str:
+    """Per request day: the share of served values matching exactly, and of each kind of
+    mismatch."""
+    days = list(consistency["by_day"])
+    if not days:
+        return _empty("plot-consistency", "no served traffic in the window")
+    fig = Figure(figsize=(10, 3.5))
+    ax, ax2 = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 2]})
+    ax.plot(days, [consistency["by_day"][d]["exact_rate"] for d in days], marker="o", label="exact match")
+    ax.set_ylabel("share of served values")
+    ax.tick_params(axis="x", labelrotation=45, labelsize=7)
+    if len(days) > 20:
+        ax.set_xticks(days[::max(1, len(days) // 12)])
+    ax.legend(fontsize=7)
+    worst = sorted(consistency["features"].items(), key=lambda kv: kv[1]["exact_rate"] or 1.0)[:_TOP]
+    names = [_short(f) for f, _ in worst]
+    left = [0.0] * len(worst)
+    for kind in ("missing", "extra", "differ"):
+        shares = [m[f"{kind}_rate"] or 0.0 for _, m in worst]
+        ax2.barh(names, shares, left=left, label=kind)
+        left = [a + b for a, b in zip(left, shares)]
+    ax2.invert_yaxis()
+    ax2.set_xlabel("share of rows mismatching (least consistent features)")
+    ax2.legend(fontsize=7)
+    fig.tight_layout()
+    return _img("plot-consistency", fig, "exact-match rate per request day; mismatch kinds of the least "
+                                         "consistent features")
+
+
+def _causes_section(summary: dict) -> list[str]:
+    causes = summary.get("causes")
+    skipped = summary["log"].get("skipped_files") or []
+    parts = ['<h2 id="causes">Causes of mismatches</h2>']
+    if skipped:
+        parts.append(f'<p class="alert" id="skipped-files">{len(skipped)} served-log file(s) skipped as '
+                     f"unreadable (their rows are not in this report):</p>")
+        parts.append(_table(skipped, ["file", "error"]))
+    if not causes:
+        parts.append("<p>No served traffic in the window.</p>")
+        parts.append(_empty("plot-causes", "no served traffic in the window"))
+        return parts
+    found = causes["findings"]
+    cells = summary["consistency"]["overall"]["cells"]
+    parts.append(f"<p>{causes['mismatches']} of {cells} served values differ from the offline point-in-time "
+                 f"value; {len(found)} cause(s), {causes['unexplained']} value(s) unexplained. One finding per "
+                 f"cause, however many features it touches.</p>")
+    rows = []
+    for f in found:
+        by = f["by"]
+        rows.append({"cause": f["cause"], "meaning": f["title"], "values": f["values"], "rows": f["rows"],
+                     "features": f"{len(f['features'])}: {', '.join(_short(x) for x in list(f['features'])[:6])}"
+                                 + (" …" if len(f["features"]) > 6 else ""),
+                     "views": ", ".join(f"{v} ({n})" for v, n in f["views"].items()),
+                     "how much": f"{by['what']} {by['p50_hours']} h p50, {by['max_hours']} h max" if by else None,
+                     "example": f["examples"][0] if f["examples"] else None})
+    parts.append(_table(rows, ["cause", "meaning", "values", "rows", "features", "views", "how much", "example"]))
+    parts.append(causes_plot(found))
+    return parts
+
+
+def _consistency_section(summary: dict) -> list[str]:
+    c = summary.get("consistency")
+    parts = ["<h2>Consistency: served vs offline point-in-time values</h2>"]
+    if not c:
+        return [*parts, "<p>No served traffic in the window.</p>",
+                _empty("plot-consistency", "no served traffic in the window")]
+    o = c["overall"]
+    parts.append(f"<p>{o['cells']} served values ({o['rows']} rows x {o['features']} features): exact "
+                 f"{_fmt(o['exact_rate'])}, missing (served null, offline present) {_fmt(o['missing_rate'])}, "
+                 f"extra (served present, offline null) {_fmt(o['extra_rate'])}, different "
+                 f"{_fmt(o['differ_rate'])}.</p>")
+    parts.append(consistency_plot(c))
+    rows = [{"feature": f, **{k: m[k] for k in ("rows", "exact_rate", "missing", "extra", "differ", "smape")},
+             "difference p01/p50/p99": (" / ".join(f"{v:.4g}" for v in m["difference_quantiles"].values())
+                                        if m["difference_quantiles"] else None)}
+            for f, m in c["features"].items() if m["exact"] < m["rows"]]
+    parts.append(_table(rows, ["feature", "rows", "exact_rate", "missing", "extra", "differ", "smape",
+                               "difference p01/p50/p99"]))
+    for column, groups in c["by_slice"].items():
+        worst = sorted(groups.items(), key=lambda kv: kv[1]["exact_rate"] or 1.0)[:10]
+        parts.append(f"<h3>By {html.escape(column)} (least consistent first)</h3>")
+        parts.append(_table([{column: k, "rows": g["rows"], "exact_rate": g["exact_rate"],
+                              "features with mismatches": len(g["features"])} for k, g in worst],
+                            [column, "rows", "exact_rate", "features with mismatches"]))
+    return parts
+
+
 _STYLE = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}
 table{border-collapse:collapse;font-size:13px;margin:.5em 0}td,th{border:1px solid #ccc;padding:2px 6px}
 .alert{color:#a00}.ok{color:#070}img.plot{max-width:100%;display:block;margin:.5em 0}"""
@@ -170,15 +276,9 @@ def render_html(summary: dict) -> str:
              f"{html.escape(', '.join(summary['log']['model_versions']) or '—')}.</p>"]
     status = (f'<p class="alert" id="status">{len(alerts)} alert(s)</p>' if alerts
               else '<p class="ok" id="status">no alerts</p>')
+    parts += _causes_section(summary)
     parts += ["<h2>Alerts</h2>", status, _table(alerts, ["rule", "subject", "value", "limit", "message"])]
-
-    parts.append("<h2>Skew: served vs offline point-in-time features</h2>")
-    skew_rows = [{"feature": f, **{k: s[k] for k in ("rows", "mismatches", "rate", "served_missing")},
-                  "example": s["examples"][0] if s["examples"] else None} for f, s in summary["skew"].items()]
-    total = sum(r["mismatches"] for r in skew_rows)
-    parts.append(f"<p>{total} mismatching value(s) over {len(skew_rows)} features.</p>")
-    parts.append(_table([r for r in skew_rows if r["mismatches"]] or skew_rows[:0],
-                        ["feature", "rows", "mismatches", "rate", "example"]))
+    parts += _consistency_section(summary)
 
     drift = summary.get("drift")
     parts.append("<h2>Drift (PSI)</h2>")

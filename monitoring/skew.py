@@ -14,16 +14,39 @@ import numpy as np
 import pandas as pd
 
 from core.usecase import UseCase
-from training.dataset import training_set
+from feast_plugins.asof_offline_store import EVENT_TIMESTAMP_PREFIX
+from monitoring.errors import MonitoringError
+from training.dataset import entity_frame, training_set
 
 #: Examples kept per feature with mismatches.
 EXAMPLES = 3
 
 
 def offline_features(store, use_case: UseCase, log: pd.DataFrame) -> pd.DataFrame:
-    """The offline point-in-time features for every logged row, in the log's order."""
+    """The offline point-in-time features for every logged row, in the log's order, with,
+    per time-stamped view, the event time of the row its values came from
+    (``__event_timestamp__<view>``, null where missing) when the offline store reports it
+    (the ASOF store does): the causes (``monitoring.causes``) compare it with the served
+    value's age and the write records."""
     entities = log.assign(**{use_case.id_column: np.arange(len(log)), use_case.label: 0})
-    return training_set(store, use_case, entities)
+    if log.empty:
+        return training_set(store, use_case, entities)
+    entity_df = entity_frame(entities, use_case)
+    service = store.get_feature_service(use_case.feature_service)
+    job = store.get_historical_features(entity_df=entity_df, features=service, full_feature_names=True)
+    if not hasattr(job, "include_event_timestamps"):  # a store that cannot report them: values only
+        return training_set(store, use_case, entities)
+    job.include_event_timestamps = True
+    frame = job.to_df()
+    key = use_case.id_column
+    if len(frame) != len(entity_df) or frame[key].duplicated().any():
+        raise MonitoringError(f"offline join returned {len(frame)} rows for {len(entity_df)} logged rows")
+    if not np.array_equal(frame[key].to_numpy(), entity_df[key].to_numpy()):  # the ASOF store keeps the order
+        frame = frame.set_index(key).loc[entity_df[key]].reset_index()
+    for column in frame.columns:
+        if column.startswith(EVENT_TIMESTAMP_PREFIX) and not isinstance(frame[column].dtype, pd.DatetimeTZDtype):
+            frame[column] = pd.to_datetime(frame[column], utc=True)
+    return frame
 
 
 def feature_skew(log: pd.DataFrame, offline: pd.DataFrame, features: Sequence[str], keys: Sequence[str],

@@ -14,6 +14,7 @@ from core.progress import Bar
 from core.quiet import feast_prints
 from core.settings import Settings
 from feast_plugins.store import clear_online, feature_store
+from pipeline.write_records import MaterializeRecorder, records_dir
 
 #: The aircraft view's rows are valid from the epoch; a first materialization starts there.
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -46,7 +47,7 @@ def check_sources(settings: Settings, use_case, store, end: datetime) -> Path:
 
 
 def materialize(settings: Settings, end: datetime, start: datetime | None = None, use_case=None,
-                check: bool = True) -> None:
+                check: bool = True, written_at: datetime | None = None) -> None:
     """Load feature values into the online store up to ``end``, after the source tables
     passed their contracts (:func:`check_sources`; nothing is loaded otherwise).
     ``check=False`` only right after :func:`pipeline.features.build_sources` checked
@@ -65,6 +66,10 @@ def materialize(settings: Settings, end: datetime, start: datetime | None = None
     Progress (``core.progress``) shows each view as its load ends (Feast loads the reloaded
     views in one call, the others in another) and how many entity keys it then holds
     online; Feast's own prints are hidden (``core.quiet.feast_prints``).
+
+    Every load appends a write record per view (``pipeline/write_records.py``), and so does
+    a refusal by the gate or a load that fails (``ok`` false), stamped ``written_at``
+    (default: the wall clock after the load; the replay passes its night).
     """
     if use_case is None:
         from core.usecase import load_use_case
@@ -73,16 +78,20 @@ def materialize(settings: Settings, end: datetime, start: datetime | None = None
     store = feature_store(settings)
     views = store.list_feature_views()
     end = end if end.tzinfo else end.replace(tzinfo=timezone.utc)
+    recorder = MaterializeRecorder(records_dir(settings), end, written_at)
     if check:
-        check_sources(settings, use_case, store, end)
+        with recorder.refused(views, {v.name: start or _last_end(v) or EPOCH for v in views}):
+            check_sources(settings, use_case, store, end)
     state = LoadedState(settings)
     if start is not None:
         state.forget(v.name for v in views)  # a window of the caller's: what it leaves out is unknown
         with _bar(settings, end, len(views)) as bar:
-            with feast_prints():
-                store.materialize(start_date=start, end_date=end)
+            with feast_prints(), recorder.loading(views, start):
+                # Named: Feast's stock engines refuse the windowed (stream) views, loaded below.
+                store.materialize(start_date=start, end_date=end, feature_views=[v.name for v in views])
             for v in views:
                 bar.update(1, v.name)
+        _load_windowed(settings, store, end)
         if start <= EPOCH:
             state.record({v.name: loaded_digest(v, end) for v in views}, end)
         return
@@ -107,16 +116,30 @@ def materialize(settings: Settings, end: datetime, start: datetime | None = None
     rest = [v.name for v in views if v.name not in reload]
     with _bar(settings, end, len(views)) as bar:
         if reload:
-            with feast_prints():
+            with feast_prints(), recorder.loading([v for v in views if v.name in reload], EPOCH):
                 store.materialize(start_date=EPOCH, end_date=end, feature_views=reload)
             for name in reload:
                 bar.update(1, _loaded(name, digests[name][end], views))
         if rest:
-            with feast_prints():
+            with feast_prints(), recorder.loading([v for v in views if v.name in rest],
+                                                  {v.name: _last_end(v) for v in views}):
                 store.materialize_incremental(end_date=end, feature_views=rest)
             for name in rest:
                 bar.update(1, _loaded(name, digests[name][end]))
+    _load_windowed(settings, store, end)
     state.record({v.name: digests[v.name][end] for v in views}, end)
+
+
+def _load_windowed(settings: Settings, store, end: datetime) -> None:
+    """Windowed views' states rebuilt from their events known up to ``end`` (idempotent: the
+    events pushed since are kept, none counted twice); Feast's own materialize skips them."""
+    from feast_plugins.push_writer import materialize_events
+    from feast_plugins.windows import is_windowed
+
+    windowed = [v for v in store.list_stream_feature_views() if is_windowed(v)]
+    if windowed:
+        with feast_prints():
+            materialize_events(settings, store, windowed, end)
 
 
 def _bar(settings: Settings, end: datetime, views: int) -> Bar:

@@ -34,7 +34,8 @@ import pyarrow.parquet as pq
 
 from core.settings import Settings
 from core.usecase import UseCase
-from feast_plugins.push_writer import PushError, PushTarget, check_rows, push_frames, push_targets
+from feast_plugins.push_writer import PushError, PushTarget, check_rows, push_frames, push_targets, windowed_sources
+from pipeline.write_records import PushRecorder, records_dir
 
 _LOCK = threading.Lock()
 
@@ -92,7 +93,8 @@ def window_rows(target: PushTarget, start: datetime, end: datetime) -> pa.Table:
 
 
 def push_window(settings: Settings, use_case: UseCase, store, start: datetime, end: datetime,
-                sources: Path | None = None) -> dict:
+                sources: Path | None = None, written_at: datetime | None = None,
+                records: Path | None = None) -> dict:
     """Push online, for every push source the use case declares, the rows with event time
     in ``(start, end]``, from its source table as built from the data available at
     ``end``. Returns ``{push source: rows pushed}``. Nothing is written if any source's
@@ -102,11 +104,37 @@ def push_window(settings: Settings, use_case: UseCase, store, start: datetime, e
     requests after ``h``; the source tables must have been built from data reaching
     ``end`` (a window past a table's last row pushes nothing from it). ``sources``: read
     the tables of the same names from this directory instead of the registry's paths.
+
+    Each call appends a write record per view fed, failed or not (``pipeline/write_records.py``),
+    under ``records`` (default: ``settings``' DATA_DIR), stamped ``written_at`` (default:
+    the wall clock after the write; the replay passes its clock).
     """
     if end <= start:
         raise PushError(f"push window: end {end.isoformat()} is not after start {start.isoformat()}")
-    targets = push_targets(store, settings, tuple(use_case.push_sources))
-    if sources is not None:  # the same tables, built elsewhere (e.g. a replay's whole-history stream)
+    with PushRecorder(records or records_dir(settings), use_case.push_sources, start, end, written_at) as recorder:
+        targets = recorder.targets = push_targets(store, settings, tuple(use_case.push_sources))
+        if sources is not None:  # the same tables, built elsewhere (e.g. a replay's whole-history stream)
+            targets = recorder.targets = [replace(t, path=Path(sources) / t.path.name) for t in targets]
+        frames = recorder.frames = {t.name: window_rows(t, start, end) for t in targets}
+        return push_frames(store, targets, frames)
+
+
+# -- events of windowed views (feast_plugins/windowed_online.py) -----------------------------
+
+def push_events(settings: Settings, store, start: datetime, end: datetime, sources: Path | None = None) -> dict:
+    """Push online every windowed view's events known in ``(start, end]``, at the clock
+    ``end`` (an event known later is refused), from the events tables (``sources``: the
+    tables of the same names in this directory instead of the registry's paths). One
+    transaction for all of them; nothing is written if any is bad
+    (:class:`~feast_plugins.push_writer.PushError` names the source and column). Returns
+    ``{push source: events pushed}``."""
+    if end <= start:
+        raise PushError(f"push events: end {end.isoformat()} is not after start {start.isoformat()}")
+    names = windowed_sources(store)
+    if not names:
+        return {}
+    targets = push_targets(store, settings, names)
+    if sources is not None:
         targets = [replace(t, path=Path(sources) / t.path.name) for t in targets]
     frames = {t.name: window_rows(t, start, end) for t in targets}
-    return push_frames(store, targets, frames)
+    return push_frames(store, targets, frames, clock=end)

@@ -7,6 +7,7 @@ from datetime import date
 from typing import Callable
 
 from core.errors import PlatformError
+from replay.events_feed import events_feed
 
 POLICIES = ("static", "periodic", "triggered")
 
@@ -14,18 +15,19 @@ POLICIES = ("static", "periodic", "triggered")
 BATCH = 100
 
 
-def push_feed(stream, use_case, store, start, end) -> dict:
+def push_feed(stream, use_case, store, start, end, records=None) -> dict:
     """``--feed push``: the use case's push sources' rows of ``(start, end]`` pushed online
-    (:func:`pipeline.push.push_window`), read from the stream's source tables."""
+    (:func:`pipeline.push.push_window`), read from the stream's source tables, at the
+    replay's clock ``end``; write records go to ``records`` (the replay's DATA_DIR's)."""
     from pipeline.push import push_window
 
-    return push_window(stream, use_case, store, start, end, sources=stream.sources)
+    return push_window(stream, use_case, store, start, end, sources=stream.sources, written_at=end, records=records)
 
 
 push_feed.__name__ = "push"
 
 #: Intraday feeds by name (``replay run --feed NAME``): name -> ``feed`` callable.
-FEEDS: dict[str, Callable | None] = {"none": None, "push": push_feed}
+FEEDS: dict[str, Callable | None] = {"none": None, "push": push_feed, "events": events_feed}
 
 
 class ReplayError(PlatformError):
@@ -56,16 +58,19 @@ class ReplayConfig:
     #: Days whose delivery is corrupted on purpose (the tests' bad day): see
     #: :func:`replay.arrivals.corrupt`. The gate must refuse it; the replay goes on.
     bad_days: tuple[date, ...] = ()
-    #: Intraday freshness: called as ``feed(stream, use_case, store, start, end)`` before
+    #: Intraday freshness: called as ``feed(stream, use_case, store, start, end, records=DIR)`` before
     #: the events of each hour ``[end, end + 1 h)`` are answered, ``start`` being the end of
     #: the previous call: e.g. a push online of the fresh feature rows with event time in
     #: ``(start, end]``. ``stream`` is the Settings of the whole history, ingested and run
     #: through the feature pipelines (its ``sources``; take only the window's rows: a source
-    #: table's row holds only what was known at its event time). None: no feed (the online
+    #: table's row holds only what was known at its event time). ``records``: the replay's
+    #: write-records directory (``pipeline/write_records.py``). None: no feed (the online
     #: store holds what the nightly batch materialized).
     feed: Callable | None = field(default=None, compare=False)
     #: The FeatureService trained and served (None: the use case's default); for the record.
     feature_service: str | None = None
+    #: Faults injected on purpose (``replay run --inject``, :mod:`replay.faults`).
+    faults: tuple = ()
 
     def __post_init__(self):
         if self.policy not in POLICIES:
@@ -75,13 +80,20 @@ class ReplayConfig:
                 raise ReplayError(f"{name} must be at least 1, not {getattr(self, name)}")
         if self.days is not None and self.days < 1:
             raise ReplayError(f"days must be at least 1, not {self.days}")
+        from replay.faults import FaultError, check
+
+        try:
+            check(self.faults, self.feed)
+        except FaultError as e:
+            raise ReplayError(str(e)) from None
 
     @property
     def name(self) -> str:
         """The replay's name in reports and directories: the policy, then the feed and the
         FeatureService when they are not the defaults (e.g. ``periodic+push+late_arrival_v2``)."""
         feed = getattr(self.feed, "__name__", None) if self.feed else None
-        return "+".join(p for p in (self.policy, feed, self.feature_service) if p)
+        faults = "+".join(f.spec().replace("@", "-at-") for f in self.faults) or None
+        return "+".join(p for p in (self.policy, feed, self.feature_service, faults) if p)
 
     def public(self) -> dict:
         """The knobs as JSON values (for the report)."""
@@ -91,4 +103,5 @@ class ReplayConfig:
                 "window_days": self.window_days, "monitor_every_days": self.monitor_every_days,
                 "trigger_rules": list(self.trigger_rules), "seed": self.seed,
                 "num_boost_round": self.num_boost_round, "bad_days": [d.isoformat() for d in self.bad_days],
-                "feed": getattr(self.feed, "__name__", None) if self.feed else None}
+                "feed": getattr(self.feed, "__name__", None) if self.feed else None,
+                "inject": [f.spec() for f in self.faults]}

@@ -32,8 +32,10 @@ from core import progress
 from core.settings import Settings
 from core.usecase import UseCase
 from flow.nightly import FlowOptions, FlowRun
+from pipeline.write_records import records_dir
 from replay.arrivals import Arrivals
 from replay.config import BATCH, ReplayConfig, ReplayError
+from replay.faults import FaultyFeed, skips_materialize
 from replay.server import Server
 from validation.report import GateFailed
 
@@ -137,6 +139,13 @@ class Replay:
         #: The end of the last intraday feed window (the next one starts there).
         self.fed_until: datetime | None = None
         self.contracts = None
+        #: The intraday feed, with the injected feed faults (replay/faults.py) if any.
+        self.feed = config.feed
+        if config.feed is not None and config.faults:
+            self.feed = FaultyFeed(config.feed, config.faults, self._local_day, self.root / "faults")
+
+    def _local_day(self, when: datetime) -> date:
+        return pd.Timestamp(when).tz_convert(self.use_case.timezone).date()
 
     # ---- setup -------------------------------------------------------------------------
     def _prepare(self):
@@ -166,7 +175,7 @@ class Replay:
                 shutil.rmtree(truth.data_dir)
 
     # ---- the nightly batch ---------------------------------------------------------------
-    def deliver(self, until: datetime, week: int, bad: bool = False) -> bool:
+    def deliver(self, until: datetime, week: int, bad: bool = False, skip_materialize: bool = False) -> bool:
         """The night at ``until``: delivery, then the nightly flow's ingest, features, (apply,)
         materialize. False (and a recorded refusal) when a gate refused the data; the online
         store then keeps what the last accepted night loaded."""
@@ -181,7 +190,10 @@ class Replay:
         # history drifts from any fixed reference (a weekly refresh still let one warm March
         # week fail the PSI limit on temperature, and every later night was refused against
         # it), so each delivery is judged against the last one.
-        options = FlowOptions(stages=NIGHT if self.store is not None else FIRST_NIGHT, declared_as_of=until,
+        stages = NIGHT if self.store is not None else FIRST_NIGHT
+        if skip_materialize:  # an injected fault (replay/faults.py): the next night catches up
+            stages = tuple(s for s in stages if s != "materialize")
+        options = FlowOptions(stages=stages, declared_as_of=until,
                               follow_reference=True, contracts=self.contracts, materialize_end=until,
                               progress=self.clock)
         try:
@@ -268,6 +280,8 @@ class Replay:
             "auc": (quality.get("overall") or {}).get("auc"),
             "ece": (quality.get("calibration") or {}).get("ece"),
             "skew_features": sum(1 for s in summary.get("skew", {}).values() if s["mismatches"]),
+            # Mismatching served values per named cause (monitoring/causes.py).
+            "causes": {f["cause"]: f["values"] for f in (summary.get("causes") or {}).get("findings", [])},
         })
         self.pending_trigger = sorted({a["rule"] for a in fired
                                        if any(a["rule"].startswith(p) for p in self.config.trigger_rules)})
@@ -299,7 +313,9 @@ class Replay:
             return
         times = pd.to_datetime(events[uc.event_timestamp], utc=True)
         if self.config.feed is not None:
-            groups = list(events.groupby(times.dt.floor("h"), sort=True))
+            # An event feed (replay/events_feed.py) runs before every request instant, others every hour.
+            per_instant = getattr(self.config.feed, "per_instant", False)
+            groups = list(events.groupby(times if per_instant else times.dt.floor("h"), sort=True))
         else:
             groups = [(None, events)]
         dynamic, static, versions, static_versions = [], [], [], []
@@ -307,8 +323,9 @@ class Replay:
             if hour is not None:
                 now = hour.to_pydatetime()
                 with self.clock.time("feed"):
-                    self.config.feed(self.stream, self.use_case, self.store,
-                                     self.fed_until or now - timedelta(hours=1), now)
+                    self.feed(self.stream, self.use_case, self.store,
+                                     self.fed_until or now - timedelta(hours=1), now,
+                                     records=records_dir(self.work))
                 self.fed_until = now
             for i in range(0, len(group), BATCH):
                 body = request_body(group.iloc[i:i + BATCH], uc)
@@ -378,7 +395,8 @@ class Replay:
                     self.score_tomorrow(todays)
                     self.serve_day(server, todays, day, week)
                     # The night that ends the day.
-                    accepted = self.deliver(end, week, bad=day in cfg.bad_days)
+                    accepted = self.deliver(end, week, bad=day in cfg.bad_days,
+                                            skip_materialize=skips_materialize(cfg.faults, day, first_day))
                     nights = i + 1
                     self.pending_trigger = []
                     if accepted and nights % cfg.monitor_every_days == 0:

@@ -10,7 +10,11 @@ it was served), with
   compare them column by column;
 * one float64 column per model feature (``view__feature``; null where missing),
   ``missing_features`` and ``stale_features`` (lists), and ``probability`` (null for
-  ``/features``).
+  ``/features``);
+* one float64 column ``age__<view>`` per time-stamped feature view of the model: seconds
+  from the value's event time to the request instant, null when the online store had no
+  value for the entity (or one stamped at the epoch); kept for a value not served because it expired (older than the
+  TTL) or is newer than the request (negative): ``serving/online.py``, ``docs/freshness.md``.
 
 A request only appends a reference to what it served to an in-memory buffer; a writer
 thread (one per process, started on the first append) turns the buffer into rows and
@@ -333,6 +337,7 @@ class FeatureLogger:
         values = np.vstack(matrices) if matrices else np.empty((0, len(features)))
         arrays.update({f: pa.array(values[:, j], type=pa.float64(), from_pandas=True)
                        for j, f in enumerate(features)})
+        arrays.update(_age_columns(records, rows))
         names = pa.list_(pa.string())
         arrays["missing_features"] = pa.array([v.missing for v in vectors], type=names)
         arrays["stale_features"] = pa.array([v.stale for v in vectors], type=names)
@@ -362,6 +367,29 @@ class FeatureLogger:
             tmp.unlink(missing_ok=True)
             raise
         return final
+
+
+def _age_columns(records: list[ServedRequest], rows: int) -> dict:
+    """``age__<view>`` columns (float64) of ``records``' rows: each request's vectors come
+    from one lookup (``AgedVector.age_batch``, whose ages are computed here, in the writer
+    thread); vectors without ages (none of the request's views is time-stamped) give nulls."""
+    import numpy as np
+    import pyarrow as pa
+
+    columns: dict[str, np.ndarray] = {}
+    at = 0
+    for record in records:
+        n = len(record.entities)
+        batch = getattr(record.vectors[0], "age_batch", None) if n else None
+        if batch is not None:
+            ages = batch.matrix([v.age_index for v in record.vectors])
+            for k, view in enumerate(batch.views.names):
+                column = columns.get(view)
+                if column is None:
+                    column = columns[view] = np.full(rows, np.nan)
+                column[at:at + n] = ages[:, k]
+        at += n
+    return {f"age__{view}": pa.array(column, type=pa.float64(), from_pandas=True) for view, column in columns.items()}
 
 
 def _describe(error: Exception, root: Path) -> str:

@@ -72,6 +72,7 @@ class MonitoringCollector:
             stale.add_metric([view], 1.0 if f["stale"] else 0.0)
         yield age
         yield stale
+        yield from _freshness(summary["freshness"])
         yield GaugeMetricFamily("monitoring_model_data_age_days",
                                 "Days from the end of the model's training window to the newest served request",
                                 value=summary["model"]["data_age_days"])
@@ -85,3 +86,32 @@ class MonitoringCollector:
         if q.get("calibration"):
             quality.add_metric(["ece"], q["calibration"]["ece"])
         yield quality
+
+
+def _freshness(section: dict):
+    """The served value age per view against its objective, and the write lag and failed
+    writes per view (``docs/freshness.md``); absent from summaries written before them."""
+    served = GaugeMetricFamily("monitoring_served_value_age_p99_seconds",
+                               "p99 age of the served values per feature view (last monitoring report)",
+                               labels=["view"])
+    breached = GaugeMetricFamily("monitoring_freshness_objective_breached",
+                                 "1 when a view's served p99 age broke its freshness objective", labels=["view"])
+    for view, a in (section.get("served_age") or {}).items():
+        if a.get("p99_seconds") is not None:
+            served.add_metric([view], a["p99_seconds"])
+        if a.get("objective_seconds") is not None:
+            breached.add_metric([view], 1.0 if a.get("breached") else 0.0)
+    lag = GaugeMetricFamily("monitoring_write_lag_seconds",
+                            "Delay from a value becoming known to it being servable online, per view (write records)",
+                            labels=["view", "quantile"])
+    failed = GaugeMetricFamily("monitoring_failed_writes", "Failed online writes per view (write records)",
+                               labels=["view"])
+    for view, w in ((section.get("write_lag") or {}).get("views") or {}).items():
+        for quantile, key in (("0.5", "lag_p50_seconds"), ("0.99", "lag_p99_seconds")):
+            if w.get(key) is not None:
+                lag.add_metric([view, quantile], w[key])
+        failed.add_metric([view], w.get("failed", 0))
+    yield served
+    yield breached
+    yield lag
+    yield failed

@@ -31,6 +31,15 @@ by a background thread every ``FEATURE_COUNTS_FLUSH_SECONDS``, before this proce
 answers ``/metrics``, and when the worker exits. Another worker's ``/metrics`` may
 therefore miss up to a second of a worker's counts; all other metrics are written as
 they happen.
+
+The age of every served value (``serving_feature_value_age_seconds{view}``, a histogram per
+time-stamped view; ``docs/freshness.md``) is buffered the same way (:class:`BufferedAges`):
+a request only hands over its lookup's timestamps (``serving.online.AgeBatch``); the flush
+thread computes the ages and their buckets with numpy and writes them. Ages
+below 0 (a value newer than the request, not served) are left out; expired values (older
+than the TTL, not served) are in, so an outage keeps showing. Each view's freshness
+objective is exported as ``serving_feature_freshness_objective_seconds{view}`` (from its
+Feast tag, when a model's views are first seen), for the alert that compares the two.
 """
 
 from __future__ import annotations
@@ -54,6 +63,10 @@ BUFFERED_ROWS = "serving_feature_log_buffered_rows"
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075,
                    0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 PROBABILITY_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 21))
+#: Seconds, a minute to a week; the shipped objectives (90 min, 2 h, 26 h) are bounds, so a
+#: p99 above one is decided by whole buckets, not interpolated within one.
+AGE_BUCKETS = (60.0, 300.0, 600.0, 900.0, 1800.0, 2700.0, 3600.0, 5400.0, 7200.0, 10800.0, 14400.0, 21600.0,
+               43200.0, 64800.0, 86400.0, 93600.0, 108000.0, 172800.0, 259200.0, 604800.0)
 #: Seconds between writes of the buffered per-feature counts (:class:`BufferedCounts`).
 FEATURE_COUNTS_FLUSH_SECONDS = 1.0
 #: The label values of ``serving_model_swaps_total`` and ``serving_feature_log_dropped_rows_total``,
@@ -120,23 +133,52 @@ class Metrics:
             _child(self.model_swaps, result)
         for reason in LOG_DROP_REASONS:
             _child(self.log_dropped, reason)
+        self.value_age = Histogram("serving_feature_value_age_seconds",
+                                   "Age of the served feature values at the request instant (request time minus "
+                                   "the value's event time), per feature view; values past their TTL included",
+                                   ["view"], buckets=AGE_BUCKETS, registry=r)
+        self.freshness_objective = Gauge("serving_feature_freshness_objective_seconds",
+                                         "The p99 age each feature view's served values should stay within (its "
+                                         "freshness_p99 tag in feature_repo/)", ["view"], registry=r,
+                                         multiprocess_mode="livemax")
         self.multiprocess_dir = os.environ.get(MULTIPROC_ENV) if multiprocess_mode() else None
         self.missing_counts = BufferedCounts(self.missing)
         self.stale_counts = BufferedCounts(self.stale)
+        self.ages = BufferedAges(self.value_age)
+        #: The AgeViews whose objectives are exported (serving.online.AgeViews, by identity).
+        self._objectives_of: object = None
 
     def log_dropped_rows(self, rows: int, reason: str) -> None:
         """Count ``rows`` served rows the feature log lost, and why (see ``log_dropped``)."""
         _child(self.log_dropped, reason).inc(rows)
 
     def observe_vectors(self, vectors) -> None:
-        """Count missing and stale values per feature (buffered: :class:`BufferedCounts`)."""
+        """Count missing and stale values per feature (buffered: :class:`BufferedCounts`),
+        and observe each view's value age (:class:`BufferedAges`; vectors without ages,
+        ``serving.online.AgedVector``, have none to observe)."""
         self.missing_counts.add(f for v in vectors for f in v.missing)
         self.stale_counts.add(f for v in vectors for f in v.stale)
+        if vectors:
+            batch = getattr(vectors[0], "age_batch", None)
+            if batch is not None:
+                if batch.views is not self._objectives_of:
+                    self._export_objectives(batch.views)
+                # One lookup's vectors, all of them (the usual case): no indices to list.
+                whole = len(vectors) == len(batch.as_of) and all(v.age_batch is batch for v in vectors)
+                self.ages.add(batch, None if whole else [v.age_index for v in vectors])
+
+    def _export_objectives(self, views) -> None:
+        """``serving_feature_freshness_objective_seconds`` of a model's views (once per model)."""
+        for name, objective in zip(views.names, views.objectives):
+            if objective is not None:
+                _child(self.freshness_objective, name).set(objective)
+        self._objectives_of = views
 
     def flush(self) -> None:
         """Write the buffered counts now (before /metrics, and at worker exit)."""
         self.missing_counts.flush()
         self.stale_counts.flush()
+        self.ages.flush()
 
     def observe_predictions(self, model_version: str, probabilities) -> None:
         """``predictions.labels(model_version).observe(p)`` for every ``p``, with one increment
@@ -237,7 +279,86 @@ class BufferedCounts:
             _child(self.counter, label).inc(n)
 
 
-def _flush_every(ref: "weakref.ref[BufferedCounts]", seconds: float) -> None:
+class BufferedAges:
+    """Observations of a one-label histogram (the value ages), added up in memory per label
+    and bucket and written by :meth:`flush`, like :class:`BufferedCounts` (relies on
+    prometheus_client's ``Histogram`` fields ``_upper_bounds``, ``_buckets``, ``_sum``, as
+    :meth:`Metrics.observe_predictions` does). A request only hands over its lookup
+    (:meth:`add`); :meth:`flush` computes the ages of all of them at once. Negative and
+    missing (NaN) ages are not observed."""
+
+    def __init__(self, histogram: Histogram, seconds: float = FEATURE_COUNTS_FLUSH_SECONDS):
+        self.histogram = histogram
+        self.seconds = seconds
+        import numpy as np
+
+        self.bounds = list(histogram._upper_bounds)
+        self._bounds = np.asarray(self.bounds, dtype=np.float64)
+        #: Lookups not yet placed: (AgeBatch, entity indices or None).
+        self._batches: list[tuple] = []
+        #: label -> [count per bucket (numpy), sum]
+        self._pending: dict[str, list] = {}
+        self._lock = threading.Lock()
+        self._pid = 0
+
+    def add(self, batch, rows=None) -> None:
+        """Keep a lookup's :class:`~serving.online.AgeBatch` (``rows``: the entity indices
+        served from it; None: all) for the next :meth:`flush`: nothing computed here."""
+        with self._lock:
+            self._batches.append((batch, rows))
+            if self._pid != os.getpid():  # first observation here, or a forked child
+                self._pid = os.getpid()
+                threading.Thread(target=_flush_every, args=(weakref.ref(self), self.seconds),
+                                 name="metrics-flush-ages", daemon=True).start()
+
+    def add_ages(self, labels: tuple[str, ...], ages) -> None:
+        """Observe ``ages`` (an array, one row per entity, a column per label; NaN: none):
+        added to the counts the next :meth:`flush` writes."""
+        import numpy as np
+
+        ages = np.asarray(ages, dtype=np.float64).reshape(-1, len(labels))
+        keep = ages >= 0  # NaN and negative ages are not observed
+        where = np.searchsorted(self._bounds, ages, side="left")
+        with self._lock:
+            for k, label in enumerate(labels):
+                mask = keep[:, k]
+                if not mask.any():
+                    continue
+                counts = np.bincount(where[mask, k], minlength=len(self.bounds))
+                entry = self._pending.get(label)
+                if entry is None:
+                    self._pending[label] = [counts, float(ages[mask, k].sum())]
+                else:
+                    entry[0] = entry[0] + counts
+                    entry[1] += float(ages[mask, k].sum())
+
+    def _place_batches(self) -> None:
+        """Turn the kept lookups into counts: their ages computed together per list of views."""
+        import numpy as np
+
+        with self._lock:
+            batches, self._batches = self._batches, []
+        by_views: dict = {}
+        for batch, rows in batches:
+            by_views.setdefault(batch.views.names, []).append(batch.matrix(rows))
+        for labels, matrices in by_views.items():
+            self.add_ages(labels, np.vstack(matrices))
+
+    def flush(self) -> None:
+        self._place_batches()
+        with self._lock:
+            pending, self._pending = self._pending, {}
+        for label, (counts, total) in pending.items():
+            if not counts.any():
+                continue
+            child = _child(self.histogram, label)
+            child._sum.inc(total)
+            for i, n in enumerate(counts):
+                if n:
+                    child._buckets[i].inc(n)
+
+
+def _flush_every(ref: "weakref.ref[BufferedCounts | BufferedAges]", seconds: float) -> None:
     while True:
         time.sleep(seconds)
         counts = ref()

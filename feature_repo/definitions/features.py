@@ -1,4 +1,8 @@
-"""Batch feature views over the source tables, each with the TTL its data deserves."""
+"""Batch feature views over the source tables, each with the TTL its data deserves and a
+freshness objective: the tag ``freshness_p99``, the age its served values should stay
+within at the 99th percentile (``90m``, ``2h``, ``26h``; ``none``), parsed by
+``serving.online.freshness_objective`` and watched by the ``FeatureValueAgeObjective``
+alert and the monitoring report (``docs/freshness.md``)."""
 
 from datetime import timedelta
 
@@ -22,7 +26,9 @@ weather_hourly = FeatureView(
     ],
     source=src.weather_hourly_push,  # batch source: the weather_hourly table
     online=True,
-    tags={"cadence": "hourly"},
+    # Pushed as each hour closes: a served observation is under an hour old, 90 minutes
+    # leaves room for a late push.
+    tags={"cadence": "hourly", "freshness_p99": "90m"},
 )
 
 # The origin's departures over the last 3 hours, a row at every hour boundary (see
@@ -40,7 +46,7 @@ origin_recent = FeatureView(
     ],
     source=src.origin_recent_push,  # batch source: the origin_recent table
     online=True,
-    tags={"cadence": "hourly"},
+    tags={"cadence": "hourly", "freshness_p99": "2h"},
 )
 
 # Registry attributes of an aircraft do not expire: TTL 0 means "no limit" in Feast.
@@ -55,7 +61,8 @@ aircraft = FeatureView(
     ],
     source=src.aircraft_source,
     online=True,
-    tags={"cadence": "static"},
+    # Stamped at the epoch and never ageing in meaning: no objective.
+    tags={"cadence": "static", "freshness_p99": "none"},
 )
 
 _DAILY_SCHEMA = [
@@ -84,7 +91,9 @@ def _daily_view(name: str, entities, source) -> FeatureView:
         schema=list(_DAILY_SCHEMA),
         source=source,
         online=True,
-        tags={"cadence": "daily"},
+        # A day's row, published at the midnight closing it, is served until the next one:
+        # under 24 hours old, 26 leaving room for a late nightly materialization.
+        tags={"cadence": "daily", "freshness_p99": "26h"},
     )
 
 

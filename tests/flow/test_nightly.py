@@ -77,8 +77,8 @@ class Stages:
         self.stores.append(store)
         return store
 
-    def materialize(self, settings, end, start=None, use_case=None, check=True):
-        self._record("materialize", end=end, check=check)
+    def materialize(self, settings, end, start=None, use_case=None, check=True, written_at=None):
+        self._record("materialize", end=end, check=check, written_at=written_at)
 
     def run_training(self, settings, use_case, store, config, say=print):
         self._record("run_training", store=store, config=config)
@@ -110,7 +110,7 @@ def test_every_stage_runs_in_order_on_what_the_one_before_left(monkeypatch, sett
     assert stages.args("ingest") == {"progress": progress, "accept": ("volume_change",), "declared_as_of": AS_OF,
                                      "follow_reference": True}
     assert stages.args("build_sources") == {"snapshot": stages.snapshot, "contracts": contracts}
-    assert stages.args("materialize") == {"end": AS_OF, "check": False}, \
+    assert stages.args("materialize") == {"end": AS_OF, "check": False, "written_at": None}, \
         "up to the snapshot's as-of, unchecked: the features stage has just checked those files"
     [store] = stages.stores
     assert stages.args("run_training") == {"store": store, "config": config}, "trained on the store apply left"
@@ -130,7 +130,8 @@ def test_only_the_chosen_stages_run(monkeypatch, settings, use_case):
     flow = FlowRun(settings, use_case, FlowOptions(stages=("ingest", "features", "materialize"),
                                                    materialize_end=night)).run()
     assert stages.names() == ["ingest", "build_sources", "materialize"]
-    assert stages.args("materialize") == {"end": night, "check": False}
+    # The replay's writes are stamped with its clock (write lag, monitoring's causes).
+    assert stages.args("materialize") == {"end": night, "check": False, "written_at": night}
     assert flow.store is None and flow.model is None and list(flow.seconds) == ["ingest", "features", "materialize"]
 
 
@@ -139,7 +140,7 @@ def test_a_run_that_starts_after_ingest_takes_the_newest_snapshot_and_checks_bef
     stages = Stages(monkeypatch)
     FlowRun(settings, use_case, FlowOptions(stages=("materialize",))).run()
     assert stages.names() == ["latest_snapshot", "materialize"]
-    assert stages.args("materialize") == {"end": stages.latest.as_of, "check": True}, \
+    assert stages.args("materialize") == {"end": stages.latest.as_of, "check": True, "written_at": None}, \
         "sources this run did not build are checked against their contracts first"
 
 

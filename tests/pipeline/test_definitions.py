@@ -130,8 +130,9 @@ def test_cosmetic_changes_are_not_changes(pinned, use_case):
     edit(repo, "pipelines/daily_stats.sql", "WITH outcomes AS (",
          "-- a new comment\n/* and a block\n   comment */\nWITH    outcomes\n  AS (")
     edit(repo, "pipelines/aircraft.sql", "FROM raw_planes", "FROM raw_planes  -- the registry")
-    edit(repo, "definitions/features.py", 'tags={"cadence": "daily"},',
-         'tags={"cadence": "daily", "team": "ops"}, description="Daily history", owner="ops@example.com",')
+    edit(repo, "definitions/features.py", 'tags={"cadence": "daily", "freshness_p99": "26h"},',
+         'tags={"cadence": "daily", "freshness_p99": "26h", "team": "ops"}, description="Daily history", '
+         'owner="ops@example.com",')
     edit(repo, "definitions/entities.py", 'description="Arrival airport (FAA code)"',
          'description="Where the flight lands"')
     edit(repo, "definitions/on_demand.py", "    new_york = ZoneInfo(\"America/New_York\")\n",

@@ -31,9 +31,10 @@ class RecordingFeed:
     def __init__(self):
         self.calls = []
 
-    def __call__(self, settings, use_case, store, start, end):
+    def __call__(self, settings, use_case, store, start, end, records=None):
         stream = pq.read_table(settings.raw_dir / "flights.parquet").num_rows
-        self.calls.append({"start": start, "end": end, "stream_rows": stream, "store": store is not None})
+        self.calls.append({"start": start, "end": end, "stream_rows": stream, "store": store is not None,
+                           "records": records is not None})
         return {}
 
 
@@ -233,6 +234,13 @@ def test_push_feed_serves_what_the_offline_join_sees(tmp_path_factory, raw_slice
     o = summary["overall"]
     assert o["same_events"] == summary["events"]
     assert o["identical_predictions"] < 0.5 * o["same_events"], "fresh features changed most dynamic answers"
+    # Every push left a write record in the replay's own DATA_DIR, stamped with the replay's clock.
+    from pipeline.write_records import read_write_records
+
+    records = read_write_records(Settings(data_dir=settings.data_dir / "replay" / config.name / "data"))
+    pushes = records[records["kind"] == "push"]
+    assert set(pushes["view"]) == {"weather_hourly", "origin_recent"} and pushes["ok"].all()
+    assert (pushes["written_at"] == pushes["window_end"]).all() and (pushes["written_at"].dt.year == 2013).all()
 
 
 def test_without_a_feed_the_days_weather_is_skewed_online(two_replays):
