@@ -174,6 +174,8 @@ INTERNALS: tuple[FeastInternal, ...] = (
     FeastInternal("feast.repo_config", "RepoConfig._online_store", ("tests/feast_plugins/test_packed_sqlite_store.py",),
                   "replaced to open the same repository with the stock SQLite online store", instance=True),
     # -- views without entities -------------------------------------------------------------
+    FeastInternal("feast.feature_view", "FeatureView.schema", ("feast_plugins/schema_order.py",),
+                  "replaced by a property in declaration order (stock: set order, per hash seed)"),
     FeastInternal("feast.feature_view", "DUMMY_ENTITY_ID", (_ASOF, _LAYOUT),
                   "the placeholder join key Feast gives a view without entities (added on pull, "
                   "dropped from the point-in-time join, the key its online row is stored under)"),

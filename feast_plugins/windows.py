@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Optional
 
+import feast_plugins.schema_order  # noqa: F401  (windowed views' fields in declaration order)
 from core.errors import DefinitionError
 
 #: The aggregation functions a windowed view may declare (``share_gt`` takes ``:<threshold>``).

@@ -76,7 +76,8 @@ def registry_names(settings: Settings) -> tuple[str, set[str], set[str]]:
     from feast_plugins.store import feature_store
 
     store = feature_store(settings)
-    views = {v.name for v in store.list_feature_views()} | {v.name for v in store.list_on_demand_feature_views()}
+    views = {v.name for kind in (store.list_feature_views, store.list_stream_feature_views,
+                                 store.list_on_demand_feature_views) for v in kind()}
     return store.project, views, {s.name for s in store.list_feature_services()}
 
 

@@ -18,7 +18,7 @@ def _replay(tmp_path, *args, **env) -> subprocess.CompletedProcess:
     ("REPLAY_DAYS", "two weeks", "is not a whole number"),
     ("REPLAY_DAYS", "0", "must be at least 1"),
     ("REPLAY_POLICY", "weekly", "is not one of static, periodic, triggered"),
-    ("REPLAY_FEED", "kafka", "is not one of none, push"),
+    ("REPLAY_FEED", "kafka", "is not one of events, none, push"),
 ])
 def test_a_bad_variable_is_a_config_error_naming_it(tmp_path, variable, value, says):
     result = _replay(tmp_path, **{variable: value})

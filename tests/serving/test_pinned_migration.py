@@ -38,14 +38,14 @@ route_daily_v2 = _daily_view("route_daily_v2", [origin, dest], src.route_daily_v
 V2_SERVICE = '''
 from feature_repo.definitions.features import route_daily_v2  # noqa: E402
 
-late_arrival_v3 = FeatureService(
-    name="late_arrival_v3",
+late_arrival_route_v2 = FeatureService(
+    name="late_arrival_route_v2",
     features=[weather_hourly, aircraft, carrier_daily, origin_daily, route_daily_v2, departure_time],
 )
 '''
 V2_EXPORTS = '''from feature_repo.definitions.data_sources import route_daily_v2_source  # noqa: F401,E402
 from feature_repo.definitions.features import route_daily_v2  # noqa: F401,E402
-from feature_repo.definitions.feature_services import late_arrival_v3  # noqa: F401,E402
+from feature_repo.definitions.feature_services import late_arrival_route_v2  # noqa: F401,E402
 '''
 
 
@@ -64,11 +64,11 @@ def retire_v1(repo: Path) -> None:
     """route_daily and the FeatureServices reading it no longer exported to Feast."""
     path = repo / "repo.py"
     text = path.read_text()
-    for old, new in (("    route_daily_source,\n", ""), ("    route_daily,\n", ""),
-                     ("import late_arrival_v1, late_arrival_v2  # noqa: F401", "import late_arrival_v1  # noqa: F401")):
+    shipped_services = ("from feature_repo.definitions.feature_services import (  # noqa: F401\n"
+                        "    late_arrival_v1,\n    late_arrival_v2,\n    late_arrival_v3,\n)\n")
+    for old, new in (("    route_daily_source,\n", ""), ("    route_daily,\n", ""), (shipped_services, "")):
         assert text.count(old) == 1, old
         text = text.replace(old, new)
-    text = text.replace("from feature_repo.definitions.feature_services import late_arrival_v1  # noqa: F401\n", "")
     path.write_text(text)
 
 
@@ -147,7 +147,7 @@ def test_route_daily_v1_to_v2_under_load(served_dir, use_case, tmp_path, monkeyp
                 apply(settings, v2_case)
             retire.write_text(kept)
             # 2. A model on v2, gated and promoted.
-            on_v2 = v2_case.with_feature_service("late_arrival_v3")
+            on_v2 = v2_case.with_feature_service("late_arrival_route_v2")
             store = feature_store(settings)
             trained = run_training(settings, on_v2, store, TrainConfig(num_boost_round=80, holdout_start="2013-02-15"),
                                    say=lambda m: None)

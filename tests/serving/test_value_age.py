@@ -6,6 +6,7 @@ included), not from the server's direct read path that computes them."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
 
 import numpy as np
@@ -124,7 +125,10 @@ def test_buffered_ages_equal_observe_per_value(rows, lookups):
     from serving.online import AgeBatch, AgeViews
 
     metrics = Metrics()
-    views = AgeViews(("a", "b"), (None, None))
+    # Labels of this example's own: in prometheus_client's multiprocess mode (which Feast's
+    # import can turn on for the whole test process) every Metrics shares its values.
+    tag = uuid.uuid4().hex
+    views = AgeViews((f"a{tag}", f"b{tag}"), (None, None))
     buffered = BufferedAges(metrics.value_age, seconds=3600)
     as_of = 1_400_000_000.0
     # Timestamps as Feast gives them, whole seconds (0: no value).
@@ -138,13 +142,15 @@ def test_buffered_ages_equal_observe_per_value(rows, lookups):
     for r in [*rows * (lookups - 1), rows[0]]:
         for view, age in zip(views.names, r):
             if age is not None and age >= 0:
-                reference.value_age.labels(view).observe(age)
+                reference.value_age.labels("r" + view).observe(age)
 
-    def histogram(m: Metrics) -> dict:
+    def histogram(m: Metrics, prefix: str) -> dict:
         [family] = [f for f in m.registry.collect() if f.name == "serving_feature_value_age_seconds"]
-        return {(s.name, tuple(sorted(s.labels.items()))): round(s.value, 3) for s in family.samples
-                if not s.name.endswith("_created")}
+        return {(s.name, s.labels["view"][len(prefix):], s.labels.get("le")): round(s.value, 3)
+                for s in family.samples
+                if not s.name.endswith("_created") and s.labels["view"].startswith(prefix)
+                and s.labels["view"].endswith(tag)}
 
-    assert histogram(metrics) == histogram(reference)
+    assert histogram(metrics, "") == histogram(reference, "r")
     assert len(AGE_BUCKETS) == len(set(AGE_BUCKETS)) and list(AGE_BUCKETS) == sorted(AGE_BUCKETS)
     assert {5400.0, 7200.0, 93600.0} <= set(AGE_BUCKETS), "the shipped objectives are bucket bounds"
