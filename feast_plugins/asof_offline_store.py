@@ -153,6 +153,16 @@ def view_plan(feature_view: FeatureView, feature_refs: Sequence[str], full_featu
         return windowed_view_plan(feature_view, feature_refs, full_feature_names, source_sql)
     if source_sql is None:
         return None
+    return ViewPlan(name=feature_view.name, source_sql=source_sql,
+                    **view_columns(feature_view, feature_refs, full_feature_names))
+
+
+def view_columns(feature_view: FeatureView, feature_refs: List[str], full_feature_names: bool) -> dict:
+    """A view's columns as a point-in-time join needs them, in its source's names and named
+    in the output as the stock stores name them: ``join_keys`` and ``features`` as (source
+    column, output name) pairs, ``timestamp_field``, ``created_timestamp_column`` (or
+    None), ``ttl_us`` (None: no limit). Shared by the ASOF and the Spark store."""
+    source = feature_view.batch_source
     prefix = feature_view.projection.name_to_use()
     requested = [ref.split(":", 1)[1] for ref in feature_refs if ref.startswith(f"{prefix}:")]
     base_name = feature_view.projection.name_alias or feature_view.name
@@ -167,9 +177,7 @@ def view_plan(feature_view: FeatureView, feature_refs: Sequence[str], full_featu
     # placeholder's key, a column that exists neither in the source nor in entity sets.
     join_keys = tuple((to_source.get(k, k), v) for k, v in join_key_map.items() if k != DUMMY_ENTITY_ID)
     created = source.created_timestamp_column or None
-    return ViewPlan(
-        name=feature_view.name,
-        source_sql=source_sql,
+    return dict(
         join_keys=join_keys,
         timestamp_field=to_source.get(source.timestamp_field, source.timestamp_field),
         created_timestamp_column=to_source.get(created, created) if created else None,

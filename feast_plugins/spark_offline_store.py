@@ -64,7 +64,7 @@ import tempfile
 import uuid
 import weakref
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, List, Optional, Union
 
@@ -74,7 +74,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from feast.batch_feature_view import BatchFeatureView
-from feast.feature_view import DUMMY_ENTITY_ID, FeatureView
+from feast.feature_view import FeatureView
 from feast.infra.offline_stores.contrib.spark_offline_store.spark import (
     SparkOfflineStore,
     SparkOfflineStoreConfig,
@@ -89,7 +89,12 @@ from feast.repo_config import RepoConfig
 from feast.saved_dataset import SavedDatasetStorage
 from pydantic import StrictStr
 
-from feast_plugins.asof_offline_store import EVENT_TIMESTAMP_PREFIX, DeclaredInputsOnly, is_parquet_path
+from feast_plugins.asof_offline_store import (
+    EVENT_TIMESTAMP_PREFIX,
+    DeclaredInputsOnly,
+    is_parquet_path,
+    view_columns,
+)
 from feast_plugins.spark_entities import StagedEntitySparkOfflineStore
 
 #: The entity row number column (input order) and the entity timestamp in UTC microseconds.
@@ -114,12 +119,6 @@ def _q(name: str) -> str:
     return "`" + str(name).replace("`", "``") + "`"
 
 
-def _ttl_microseconds(ttl: Optional[timedelta]) -> Optional[int]:
-    if not ttl:  # None or timedelta(0): no limit, as in Feast
-        return None
-    return ttl // timedelta(microseconds=1)
-
-
 @dataclass(frozen=True, eq=False)
 class SparkViewPlan:
     """What one feature view contributes: its source and which columns to take."""
@@ -140,25 +139,8 @@ def spark_view_plan(feature_view: FeatureView, feature_refs: List[str], full_fea
     source = feature_view.batch_source
     if isinstance(feature_view, BatchFeatureView) or type(source) is not SparkSource:
         return None
-    prefix = feature_view.projection.name_to_use()
-    requested = [ref.split(":", 1)[1] for ref in feature_refs if ref.startswith(f"{prefix}:")]
-    base_name = feature_view.projection.name_alias or feature_view.name
-    to_source = {new: old for old, new in source.field_mapping.items()}
-    features = tuple(
-        (to_source.get(f, f), f"{base_name}__{f}" if full_feature_names else f) for f in requested)
-    join_key_map = feature_view.projection.join_key_map or {
-        e.name: e.name for e in feature_view.entity_columns}
-    join_keys = tuple((to_source.get(k, k), v) for k, v in join_key_map.items() if k != DUMMY_ENTITY_ID)
-    created = source.created_timestamp_column or None
-    return SparkViewPlan(
-        name=feature_view.name,
-        source=source,
-        join_keys=join_keys,
-        timestamp_field=to_source.get(source.timestamp_field, source.timestamp_field),
-        created_timestamp_column=to_source.get(created, created) if created else None,
-        features=features,
-        ttl_us=_ttl_microseconds(feature_view.ttl),
-    )
+    return SparkViewPlan(name=feature_view.name, source=source,
+                         **view_columns(feature_view, feature_refs, full_feature_names))
 
 
 def micros_expr(column: str, data_type) -> Any:
