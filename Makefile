@@ -3,6 +3,9 @@ SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
+# pytest-xdist processes for `make test` (a module's tests stay together: its fixtures run once).
+# Much of the suite waits on servers and subprocesses, so 2 fill 2 cores.
+TEST_WORKERS ?= 2
 DATA_DIR ?= $(CURDIR)/data
 HOST ?= 127.0.0.1
 PORT ?= 8000
@@ -97,7 +100,7 @@ test: install sysdeps
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir .site
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadscope
 
 # The design notes (docs/, mkdocs.yml), served with live reload; `make test` builds them
 # with --strict, so a broken link or a page missing from the navigation fails.

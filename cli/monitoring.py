@@ -18,11 +18,12 @@ from core.errors import EXIT_ALERT, EXIT_OK
 
 
 def cmd_report(args) -> int:
+    settings, use_case = context()  # bad settings fail before the seconds of importing Feast
+
     from feast_plugins.store import feature_store
     from monitoring.config import RULES_FILE, load_rules
     from monitoring.monitor import run_monitoring, write_summary
 
-    settings, use_case = context()
     rules = load_rules(args.rules or settings.feature_repo / RULES_FILE)
     summary = run_monitoring(settings, use_case, feature_store(settings), rules, start=args.start, end=args.end,
                              recent_since=args.recent_since, at=args.at)
