@@ -20,11 +20,19 @@ alone (``monitoring.skew.offline_features``), the part the job cannot avoid.
 Then the acceptance on replays of the real data (``--replay-days N`` served days from
 2013-01-22, default 28; 0 skips them): a clean replay with the hourly push feed (the share of
 served values matching exactly, and that every mismatch has a named cause), and the same
-replay with three faults injected on different days (``replay/faults.py``): the share of
+replay with four faults injected on different days (``replay/faults.py``): the share of
 each fault's mismatches attributed to its cause (:func:`replay.faults.attribution`).
 
-Run: ``.venv/bin/python bench/bench_consistency.py [--replay-days N]`` (``make bench`` runs
-every benchmark).
+``--full-year-replay DIR`` (DIR: a finished ``replay run --feed push`` replay's directory,
+``DATA_DIR/replay/<name>``, read only) runs only the acceptance on it and adds it to the
+results file as the case ``full year clean replay`` (the other cases stay as measured):
+every served value of its feature log against the offline point-in-time value, the offline
+side being the replay's truth (every event of the history through the same pipelines; the
+replay's own sources hold only its sliding window), applied in a scratch DATA_DIR; the
+share matching exactly and every mismatch's cause, with the command that produced it.
+
+Run: ``.venv/bin/python bench/bench_consistency.py [--replay-days N] [--full-year-replay DIR]``
+(``make bench`` runs every benchmark).
 """
 
 from __future__ import annotations
@@ -147,7 +155,7 @@ def replay_acceptance(days: int, scratch: Path) -> tuple[list[dict], list[dict],
     first = date(2013, 1, 22)
     served = [first + timedelta(days=i) for i in range(days)]
     faults = (parse(f"push-delay=2h@{served[2]}"), parse(f"late-rows@{served[4]}"),
-              parse(f"skip-materialize@{served[5]}"))
+              parse(f"skip-materialize@{served[5]}"), parse(f"transform-change@{served[1]}"))
     rows, goals, details = [], [], {}
     for variant, injected in (("clean", ()), ("faults", faults)):
         config = ReplayConfig(policy="static", start=date(2013, 1, 1), warmup_days=21, days=days, window_days=21,
@@ -179,13 +187,103 @@ def replay_acceptance(days: int, scratch: Path) -> tuple[list[dict], list[dict],
     return rows, goals, details
 
 
+def full_year_replay(replay_dir: Path, scratch: Path) -> dict:
+    """The consistency job over a finished replay's whole served log (the module doc)."""
+    import pandas as pd
+
+    from core.settings import Settings
+    from core.usecase import load_use_case
+    from feast_plugins.store import feature_store
+    from monitoring.definitions import definition_drift
+    from monitoring.monitor import consistency_and_causes
+    from monitoring.servedlog import read_served_log
+    from monitoring.skew import offline_features
+    from pipeline.apply import apply
+    from training.registry import ModelRegistry
+
+    data = scratch / "data"
+    shutil.copytree(replay_dir / "truth" / "sources", data / "sources")
+    for name in ("models", "records"):
+        shutil.copytree(replay_dir / "data" / name, data / name)
+    for name in ("served", "served-archive"):
+        if (replay_dir / "data" / "logs" / name).is_dir():
+            shutil.copytree(replay_dir / "data" / "logs" / name, data / "logs" / name)
+    settings = Settings(data_dir=data, raw_dir=None)
+    apply(settings)  # the replay's registry, over the truth's sources
+    use_case = load_use_case().with_feature_service(SERVICE)
+    store = feature_store(settings)
+    features = ModelRegistry(settings.models).load_champion().features
+    started = time.perf_counter()
+    parts = [read_served_log(settings.logs / name, features, use_case.event_timestamp)
+             for name in ("served-archive", "served")]
+    log = pd.concat([p for p in parts if len(p)], ignore_index=True)
+    read_s = time.perf_counter() - started
+    offline = offline_features(store, use_case, log)
+    join_s = time.perf_counter() - started - read_s
+    versions = sorted(log["model_version"].dropna().astype(str).unique().tolist())
+    metrics, causes = consistency_and_causes(settings, store, use_case, log, offline, features, 0.0,
+                                             definition_drift(settings, versions))
+    total = time.perf_counter() - started
+    days = pd.to_datetime(log[use_case.event_timestamp], utc=True).dt.tz_convert(use_case.timezone).dt.date
+    return {"rows": int(len(log)), "days": int(days.nunique()), "first_day": str(days.min()),
+            "last_day": str(days.max()), "models": len(versions), "overall": metrics["overall"],
+            "mismatches": causes["mismatches"], "unexplained": causes["unexplained"],
+            "causes": {f["cause"]: f["values"] for f in causes["findings"]}, "findings": causes["findings"],
+            "skipped_files": sum(len(p.attrs.get("skipped", [])) for p in parts),
+            "log_files": sum(1 for _ in (data / "logs").glob("*/date=*/*.parquet")),
+            "seconds": {"total": round(total, 2), "read": round(read_s, 2), "offline_join": round(join_s, 2)}}
+
+
+def add_full_year(replay_dir: Path, scratch: Path, command: str) -> None:
+    """Run :func:`full_year_replay` and put its row and goals into the results file, in
+    place of an earlier full-year case (the other rows and goals stay)."""
+    import json
+
+    from bench._util import RESULTS
+
+    path = RESULTS / "consistency.json"
+    result = full_year_replay(replay_dir, scratch)
+    o = result["overall"]
+    row = {"case": "full year clean replay", "variant": replay_dir.name, "rows": result["rows"],
+           "days": result["days"], "values": o["cells"], "exact_rate": o["exact_rate"],
+           "mismatches": result["mismatches"], "unexplained": result["unexplained"], "causes": result["causes"],
+           "wall_s": result["seconds"]["total"]}
+    goals = [{"goal": "full year clean replay with pushes: served values matching exactly (share)",
+              "value": o["exact_rate"], "target": 0.999, "met": bool(o["exact_rate"] >= 0.999)},
+             {"goal": "full year clean replay: mismatches without a named cause", "value": result["unexplained"],
+              "target": 0, "met": result["unexplained"] == 0}]
+    payload = json.loads(path.read_text())
+    payload["rows"] = [r for r in payload["rows"] if r.get("case") != row["case"]] + [row]
+    payload["goals"] = [g for g in payload["goals"] if not g["goal"].startswith("full year clean replay")] + goals
+    payload["full_year_replay"] = {**{k: v for k, v in result.items() if k != "findings"},
+                                   "findings": [{k: f[k] for k in ("cause", "values", "rows", "views", "by", "examples")}
+                                                for f in result["findings"]],
+                                   "command": command, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                                   "load_average": os.getloadavg()}
+    path.write_text(json.dumps(payload, indent=2, default=str))
+    say(f"full year clean replay: {result['rows']} rows, exact {o['exact_rate']}, {result['mismatches']} mismatches, "
+        f"{result['unexplained']} unexplained; results: {path}")
+
+
 def main() -> None:
     import argparse
     from dataclasses import replace
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--replay-days", type=int, default=28)
+    parser.add_argument("--full-year-replay", type=Path, metavar="DIR",
+                        help="a finished replay's directory: only its acceptance, added to the results")
     args = parser.parse_args()
+    if args.full_year_replay is not None:
+        if not (args.full_year_replay / "truth" / "sources").is_dir():
+            raise SystemExit(f"--full-year-replay {args.full_year_replay}: no truth/sources in it (a replay run "
+                             "with --feed push keeps them)")
+        scratch = Path(tempfile.mkdtemp(prefix="bench_consistency_year_"))
+        try:
+            add_full_year(args.full_year_replay, scratch, " ".join([Path(sys.executable).name, *sys.argv]))
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        return
 
     from bench.bench_training_set import flights_data_dir
     from core.settings import Settings

@@ -53,6 +53,7 @@ import numpy as np
 import pandas as pd
 
 from monitoring.consistency import EXACT, MISSING
+from monitoring.servedlog import flat_lists
 
 CAUSES = ("request_time", "definition_changed", "request_before_online_value", "failed_write", "write_late",
           "late_source_row", "ttl_expired", "unexplained")
@@ -112,13 +113,12 @@ def _stale_mask(log: pd.DataFrame, views: Sequence[str]) -> dict[str, np.ndarray
     out = {v: np.zeros(len(log), dtype=bool) for v in views}
     if "stale_features" not in log.columns or log.empty:
         return out
-    flat = log["stale_features"].explode().dropna()
-    if flat.empty:
+    rows, items = flat_lists(log["stale_features"])
+    if not len(items):
         return out
-    view_of = flat.astype(str).str.split("__", n=1).str[0]
-    for view, index in view_of.groupby(view_of).groups.items():
-        if view in out:
-            out[view][np.unique(log.index.get_indexer(index))] = True
+    view_of = pd.Series(items, dtype=object).str.split("__", n=1).str[0].to_numpy()
+    for view in out:
+        out[view][rows[view_of == view]] = True
     return out
 
 

@@ -36,7 +36,11 @@ def values(frame: pd.DataFrame, features: Sequence[str]) -> np.ndarray:
     """The features as one float64 matrix (rows x features), NaN where missing."""
     out = np.empty((len(frame), len(features)), order="F")  # column by column: each feature's values contiguous
     for j, f in enumerate(features):
-        out[:, j] = pd.to_numeric(frame[f], errors="coerce").astype("float64").to_numpy()
+        column = frame[f]
+        if pd.api.types.is_numeric_dtype(column.dtype):  # numbers already (nullable ones too): no parsing
+            out[:, j] = column.to_numpy(dtype="float64", na_value=np.nan)
+        else:
+            out[:, j] = pd.to_numeric(column, errors="coerce").astype("float64").to_numpy()
     return out
 
 
@@ -165,7 +169,8 @@ def _label(value: str) -> str:
 def prometheus_text(summary: dict) -> str:
     """The report's consistency and causes as Prometheus text (the node exporter's textfile
     collector format): per feature the share of served values in each class and the SMAPE,
-    per cause the mismatching values, and the served-log files skipped."""
+    per cause the mismatching values (overall and per feature), and the served-log files
+    skipped."""
     lines = []
 
     def family(name: str, help_: str, samples):
@@ -186,6 +191,9 @@ def prometheus_text(summary: dict) -> str:
     causes = summary.get("causes") or {}
     family("monitoring_mismatch_values", "Mismatching served values per named cause",
            [({"cause": f["cause"]}, f["values"]) for f in causes.get("findings", [])])
+    family("monitoring_mismatch_feature_values", "Mismatching served values per feature and named cause",
+           [({"feature": f, "cause": k}, n) for f, counts in (causes.get("by_feature") or {}).items()
+            for k, n in counts.items()])
     family("monitoring_mismatch_unexplained_values", "Mismatching served values no recorded fact explains",
            [({}, causes.get("unexplained", 0))])
     family("monitoring_served_log_skipped_files", "Served-log files skipped as unreadable",

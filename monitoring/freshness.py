@@ -89,7 +89,9 @@ def served_stale_rates(log: pd.DataFrame, features) -> dict:
     """Share of logged rows where the server dropped a feature as older than its TTL."""
     if log.empty:
         return {}
-    counts = pd.Series([f for row in log["stale_features"] for f in row]).value_counts()
+    from monitoring.servedlog import flat_lists
+
+    counts = pd.Series(flat_lists(log["stale_features"])[1], dtype=object).value_counts()
     return {f: round(float(counts.get(f, 0)) / len(log), 4) for f in features if counts.get(f, 0)}
 
 

@@ -1,5 +1,6 @@
-"""The monitoring report as one self-contained HTML page: alerts first, then skew, drift,
-freshness and quality, each with its table and plot (matplotlib PNGs inlined as data URIs).
+"""The monitoring report as one self-contained HTML page: causes and alerts first, then
+consistency with the served value age and write lag per view, drift, freshness and
+quality, each with its table and plot (matplotlib PNGs inlined as data URIs).
 
 Each plot is an ``<img class="plot" id=...>`` that marks itself ``data-rendered`` with its
 decoded width once the browser has drawn it (the headless-Chromium test reads that back).
@@ -16,7 +17,7 @@ from matplotlib.figure import Figure
 from training.evaluate import MIN_SLICE_ROWS
 
 PLOT_IDS = ("plot-drift", "plot-distributions", "plot-drift-over-time", "plot-quality-over-time",
-            "plot-freshness", "plot-causes", "plot-consistency")
+            "plot-freshness", "plot-causes", "plot-consistency", "plot-age-lag")
 _TOP = 6
 
 
@@ -262,6 +263,80 @@ def _consistency_section(summary: dict) -> list[str]:
     return parts
 
 
+def _hours_of(seconds) -> float | None:
+    return None if seconds is None else round(seconds / 3600, 3)
+
+
+def age_lag_plot(served_age: dict, write_lag: dict) -> str:
+    """Per view: the served values' age (p50, p99) against its objective, and the write lag
+    (p50, p99), in hours on a log axis (minutes to days side by side)."""
+    aged = [v for v, a in served_age.items() if a.get("p99_seconds") is not None]
+    lagged = [v for v, w in write_lag.items() if w.get("lag_p99_seconds") is not None]
+    if not aged and not lagged:
+        return _empty("plot-age-lag", "no served value age or write lag recorded in the window")
+    fig = Figure(figsize=(11, 0.4 * max(len(aged), len(lagged), 1) + 1.6))
+    ax, ax2 = fig.subplots(1, 2)
+
+    def bars(axis, names, rows, keys, title):
+        y = range(len(names))
+        for offset, (key, label) in zip((0.2, -0.2), keys):
+            # A zero age or lag has no place on a log axis: drawn at one second.
+            axis.barh([i + offset for i in y], [max(rows[n][key] or 0.0, 1.0) / 3600 for n in names], height=0.4,
+                      label=label)
+        axis.set_yticks(list(y), names, fontsize=7)
+        axis.invert_yaxis()
+        axis.set_xscale("log")
+        axis.set_xlabel("hours")
+        axis.set_title(title, fontsize=9)
+
+    if aged:
+        bars(ax, aged, served_age, (("p50_seconds", "p50"), ("p99_seconds", "p99")), "served value age")
+        goals = [(i, served_age[n]["objective_seconds"] / 3600) for i, n in enumerate(aged)
+                 if served_age[n].get("objective_seconds")]
+        if goals:
+            ax.scatter([g for _, g in goals], [i for i, _ in goals], marker="|", s=400, color="black",
+                       label="objective (p99)", zorder=3)
+        ax.legend(fontsize=7)
+    else:
+        ax.text(0.5, 0.5, "no served value age", ha="center", va="center", transform=ax.transAxes)
+    if lagged:
+        bars(ax2, lagged, write_lag, (("lag_p50_seconds", "p50"), ("lag_p99_seconds", "p99")),
+             "write lag (known to servable)")
+        ax2.legend(fontsize=7)
+    else:
+        ax2.text(0.5, 0.5, "no write records", ha="center", va="center", transform=ax2.transAxes)
+    fig.tight_layout()
+    return _img("plot-age-lag", fig, "served value age and write lag per feature view (p50, p99)")
+
+
+def _age_lag_section(summary: dict) -> list[str]:
+    """Beside the consistency: how old the served values were per view (against each
+    view's objective) and how late each view's writes made values servable."""
+    f = summary.get("freshness") or {}
+    served_age = f.get("served_age") or {}
+    lag = f.get("write_lag") or {}
+    views = lag.get("views") or {}
+    parts = ['<h3 id="age-lag">Served value age and write lag per view</h3>',
+             "<p>Age: request time minus the served value's event time (feature log). Write lag: from a value "
+             f"becoming known to it being servable online ({lag.get('records', 0)} write record(s)"
+             + (f", {len(lag['skipped_lines'])} unreadable line(s) skipped" if lag.get("skipped_lines") else "")
+             + ").</p>"]
+    parts.append(_table([{"view": v, "values": a["values"], "p50 h": _hours_of(a["p50_seconds"]),
+                          "p99 h": _hours_of(a["p99_seconds"]), "max h": _hours_of(a["max_seconds"]),
+                          "objective h": _hours_of(a["objective_seconds"]), "breached": a["breached"]}
+                         for v, a in served_age.items()],
+                        ["view", "values", "p50 h", "p99 h", "max h", "objective h", "breached"]))
+    parts.append(_table([{"view": v, "writes": w["writes"], "failed": w["failed"],
+                          "lag p50 h": _hours_of(w["lag_p50_seconds"]), "lag p99 h": _hours_of(w["lag_p99_seconds"]),
+                          "lag max h": _hours_of(w["lag_max_seconds"]),
+                          "last failure": (f"{w['last_failure']['written_at']} {w['last_failure']['kind']}: "
+                                           f"{w['last_failure']['error']}" if w.get("last_failure") else None)}
+                         for v, w in views.items()],
+                        ["view", "writes", "failed", "lag p50 h", "lag p99 h", "lag max h", "last failure"]))
+    parts.append(age_lag_plot(served_age, views))
+    return parts
+
+
 _STYLE = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}
 table{border-collapse:collapse;font-size:13px;margin:.5em 0}td,th{border:1px solid #ccc;padding:2px 6px}
 .alert{color:#a00}.ok{color:#070}img.plot{max-width:100%;display:block;margin:.5em 0}"""
@@ -279,6 +354,7 @@ def render_html(summary: dict) -> str:
     parts += _causes_section(summary)
     parts += ["<h2>Alerts</h2>", status, _table(alerts, ["rule", "subject", "value", "limit", "message"])]
     parts += _consistency_section(summary)
+    parts += _age_lag_section(summary)
 
     drift = summary.get("drift")
     parts.append("<h2>Drift (PSI)</h2>")

@@ -76,7 +76,9 @@ def read_served_log(root: Path, features: Sequence[str], event_timestamp: str,
                                     ("entity_index", "ascending")])
     if not np.array_equal(order.to_numpy(), np.arange(len(order))):  # the files' order usually is it
         table = table.take(order)
-    log = table.to_pandas()
+    # List columns (missing_features, stale_features) stay Arrow-backed (pd.ArrowDtype):
+    # a Python list per row would cost more than every other column together.
+    log = table.to_pandas(types_mapper=lambda kind: pd.ArrowDtype(kind) if pa.types.is_list(kind) else None)
     log.attrs["skipped"] = skipped
     return log
 
@@ -84,10 +86,26 @@ def read_served_log(root: Path, features: Sequence[str], event_timestamp: str,
 _UTC = pa.timestamp("us", "UTC")
 
 
+def flat_lists(column: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """A list column (``stale_features``: Arrow-backed as read here, or Python lists as in
+    a frame built by hand) as (row position, item) pairs; null lists and items left out."""
+    if isinstance(column.dtype, pd.ArrowDtype):
+        lists = pa.array(column.array)
+        rows = pc.list_parent_indices(lists).to_numpy(zero_copy_only=False)
+        items = pc.list_flatten(lists)
+        keep = pc.is_valid(items).to_numpy(zero_copy_only=False)
+        return rows[keep], np.asarray(items.to_numpy(zero_copy_only=False), dtype=object)[keep]
+    flat = pd.Series(column.to_numpy(), dtype=object).explode().dropna()
+    return flat.index.to_numpy(dtype=np.int64), flat.astype(str).to_numpy(dtype=object)
+
+
 def _read(path: Path) -> pa.Table | str:
-    """The file as a table, or why it cannot be read."""
+    """The file as a table, or why it cannot be read. Read as one file (``ParquetFile``):
+    ``pq.read_table`` goes through the datasets API, whose set-up per call costs more than
+    reading a small log file."""
     try:
-        return pq.read_table(path)
+        with pq.ParquetFile(path) as f:
+            return f.read()
     except (OSError, ValueError, pa.ArrowException) as e:
         return f"unreadable: {type(e).__name__}: {str(e)[:200]}"
 

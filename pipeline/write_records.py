@@ -51,6 +51,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable, Sequence
 
+import numpy as np
 import pandas as pd
 
 from core.errors import PlatformError
@@ -139,9 +140,9 @@ def _parse(line: str) -> dict:
     if value["written_at"] is None:
         raise ValueError("written_at is null")
     for column in TIMES:
-        if value[column] is not None:
-            pd.Timestamp(value[column])  # raises ValueError when not an instant
-    return value
+        if value[column] is not None and not isinstance(value[column], str):
+            raise ValueError(f"{column} {value[column]!r} is not an instant")
+    return value  # the instants' text is parsed for all lines at once (read_write_records)
 
 
 def read_write_records(settings: Settings, start: datetime | None = None, end: datetime | None = None,
@@ -152,6 +153,7 @@ def read_write_records(settings: Settings, start: datetime | None = None, end: d
     and listed in ``frame.attrs["skipped"]`` (``{"file", "line", "error"}`` each)."""
     directory = Path(directory) if directory is not None else records_dir(settings)
     rows: list[dict] = []
+    where: list[tuple[str, int]] = []
     skipped: list[dict] = []
     for path in sorted(directory.glob("writes-*.jsonl")) if directory.is_dir() else []:
         with path.open("rb") as f:
@@ -165,11 +167,25 @@ def read_write_records(settings: Settings, start: datetime | None = None, end: d
                 continue
             try:
                 rows.append(_parse(raw.decode()))
+                where.append((path.name, number))
             except (ValueError, UnicodeDecodeError) as e:
                 skipped.append({"file": path.name, "line": number, "error": f"{type(e).__name__}: {e}"})
     frame = pd.DataFrame(rows, columns=list(COLUMNS))
+    # Instants parsed column by column (one call each, not one per line); a line with text
+    # that is not an instant is skipped like any other foreign line.
+    bad = pd.Series(False, index=frame.index)
     for column in TIMES:
-        frame[column] = pd.to_datetime(frame[column], utc=True, format="ISO8601")
+        parsed = pd.to_datetime(frame[column], utc=True, format="ISO8601", errors="coerce")
+        wrong = parsed.isna() & frame[column].notna() & ~bad
+        for i in np.flatnonzero(wrong.to_numpy()):
+            file, number = where[i]
+            skipped.append({"file": file, "line": number,
+                            "error": f"ValueError: {column} {frame[column].iloc[i]!r} is not an instant"})
+        bad |= wrong
+        frame[column] = parsed
+    if bad.any():
+        frame = frame[~bad.to_numpy()].reset_index(drop=True)
+        skipped.sort(key=lambda s: (s["file"], s["line"]))
     frame["rows"] = frame["rows"].astype("int64")
     frame["keys"] = frame["keys"].astype("int64")
     frame["ok"] = frame["ok"].astype(bool)

@@ -15,12 +15,18 @@ it the fault holds on every served day (``skip-materialize``: the night after th
                           (needs ``--feed push``). Expected cause: ``late_source_row``.
 ``skip-materialize``      the night's materialization does not run; the next night's
                           catches up. Expected cause: ``write_late`` (the daily views).
+``transform-change``      a feature pipeline's SQL changes (``=TABLE.COLUMN``, default
+``[=TABLE.COLUMN]``       ``aircraft.plane_year``: that source table's column becomes
+                          ``COLUMN + 1``) on the night before ``@DAY`` (default: the night
+                          after the first served day), deliberately, as the definition
+                          fingerprints demand: the nightly flow rebuilds the sources with
+                          ``--allow-definition-change`` for the views it changes, applies,
+                          materializes (a changed loaded part is reloaded whole), and a model
+                          trained on the new definition is promoted before the day's
+                          traffic. The values served before it were computed the old way;
+                          the offline join computes them the new way. Expected cause:
+                          ``definition_changed`` (the changed views, the days before ``@DAY``).
 ========================  ==================================================================
-
-(A transform changed mid-run is not a replay fault here: the definition fingerprints make
-``pipeline features``/``apply`` refuse it under the champion, and serving refuses a model
-whose definitions drifted; ``tests/monitoring/test_causes.py`` proves the
-``definition_changed`` attribution on its own.)
 """
 
 from __future__ import annotations
@@ -35,7 +41,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 #: Fault names, and the cause monitoring must attribute their mismatches to.
-EXPECTED_CAUSE = {"push-delay": "write_late", "late-rows": "late_source_row", "skip-materialize": "write_late"}
+EXPECTED_CAUSE = {"push-delay": "write_late", "late-rows": "late_source_row", "skip-materialize": "write_late",
+                  "transform-change": "definition_changed"}
+#: transform-change without a value: the source table and column changed.
+DEFAULT_TRANSFORM_CHANGE = "aircraft.plane_year"
+_COLUMN = re.compile(r"^(?P<table>[A-Za-z_][A-Za-z0-9_]*)\.(?P<column>[A-Za-z_][A-Za-z0-9_]*)$")
 NAMES = tuple(EXPECTED_CAUSE)
 #: Faults that act on the intraday push feed.
 FEED_FAULTS = ("push-delay", "late-rows")
@@ -55,12 +65,16 @@ class Fault:
     delay: timedelta | None = None
     #: late-rows: every how many hours a late row.
     every_hours: int | None = None
-    #: The served day it holds on (None: every day; skip-materialize: the first night).
+    #: The served day it holds on (None: every day; skip-materialize: the first night;
+    #: transform-change: the first day served with the change, None: the second).
     day: date | None = None
+    #: transform-change: ``TABLE.COLUMN`` of the source table whose SQL changes.
+    column: str | None = None
 
     def spec(self) -> str:
         value = (f"={int(self.delay.total_seconds() // 60)}m" if self.delay is not None
-                 else f"={self.every_hours}" if self.every_hours is not None else "")
+                 else f"={self.every_hours}" if self.every_hours is not None
+                 else f"={self.column}" if self.column is not None else "")
         return f"{self.name}{value}" + (f"@{self.day.isoformat()}" if self.day else "")
 
     def on(self, day: date) -> bool:
@@ -72,7 +86,7 @@ def parse(text: str) -> Fault:
     m = _SPEC.match(text.strip())
     if not m or m["name"] not in NAMES:
         raise FaultError(f"{text!r} is not a fault: use one of push-delay=DURATION, late-rows[=HOURS], "
-                         "skip-materialize, each optionally @YYYY-MM-DD")
+                         "skip-materialize, transform-change[=TABLE.COLUMN], each optionally @YYYY-MM-DD")
     try:
         day = date.fromisoformat(m["day"]) if m["day"] else None
     except ValueError:
@@ -87,6 +101,11 @@ def parse(text: str) -> Fault:
         if value is not None and (not value.isdigit() or int(value) < 1):
             raise FaultError(f"{text!r}: late-rows takes every how many hours, a whole number of at least 1")
         return Fault(name, every_hours=int(value) if value else 4, day=day)
+    if name == "transform-change":
+        if value is not None and not _COLUMN.match(value):
+            raise FaultError(f"{text!r}: transform-change takes the source table and column it changes, "
+                             f"TABLE.COLUMN (default {DEFAULT_TRANSFORM_CHANGE})")
+        return Fault(name, day=day, column=value or DEFAULT_TRANSFORM_CHANGE)
     if value is not None:
         raise FaultError(f"{text!r}: {name} takes no value")
     return Fault(name, day=day)
@@ -108,6 +127,50 @@ def check(faults, feed) -> None:
 def skips_materialize(faults, day: date, first_day: date) -> bool:
     """Whether the night ending served ``day`` skips its materialization."""
     return any(f.name == "skip-materialize" and (f.day or first_day) == day for f in faults)
+
+
+def transform_change_on(faults, day: date, first_day: date) -> Fault | None:
+    """The transform-change that takes effect on served ``day`` (its night is the one before)."""
+    for f in faults:
+        if f.name == "transform-change" and (f.day or first_day + timedelta(days=1)) == day:
+            return f
+    return None
+
+
+def change_transform(settings, use_case, fault: Fault, workdir: Path):
+    """(settings, views): ``settings`` with a copy of its ``feature_repo/`` (under ``workdir``) in which the
+    source table ``fault.column`` names is built with ``COLUMN + 1``, and with
+    ``allow_definition_change`` naming every view whose definition that changes (the views
+    reading the table, directly or through another source table): the deliberate change
+    the definition fingerprints ask for (``pipeline/definitions.py``). The SQL is the old
+    query wrapped, so the table keeps its columns, types and row order."""
+    import shutil
+    from dataclasses import replace
+
+    from pipeline.definitions import current
+
+    table, column = fault.column.split(".", 1)
+    tables = {t.name: t for t in use_case.sources}
+    if table not in tables:
+        raise FaultError(f"--inject {fault.spec()}: no source table {table!r} (use case {use_case.name}: "
+                         f"{', '.join(sorted(tables))})")
+    repo = Path(workdir) / f"transform-change-{fault.day or 'second-day'}" / "feature_repo"
+    if repo.parent.exists():
+        shutil.rmtree(repo.parent)
+    shutil.copytree(settings.feature_repo, repo, ignore=shutil.ignore_patterns("__pycache__"))
+    sql = repo / "pipelines" / tables[table].sql_file
+    shared = sorted(t.name for t in use_case.sources if t.sql_file == tables[table].sql_file and t.name != table)
+    if shared:
+        raise FaultError(f"--inject {fault.spec()}: {sql.name} builds {table} and {', '.join(shared)} too: "
+                         "pick a table with a SQL file of its own")
+    old = sql.read_text().rstrip().rstrip(";")
+    sql.write_text(f'SELECT * REPLACE ("{column}" + 1 AS "{column}") FROM (\n{old}\n)\n')
+    changed_settings = replace(settings, feature_repo_dir=repo)
+    before, after = current(settings, use_case), current(changed_settings, use_case)
+    changed = tuple(sorted(v for v in after if before.get(v, {}).get("fingerprint") != after[v]["fingerprint"]))
+    if not changed:
+        raise FaultError(f"--inject {fault.spec()}: changing {sql.name} changes no feature view's definition")
+    return replace(changed_settings, allow_definition_change=changed), changed
 
 
 class FaultyFeed:
@@ -187,15 +250,17 @@ def attribution(work, use_case, faults, served_days, store=None) -> dict:
     Settings) compared with its offline value and attributed, then split by the injected
     fault whose served day and feature views it falls on (push faults: the views fed by
     push sources; ``skip-materialize``: the other views with a TTL, on the day after the
-    skipped night). Per fault: ``mismatches``, ``attributed`` (to its expected cause),
-    ``share``, ``causes``; for all the rest: ``values``, ``exact``, ``exact_rate``,
-    ``causes``; and ``unexplained`` overall."""
+    skipped night; ``transform-change``: the views whose definitions the serving models
+    pinned differ from the ones applied now, on the days before the change). Per fault:
+    ``mismatches``, ``attributed`` (to its expected cause), ``share``, ``causes``; for all
+    the rest: ``values``, ``exact``, ``exact_rate``, ``causes``; and ``unexplained`` overall."""
     import numpy as np
 
     from feast_plugins.push_writer import push_targets
     from feast_plugins.store import feature_store
     from monitoring.causes import CAUSES, attribute, service_views
     from monitoring.consistency import EXACT, classify, values
+    from monitoring.definitions import definition_drift
     from monitoring.servedlog import read_served_log
     from monitoring.skew import offline_features
     from pipeline.write_records import read_write_records
@@ -209,7 +274,9 @@ def attribution(work, use_case, faults, served_days, store=None) -> dict:
     offline = offline_features(store, use_case, log)
     codes = classify(values(log, features), values(offline, features))
     views = service_views(store, use_case.feature_service)
-    cause, _ = attribute(log, offline, codes, features, views, use_case.event_timestamp,
+    versions = sorted(log["model_version"].dropna().astype(str).unique().tolist())
+    drifted = {version: {e["view"] for e in entries} for version, entries in definition_drift(work, versions).items()}
+    cause, _ = attribute(log, offline, codes, features, views, use_case.event_timestamp, drifted,
                          records=read_write_records(work))
     days = pd.to_datetime(log[use_case.event_timestamp], utc=True).dt.tz_convert(use_case.timezone).dt.date.to_numpy()
     view_of = np.array([f.split("__", 1)[0] for f in features])
@@ -227,6 +294,10 @@ def attribution(work, use_case, faults, served_days, store=None) -> dict:
         if fault.name == "skip-materialize":
             night = fault.day or served_days[0]
             on_days, on_views = [night + timedelta(days=1)], batch - pushed
+        elif fault.name == "transform-change":
+            changed_on = fault.day or served_days[0] + timedelta(days=1)
+            on_days = [d for d in served_days if d < changed_on]
+            on_views = set().union(*drifted.values()) if drifted else set()
         else:
             on_days, on_views = ([fault.day] if fault.day else served_days), pushed
         mask = np.ix_(np.isin(days, on_days), np.isin(view_of, sorted(on_views)))

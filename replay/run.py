@@ -35,7 +35,7 @@ from flow.nightly import FlowOptions, FlowRun
 from pipeline.write_records import records_dir
 from replay.arrivals import Arrivals
 from replay.config import BATCH, ReplayConfig, ReplayError
-from replay.faults import FaultyFeed, skips_materialize
+from replay.faults import FaultyFeed, change_transform, skips_materialize, transform_change_on
 from replay.server import Server
 from validation.report import GateFailed
 
@@ -175,10 +175,12 @@ class Replay:
                 shutil.rmtree(truth.data_dir)
 
     # ---- the nightly batch ---------------------------------------------------------------
-    def deliver(self, until: datetime, week: int, bad: bool = False, skip_materialize: bool = False) -> bool:
+    def deliver(self, until: datetime, week: int, bad: bool = False, skip_materialize: bool = False,
+                apply: bool = False) -> bool:
         """The night at ``until``: delivery, then the nightly flow's ingest, features, (apply,)
         materialize. False (and a recorded refusal) when a gate refused the data; the online
-        store then keeps what the last accepted night loaded."""
+        store then keeps what the last accepted night loaded. ``apply``: the registry is
+        applied again (a definition changed: replay/faults.py transform-change)."""
         from pipeline.ingest import list_snapshots
 
         since = until - self.history
@@ -190,7 +192,7 @@ class Replay:
         # history drifts from any fixed reference (a weekly refresh still let one warm March
         # week fail the PSI limit on temperature, and every later night was refused against
         # it), so each delivery is judged against the last one.
-        stages = NIGHT if self.store is not None else FIRST_NIGHT
+        stages = NIGHT if self.store is not None and not apply else FIRST_NIGHT
         if skip_materialize:  # an injected fault (replay/faults.py): the next night catches up
             stages = tuple(s for s in stages if s != "materialize")
         options = FlowOptions(stages=stages, declared_as_of=until,
@@ -204,7 +206,7 @@ class Replay:
             self.say(f"  {until:%Y-%m-%d}: {e.report.gate} gate refused the delivery: "
                      f"{e.report.failures[0].line()}")
             return False
-        if self.store is None:  # the store over the registry the first night applied
+        if self.store is None or apply:  # the store over the registry the night applied
             self.store = flow.store
         with self.clock.time("ingest"):  # retention: the sliding history needs the newest snapshot only
             for old in list_snapshots(self.work)[:-2]:
@@ -394,14 +396,21 @@ class Replay:
                     todays = self.events[(self.event_times >= start) & (self.event_times < end)]
                     self.score_tomorrow(todays)
                     self.serve_day(server, todays, day, week)
-                    # The night that ends the day.
+                    # The night that ends the day (an injected transform change is made in it).
+                    change = transform_change_on(cfg.faults, day + timedelta(days=1), first_day)
+                    if change is not None:
+                        self.work, changed = change_transform(self.work, uc, change, self.root / "faults")
+                        self.say(f"  {day}: {change.spec()}: the night changes {', '.join(changed)}")
                     accepted = self.deliver(end, week, bad=day in cfg.bad_days,
-                                            skip_materialize=skips_materialize(cfg.faults, day, first_day))
+                                            skip_materialize=skips_materialize(cfg.faults, day, first_day),
+                                            apply=change is not None)
                     nights = i + 1
                     self.pending_trigger = []
                     if accepted and nights % cfg.monitor_every_days == 0:
                         self.monitor(end)
                     reason = retrain_reason(cfg, nights, accepted, self.pending_trigger)
+                    if change is not None:  # serving refuses a model on the old definitions
+                        reason = f"definitions changed ({change.spec()})"
                     if reason and i < n_days - 1:  # a model nobody would be served by is not trained
                         self.retrain(end, reason)
                     days.update(1, f"{day}, {len(self.retrains)} models trained, {len(self.refusals)} nights refused")

@@ -14,6 +14,8 @@ from pathlib import Path
 from prometheus_client.core import GaugeMetricFamily
 
 QUALITY_METRICS = ("auc", "log_loss", "brier")
+#: The consistency classes (``monitoring.consistency.CLASSES``; serving sits below monitoring).
+CLASSES = ("exact", "missing", "extra", "differ")
 
 
 class MonitoringCollector:
@@ -86,6 +88,48 @@ class MonitoringCollector:
         if q.get("calibration"):
             quality.add_metric(["ece"], q["calibration"]["ece"])
         yield quality
+        yield from _consistency(summary)
+
+
+def _consistency(summary: dict):
+    """The consistency metrics and the causes of mismatches (``docs/monitoring.md``), under
+    the names of the job's ``consistency.prom`` (one dashboard reads either): per feature
+    the share of served values in each class and the SMAPE, per cause the mismatching
+    values overall and per feature, the unexplained ones, and the served-log files skipped.
+    Absent from summaries written before them, and from a report without traffic."""
+    c = summary.get("consistency") or {}
+    causes = summary.get("causes") or {}
+    if not c and not causes:
+        return
+    rate = GaugeMetricFamily("monitoring_consistency_rate", "Share of served values per class (exact, missing, "
+                             "extra, differ) against the offline point-in-time value, per feature (last "
+                             "monitoring report)", labels=["feature", "class"])
+    smape = GaugeMetricFamily("monitoring_consistency_smape",
+                              "SMAPE of served against offline values where both are present", labels=["feature"])
+    for feature, m in (c.get("features") or {}).items():
+        for kind in CLASSES:
+            if m.get(f"{kind}_rate") is not None:
+                rate.add_metric([feature, kind], m[f"{kind}_rate"])
+        if m.get("smape") is not None:
+            smape.add_metric([feature], m["smape"])
+    yield rate
+    yield smape
+    per_cause = GaugeMetricFamily("monitoring_mismatch_values", "Mismatching served values per named cause",
+                                  labels=["cause"])
+    for finding in causes.get("findings") or []:
+        per_cause.add_metric([finding["cause"]], finding["values"])
+    yield per_cause
+    per_feature = GaugeMetricFamily("monitoring_mismatch_feature_values",
+                                    "Mismatching served values per feature and named cause",
+                                    labels=["feature", "cause"])
+    for feature, counts in (causes.get("by_feature") or {}).items():
+        for cause, n in counts.items():
+            per_feature.add_metric([feature, cause], n)
+    yield per_feature
+    yield GaugeMetricFamily("monitoring_mismatch_unexplained_values",
+                            "Mismatching served values no recorded fact explains", value=causes.get("unexplained", 0))
+    yield GaugeMetricFamily("monitoring_served_log_skipped_files", "Served-log files skipped as unreadable",
+                            value=len(summary["log"].get("skipped_files") or []))
 
 
 def _freshness(section: dict):

@@ -67,11 +67,13 @@ def test_large_slices_are_kept_by_value(monkeypatch):
 def test_prometheus_text_carries_rates_causes_and_skipped_files():
     log, offline = frames()
     summary = {"consistency": consistency(log, offline, ["v__a", "v__b"], "event_timestamp"),
-               "causes": {"findings": [{"cause": "write_late", "values": 3}], "unexplained": 0},
+               "causes": {"findings": [{"cause": "write_late", "values": 3}], "unexplained": 0,
+                          "by_feature": {"v__a": {"write_late": 3}}},
                "log": {"skipped_files": [{"file": "x", "error": "unreadable"}]}}
     text = prometheus_text(summary)
     assert 'monitoring_consistency_rate{feature="v__a",class="exact"} 0.5' in text
     assert 'monitoring_mismatch_values{cause="write_late"} 3.0' in text
+    assert 'monitoring_mismatch_feature_values{feature="v__a",cause="write_late"} 3.0' in text
     assert "monitoring_mismatch_unexplained_values 0.0" in text
     assert "monitoring_served_log_skipped_files 1.0" in text
 

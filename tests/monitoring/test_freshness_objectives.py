@@ -5,6 +5,7 @@ records; both exported as gauges from the last report."""
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
 
@@ -149,3 +150,50 @@ def test_the_report_section_reads_objectives_from_the_store_and_lag_from_the_rec
     assert section["write_lag"]["records"] == 4
     assert section["write_lag"]["views"]["weather_hourly"]["lag_p99_seconds"] == 600.0
     assert [s["file"] for s in section["write_lag"]["skipped_lines"]] == ["writes-2013-12-01.jsonl"]
+
+
+def test_the_html_report_shows_served_age_and_write_lag_per_view_beside_the_consistency():
+    from monitoring.html import render_html
+
+    freshness = {"views": {}, "served_stale_rate": {},
+                 "served_age": {"weather_hourly": {"values": 5, "p50_seconds": 1800.0, "p99_seconds": 9000.0,
+                                                   "max_seconds": 9900.0, "objective_seconds": 5400.0,
+                                                   "breached": True}},
+                 "write_lag": {"records": 3, "skipped_lines": [],
+                               "views": {"route_daily": {"writes": 3, "failed": 1, "lag_p50_seconds": 600.0,
+                                                         "lag_p99_seconds": 1800.0, "lag_max_seconds": 1800.0,
+                                                         "last_failure": {"written_at": "2013-01-02T00:00:00+00:00",
+                                                                          "kind": "push", "error": "locked"}}}}}
+    summary = {"alerts": [], "at": "2013-01-03T00:00:00+00:00", "generated_at": "2026-01-01T00:00:00+00:00",
+               "log": {"rows": 0, "requests": 0, "model_versions": [], "skipped_files": []},
+               "model": {"version": "m", "trained_at": "2026-01-01", "wall_clock_age_days": 0.0,
+                         "training_window_end": "2013-01-01", "data_age_days": 2.0},
+               "freshness": freshness}
+    page = render_html(summary)
+    section = page[page.index('id="age-lag"'):page.index("<h2>Drift")]
+    assert "Consistency" in page[:page.index('id="age-lag"')], "the section follows the consistency section"
+    for cells in (("weather_hourly", "5", "0.5", "2.5", "2.75", "1.5", "True"),
+                  ("route_daily", "3", "1", "0.167", "0.5", "0.5", "2013-01-02T00:00:00+00:00 push: locked")):
+        assert "<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>" in section, cells
+    plot = re.search(r'<img class="plot" id="plot-age-lag" alt="([^"]*)"', section)
+    assert plot and plot[1].startswith("served value age and write lag"), "the plot is drawn, not a placeholder"
+
+
+def test_a_record_line_with_an_instant_that_is_not_one_is_named_and_skipped(tmp_path):
+    """The records' instants are parsed for all lines at once: a line whose time is not an
+    instant (any of the six) is still named by file and line and skipped, and the lines
+    around it are kept."""
+    directory = tmp_path / "writes"
+    for h in range(1, 4):
+        _write(directory, "weather_hourly", "push", T0 + timedelta(hours=h), T0 + timedelta(hours=h, minutes=5))
+    [path] = directory.glob("writes-*.jsonl")
+    lines = path.read_text().splitlines()
+    bad = [json.loads(line) for line in lines]
+    bad[1]["max_known_at"] = "yesterday"
+    bad[2]["written_at"] = 12
+    path.write_text("".join(json.dumps(r) + "\n" for r in bad))
+    frame = read_write_records(None, directory=directory)
+    assert frame["record_id"].tolist() == [bad[0]["record_id"]]
+    assert [(s["line"], s["error"]) for s in frame.attrs["skipped"]] == [
+        (2, "ValueError: max_known_at 'yesterday' is not an instant"),
+        (3, "ValueError: written_at 12 is not an instant")]

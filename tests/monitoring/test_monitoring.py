@@ -187,21 +187,59 @@ def test_html_report_renders_every_plot_in_headless_chromium(replayed, use_case,
     assert '<p class="ok" id="status">no alerts</p>' in dom
 
 
-def test_server_metrics_carry_the_last_reports_gauges(replayed, use_case, monkeypatch):
-    from serving.app import create_app
+def test_a_real_servers_metrics_carry_the_last_reports_gauges_in_every_worker(replayed, use_case, monkeypatch):
+    """gunicorn with two workers (multiprocess metrics): every scrape, whichever worker
+    answers, carries the last report's gauges once (not added up over workers), including
+    the consistency rates and cause counts; a newer report replaces them in all workers."""
+    from core.files import atomic_write
+    from serving.process import free_port, stop_process, wait_ready
+    from tests.serving.test_gunicorn import gunicorn_env, http, start_gunicorn
+    from tests.serving.test_server import samples
 
     monkeypatch.setenv("DATA_DIR", str(replayed["data_dir"]))
+    settings = Settings.from_env()
     summary = monitor(replayed["data_dir"], use_case)
-    write_summary(Settings.from_env(), summary)
-    text = create_app({"DATA_DIR": replayed["data_dir"]}).test_client().get("/metrics").get_data(as_text=True)
-    psi = summary["drift"]["vs_training"]["weather_hourly__temp"]
-    expected = [f'monitoring_drift_psi{{comparison="training",feature="weather_hourly__temp"}} {psi}',
-                'monitoring_view_stale{view="weather_hourly"} 0.0',
-                'monitoring_skew_mismatch_rate{feature="weather_hourly__temp"} 0.0',
-                f'monitoring_served_rows {float(replayed["served"])}',
-                f'monitoring_quality{{metric="auc"}} {summary["quality"]["overall"]["auc"]}']
-    missing = [line for line in expected if line not in text]
-    assert not missing, f"/metrics lacks {missing}"
+    write_summary(settings, summary)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    server = start_gunicorn(gunicorn_env(replayed["data_dir"], port))
+    try:
+        wait_ready(base, server, timeout=120)
+        psi = summary["drift"]["vs_training"]["weather_hourly__temp"]
+        temp = summary["consistency"]["features"]["weather_hourly__temp"]
+        expected = [f'monitoring_drift_psi{{comparison="training",feature="weather_hourly__temp"}} {psi}',
+                    'monitoring_view_stale{view="weather_hourly"} 0.0',
+                    'monitoring_skew_mismatch_rate{feature="weather_hourly__temp"} 0.0',
+                    f'monitoring_served_rows {float(replayed["served"])}',
+                    f'monitoring_quality{{metric="auc"}} {summary["quality"]["overall"]["auc"]}',
+                    f'monitoring_consistency_rate{{class="exact",feature="weather_hourly__temp"}} '
+                    f'{temp["exact_rate"]}',
+                    'monitoring_consistency_rate{class="missing",feature="weather_hourly__temp"} 0.0',
+                    'monitoring_consistency_rate{class="extra",feature="weather_hourly__temp"} 0.0',
+                    "monitoring_mismatch_unexplained_values 0.0"]
+        for _ in range(6):  # more scrapes than workers
+            status, _, text = http("GET", f"{base}/metrics")
+            assert status == 200
+            missing = [line for line in expected if line not in text]
+            assert not missing, f"/metrics lacks {missing}"
+        # A newer report (the monitoring job ran again and found causes): every worker shows it.
+        summary["causes"] = {"findings": [{"cause": "write_late", "values": 12}, {"cause": "unexplained", "values": 1}],
+                             "by_feature": {"weather_hourly__temp": {"write_late": 12, "unexplained": 1}},
+                             "mismatches": 13, "unexplained": 1}
+        summary["consistency"]["features"]["weather_hourly__temp"].update(exact_rate=0.75, missing_rate=0.25)
+        atomic_write(settings.reports / "monitoring" / "summary.json", json.dumps(summary, default=str))
+        for _ in range(6):
+            text = http("GET", f"{base}/metrics")[2]
+            assert samples(text, "monitoring_mismatch_values") == {(("cause", "write_late"),): 12.0,
+                                                                   (("cause", "unexplained"),): 1.0}
+            assert samples(text, "monitoring_mismatch_feature_values")[
+                (("cause", "write_late"), ("feature", "weather_hourly__temp"))] == 12.0
+            assert samples(text, "monitoring_mismatch_unexplained_values") == {(): 1.0}
+            rates = samples(text, "monitoring_consistency_rate")
+            assert rates[(("class", "exact"), ("feature", "weather_hourly__temp"))] == 0.75
+            assert rates[(("class", "missing"), ("feature", "weather_hourly__temp"))] == 0.25
+    finally:
+        stop_process(server)
 
 
 def test_a_log_file_without_a_feature_column_is_refused_naming_the_file(tmp_path):
