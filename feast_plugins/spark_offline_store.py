@@ -17,18 +17,24 @@ every view's result to the entity rows on that string. It also turns a pandas en
 into Spark rows through the driver, and the result back through the driver's heap
 (``toPandas``): with the full flights history the driver runs out of memory.
 
-How (one Spark job per retrieval; per feature view one sort, the views' sorts side by side):
+How (two Spark jobs per retrieval: the views' candidate rows, then every view's answer):
 
 * The entity set goes to Spark narrow: a row number, the view's join keys and the
   timestamp as UTC microseconds, written to Parquet in a staging directory
   (``staging_location``, default the system temp dir: it must be readable by the
   executors, as a shared filesystem on a cluster). The other entity columns never enter
   Spark.
-* Entity rows and the view's rows (pruned to the entity set's time range less the TTL)
-  are unioned and sorted within partitions of the join keys by (event time, feature rows
-  before entity rows, created time with a missing one first); for each entity row the
-  last feature row so far (``last(..., ignorenulls)`` over the running window) is the
-  newest row at or before its time, ties on event time going to the newest created time.
+* Each view's candidate rows (pruned to the entity set's time range less the TTL) are
+  staged as Parquet, every view in one job. A view with at most ``broadcast_rows`` of them
+  (default 5M; most views: a row per key and hour or day) is answered inside each entity
+  task against a copy of its rows (:mod:`feast_plugins.spark_asof`, one ``mapInArrow``
+  pass for all such views): the entity rows are never shuffled, and a key with few values
+  (``origin``) no longer makes a few giant partitions. A larger view takes the sort below.
+* Sorted window (large views): entity rows and the view's rows are unioned and sorted
+  within partitions of the join keys by (event time, feature rows before entity rows,
+  created time with a missing one first); for each entity row the last feature row so far
+  (``last(..., ignorenulls)`` over the running window) is the newest row at or before its
+  time, ties on event time going to the newest created time.
   It is used only within the view's TTL.
 * Each view's answer (row number and features) is written to Parquet by the executors
   and read back with pyarrow, put in entity order by the row number (a row number that
@@ -52,8 +58,11 @@ without an entity set go to the stock store (through
 :class:`~feast_plugins.spark_entities.StagedEntitySparkOfflineStore`, which stages a pandas
 entity frame as Parquet so that the driver's heap does not hold it).
 
-Not yet here: a view without entities is sorted in one Spark partition (fine for global
-statistics; time buckets would spread it); the windowed aggregations of the issue "Fresh
+Spark's Python workers must run an interpreter with pyarrow and this project
+(``PYSPARK_PYTHON``; the spark profile sets it to the platform's own, core/settings.py).
+
+Not yet here: a large view without entities is sorted in one Spark partition (time
+buckets would spread it); the windowed aggregations of the issue "Fresh
 windowed features" are not computed by this store.
 """
 
@@ -95,6 +104,7 @@ from feast_plugins.asof_offline_store import (
     is_parquet_path,
     view_columns,
 )
+from feast_plugins.spark_asof import DEFAULT_BROADCAST_ROWS
 from feast_plugins.spark_entities import StagedEntitySparkOfflineStore
 
 #: The entity row number column (input order) and the entity timestamp in UTC microseconds.
@@ -112,6 +122,10 @@ class SparkPitOfflineStoreConfig(SparkOfflineStoreConfig):
     """
 
     type: StrictStr = "feast_plugins.spark_offline_store.SparkPitOfflineStore"
+    #: A view whose candidate feature rows number at most this is answered inside each
+    #: entity task against a copy of them (no shuffle: :mod:`feast_plugins.spark_asof`);
+    #: a larger one by the sorted-window join. None: always the sorted window.
+    broadcast_rows: Optional[int] = DEFAULT_BROADCAST_ROWS
 
 
 def _q(name: str) -> str:
@@ -173,16 +187,21 @@ def _aware(data_type) -> bool:
     return isinstance(data_type, TimestampType)
 
 
-def view_answer(spark, plan: SparkViewPlan, entity_path: str, low: Optional[int], high: Optional[int],
-                event_timestamps: bool):
-    """The Spark DataFrame of one view's answer: ``__feast_row``, the view's output columns
-    (timestamps as UTC microseconds) and, with ``event_timestamps``, the event time of the
-    row the values came from; plus the names of the columns holding timestamps (and
-    whether they are instants) to turn back into timestamps once read.
+@dataclass
+class ViewRows:
+    """One view's candidate feature rows as a Spark DataFrame (``__k0..``, ``__ts``, ``__c``
+    and the payload struct ``__p`` of the event time ``t`` and the values ``v0..``), the
+    feature table's column types, and the output columns holding timestamps (instant or not)."""
 
-    ``low``/``high``: the entity set's earliest and latest time (microseconds), to read
-    only the feature rows that can be chosen; None when no entity row has a time."""
-    from pyspark.sql import Window
+    frame: Any
+    types: dict
+    stamps: dict
+
+
+def view_rows(spark, plan: SparkViewPlan, low: Optional[int], high: Optional[int]) -> ViewRows:
+    """The feature rows of one view that can be chosen: keys and time present, time at most
+    ``high`` and, with a TTL, at least ``low`` less the TTL (``low``/``high``: the entity
+    set's earliest and latest time in microseconds; None when no entity row has a time)."""
     from pyspark.sql import functions as F
 
     try:
@@ -222,22 +241,57 @@ def view_answer(spark, plan: SparkViewPlan, entity_path: str, low: Optional[int]
     keep &= F.col("__ts") <= F.lit(high) if high is not None else F.lit(False)
     if window_low is not None:
         keep &= F.col("__ts") >= F.lit(window_low)
-    features = rows.where(keep).select(
-        F.lit(None).cast("bigint").alias("__r"), *keys, "__ts", F.lit(0).alias("__kind"), "__c",
+    frame = rows.where(keep).select(
+        *keys, "__ts", "__c",
         F.struct(F.col("__ts").alias("t"), *[F.col(f"v{j}") for j in range(len(plan.features))]).alias("__p"))
-    payload_type = features.schema["__p"].dataType
+    return ViewRows(frame, types, stamps)
 
-    entities = spark.read.parquet(entity_path)
+
+def entity_key_columns(entities, plan: SparkViewPlan, types: dict, prefix: str = "__k") -> list:
+    """The entity set's join key columns for one view, as the feature table's types (an
+    unconvertible value matches nothing), named ``<prefix>0..``."""
+    from pyspark.sql import functions as F
+
     entity_types = {f.name: f.dataType for f in entities.schema.fields}
-    key_columns = []
-    for (src, ent), k in zip(plan.join_keys, keys):
+    columns = []
+    for j, (src, ent) in enumerate(plan.join_keys):
         column = F.col(_q(ent))
-        if entity_types[ent] != types[src]:  # compare as the feature table's type; unconvertible: no match
+        if entity_types[ent] != types[src]:
             column = F.expr(f"try_cast({_q(ent)} AS {types[src].simpleString()})")
-        key_columns.append(column.alias(k))
+        columns.append(column.alias(f"{prefix}{j}"))
+    return columns
+
+
+def answer_fields(plan: SparkViewPlan, event_timestamps: bool) -> list[tuple[str, str]]:
+    """(payload field, output column) of one view's answer, in output order."""
+    fields = [(f"v{j}", out) for j, (_, out) in enumerate(plan.features)]
+    if event_timestamps:
+        fields.append(("t", EVENT_TIMESTAMP_PREFIX + plan.name))
+    return fields
+
+
+def view_answer(spark, plan: SparkViewPlan, entity_path: str, low: Optional[int], high: Optional[int],
+                event_timestamps: bool, rows: Optional[ViewRows] = None):
+    """The Spark DataFrame of one view's answer by the sorted-window join: ``__feast_row``,
+    the view's output columns (timestamps as UTC microseconds) and, with
+    ``event_timestamps``, the event time of the row the values came from; plus the names of
+    the columns holding timestamps (and whether they are instants) to turn back into
+    timestamps once read. ``rows``: the view's feature rows if already read (else
+    :func:`view_rows`)."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    rows = rows or view_rows(spark, plan, low, high)
+    stamps = dict(rows.stamps)
+    keys = [f"__k{j}" for j in range(len(plan.join_keys))]
+    features = rows.frame.select(F.lit(None).cast("bigint").alias("__r"), *keys, "__ts",
+                                 F.lit(0).alias("__kind"), "__c", "__p")
+    payload_type = features.schema["__p"].dataType
+    entities = spark.read.parquet(entity_path)
     entity_rows = entities.select(
-        F.col(ROW).alias("__r"), *key_columns, F.col(TS).alias("__ts"), F.lit(1).alias("__kind"),
-        F.lit(None).cast("bigint").alias("__c"), F.lit(None).cast(payload_type).alias("__p"))
+        F.col(ROW).alias("__r"), *entity_key_columns(entities, plan, rows.types), F.col(TS).alias("__ts"),
+        F.lit(1).alias("__kind"), F.lit(None).cast("bigint").alias("__c"),
+        F.lit(None).cast(payload_type).alias("__p"))
 
     order = [F.col("__ts").asc_nulls_first(), F.col("__kind").asc(), F.col("__c").asc_nulls_first()]
     window = (Window.partitionBy(*keys) if keys else Window).orderBy(*order) \
@@ -248,11 +302,46 @@ def view_answer(spark, plan: SparkViewPlan, entity_path: str, low: Optional[int]
     valid = F.col("__ts").isNotNull() & F.col("__m").isNotNull()
     if plan.ttl_us is not None:
         valid &= F.col("__m.t") >= F.col("__ts") - F.lit(plan.ttl_us)
-    outputs = [F.when(valid, F.col(f"__m.v{j}")).alias(out) for j, (_, out) in enumerate(plan.features)]
+    outputs = [F.when(valid, F.col(f"__m.{field}")).alias(out) for field, out in answer_fields(plan, event_timestamps)]
     if event_timestamps:
-        outputs.append(F.when(valid, F.col("__m.t")).alias(EVENT_TIMESTAMP_PREFIX + plan.name))
         stamps[EVENT_TIMESTAMP_PREFIX + plan.name] = True
     return joined.select(F.col("__r").alias(ROW), *outputs), stamps
+
+
+def broadcast_answers(spark, plans: list[tuple[int, SparkViewPlan, ViewRows, str]], entity_path: str,
+                      event_timestamps: bool):
+    """The answers of the views whose staged feature rows go to every task (one
+    ``mapInArrow`` pass over the entity set, :mod:`feast_plugins.spark_asof`): ``__feast_row``
+    and one struct ``__o<i>`` per view (``plans``: view index, plan, rows, staged path)."""
+    from functools import partial
+
+    from pyspark.sql import functions as F
+    from pyspark.sql.pandas.types import to_arrow_schema
+    from pyspark.sql.types import LongType, StructField, StructType
+
+    from feast_plugins.spark_asof import AsofSpec, asof_partition
+
+    entities = spark.read.parquet(entity_path)
+    columns, specs, fields = [F.col(ROW), F.col(TS)], [], [StructField(ROW, LongType())]
+    for i, plan, rows, path in plans:
+        columns += entity_key_columns(entities, plan, rows.types, prefix=f"__b{i}_")
+        outputs = answer_fields(plan, event_timestamps)
+        payload = {f.name: f.dataType for f in rows.frame.schema["__p"].dataType.fields}
+        fields.append(StructField(f"__o{i}", StructType([StructField(out, payload[field])
+                                                          for field, out in outputs])))
+        specs.append(AsofSpec(path=path, prefix=f"__v{i}",
+                              entity_keys=tuple(f"__b{i}_{j}" for j in range(len(plan.join_keys))),
+                              ttl_us=plan.ttl_us, outputs=tuple(outputs), column=f"__o{i}"))
+    schema = StructType(fields)
+    large = str(spark.conf.get("spark.sql.execution.arrow.useLargeVarTypes", "false")).lower() == "true"
+    arrow_schema = to_arrow_schema(schema, prefers_large_types=large)
+    return entities.select(*columns).mapInArrow(
+        partial(asof_partition, specs=specs, row=ROW, ts=TS, schema=arrow_schema), schema)
+
+
+def _parquet_rows(path: Path) -> int:
+    """The number of rows in a directory of Parquet files written by Spark (from the footers)."""
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in sorted(path.glob("*.parquet")))
 
 
 def _from_micros(column: pa.ChunkedArray, aware: bool) -> pa.ChunkedArray:
@@ -418,39 +507,74 @@ class SparkPitRetrievalJob(RetrievalJob):
             if self._metadata is None:
                 self._set_metadata(entity)
 
-            # One Spark job for every view: each view's answer as one struct column, the
-            # views' rows unioned (their sorts run side by side) and written once.
-            frames, stamps = [], []
+            # Each view's candidate rows staged as Parquet (their count decides the plan); then
+            # one Spark job for every view: the small tables' answers from one mapInArrow pass
+            # over the entity set (part 0), each large one's from its sorted window (one part
+            # each, their sorts side by side); the parts' rows unioned and written once.
+            limit = getattr(self._config.offline_store, "broadcast_rows", DEFAULT_BROADCAST_ROWS)
+            small, large, stamps, candidates = [], [], {}, []
             for i, view in enumerate(self._views):
-                frame, view_stamps = view_answer(self._spark, view, entity_path, low, high,
-                                                 self.include_event_timestamps)
+                rows = view_rows(self._spark, view, low, high)
+                stamps[i] = dict(rows.stamps)
+                if self.include_event_timestamps:
+                    stamps[i][EVENT_TIMESTAMP_PREFIX + view.name] = True
+                candidates.append(rows)
+            features = staging / "features"
+            if limit is not None:  # every view's candidates in one job, a directory per view
+                union = None
+                for i, rows in enumerate(candidates):
+                    keys = [F.col(f"__k{j}").alias(f"__v{i}k{j}") for j in range(len(self._views[i].join_keys))]
+                    frame = rows.frame.select(F.lit(i).alias("__view"), *keys, "__ts", "__c",
+                                              F.col("__p").alias(f"__v{i}p"))
+                    union = frame if union is None else union.unionByName(frame, allowMissingColumns=True)
+                union.write.partitionBy("__view").parquet(str(features))
+            for i, (view, rows) in enumerate(zip(self._views, candidates)):
+                path = features / f"__view={i}"
+                if limit is not None and path.exists() and _parquet_rows(path) <= limit:
+                    small.append((i, view, rows, str(path)))
+                else:  # a large table, or none (no candidate rows: nothing was written)
+                    large.append((i, view, rows))
+            parts: list[tuple[Any, list[int]]] = []
+            if small:
+                parts.append((broadcast_answers(self._spark, small, entity_path, self.include_event_timestamps),
+                              [i for i, *_ in small]))
+            for i, view, rows in large:
+                frame, _ = view_answer(self._spark, view, entity_path, low, high, self.include_event_timestamps,
+                                       rows=rows)
                 outputs = [c for c in frame.columns if c != ROW]
-                frames.append(frame.select(F.col(ROW), F.lit(i).alias("__view"),
-                                           F.struct(*[F.col(_q(c)) for c in outputs]).alias(f"__o{i}")))
-                stamps.append(view_stamps)
+                parts.append((frame.select(F.col(ROW), F.struct(*[F.col(_q(c)) for c in outputs]).alias(f"__o{i}")),
+                              [i]))
             result = entity.drop_columns([ROW])
-            if not frames:
+            if not parts:
                 return result
-            union = frames[0]
-            for frame in frames[1:]:
-                union = union.unionByName(frame, allowMissingColumns=True)
+            union = None
+            for p, (frame, _) in enumerate(parts):
+                frame = frame.withColumn("__part", F.lit(p))
+                union = frame if union is None else union.unionByName(frame, allowMissingColumns=True)
             out = staging / "answers"
             union.write.parquet(str(out))
             answers = pq.read_table(out)
             rows = entity.column(ROW)
-            views = answers.column("__view")
-            for i, view in enumerate(self._views):
-                answer = answers.filter(pc.equal(views, i)).select([ROW, f"__o{i}"])
+            part_of = answers.column("__part")
+            columns: dict[int, list[tuple[str, pa.ChunkedArray]]] = {}
+            for p, (_, indices) in enumerate(parts):
+                answer = answers.filter(pc.equal(part_of, p))
                 answer = answer.take(pc.sort_indices(answer.column(ROW)))
                 if not answer.column(ROW).equals(rows):
-                    raise RuntimeError(f"point-in-time join: rows misaligned for feature view {view.name!r} "
+                    names = ", ".join(repr(self._views[i].name) for i in indices)
+                    raise RuntimeError(f"point-in-time join: rows misaligned for feature view(s) {names} "
                                        f"({answer.num_rows} answers for {entity.num_rows} entity rows)")
-                struct = answer.column(f"__o{i}").combine_chunks()
-                for field, values in zip(struct.type, struct.flatten()):
-                    column = pa.chunked_array([values], field.type)
-                    if field.name in stamps[i]:
-                        column = _from_micros(column, stamps[i][field.name])
-                    result = result.append_column(field.name, column)
+                for i in indices:
+                    struct = answer.column(f"__o{i}").combine_chunks()
+                    columns[i] = []
+                    for field, values in zip(struct.type, struct.flatten()):
+                        column = pa.chunked_array([values], field.type)
+                        if field.name in stamps[i]:
+                            column = _from_micros(column, stamps[i][field.name])
+                        columns[i].append((field.name, column))
+            for i in range(len(self._views)):
+                for name, column in columns[i]:
+                    result = result.append_column(name, column)
             return result
         finally:
             shutil.rmtree(staging, ignore_errors=True)
