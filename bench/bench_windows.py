@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._util import cell_bar, run_isolated, say, write_result  # noqa: E402
 
-VIEWS = ("origin_departures_w", "carrier_outcomes_w", "aircraft_last_departure_w")
+VIEWS = ("origin_departures_w", "carrier_outcomes_w", "aircraft_last_arrival_w")
 RATIO_GOAL = 1.25
 SECONDS_GOAL = 20.0
 MIN_US = 60_000_000
@@ -96,8 +96,8 @@ c_cum AS MATERIALIZED (
     WINDOW w AS (PARTITION BY k ORDER BY t ROWS UNBOUNDED PRECEDING)),
 a_last AS MATERIALIZED (
     SELECT tailnum AS k, epoch_us(known_at) AS t,
-           max({{'e': epoch_us(event_timestamp), 'v': dep_delay}}).v AS v
-    FROM {dep} WHERE tailnum IS NOT NULL AND dep_delay IS NOT NULL GROUP BY ALL),
+           max({{'e': epoch_us(event_timestamp), 'v': arr_delay}}).v AS v
+    FROM {out} WHERE tailnum IS NOT NULL AND arr_delay IS NOT NULL GROUP BY ALL),
 e AS (SELECT row_id, origin, carrier, tailnum, epoch_us(event_timestamp) AS t
       FROM read_parquet('{entities}'))
 SELECT e.row_id,
@@ -113,7 +113,7 @@ SELECT e.row_id,
     {c('s', 'c1')} / nullif({c('n', 'c1')}, 0) AS carrier_mean_arr_delay_3h,
     {c('sl', 'c1')} / nullif({c('nl', 'c1')}, 0) AS carrier_late_share_3h,
     {c('s', 'c2')} / nullif({c('n', 'c2')}, 0) AS carrier_mean_arr_delay_24h,
-    CASE WHEN a.t > e.t - {w720} THEN a.v END AS aircraft_last_dep_delay_12h
+    CASE WHEN a.t > e.t - {w720} THEN a.v END AS aircraft_last_arr_delay_12h
 FROM e
 ASOF LEFT JOIN o_cum o ON e.origin = o.k AND e.t >= o.t
 ASOF LEFT JOIN o_cum o1 ON e.origin = o1.k AND e.t - {w30} >= o1.t

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import operator
 import os
 import sqlite3
 import struct
@@ -259,18 +260,28 @@ class WindowRead:
     #: Each output's position in the layout's outputs.
     positions: tuple[int, ...]
     state: Callable[[bytes], windowed_online.State]
+    #: ``pick(layout's values) -> the outputs' values`` (None: all of them, in order).
+    pick: Optional[Callable[[tuple], tuple]] = None
 
     @classmethod
     def of(cls, view, outputs: tuple[Output, ...]) -> "WindowRead":
         layout = windowed_online.layout_of(view)
         state = functools.lru_cache(maxsize=WINDOW_CACHE_ENTRIES)(layout.decode)
-        return cls(layout, tuple(layout.names.index(o.feature) for o in outputs), state)
+        positions = tuple(layout.names.index(o.feature) for o in outputs)
+        if positions == tuple(range(len(layout.names))):
+            pick = None
+        elif len(positions) == 1:
+            def pick(values: tuple, p: int = positions[0]) -> tuple:
+                return (values[p],)
+        else:
+            pick = operator.itemgetter(*positions)
+        return cls(layout, positions, state, pick)
 
     def values(self, packed: Optional[bytes], instant: Optional[int]) -> tuple:
         """The outputs' values at ``instant`` (microseconds; None: null) for a key's stored
         state (None: a key without events)."""
         merged = self.layout.values_at(None if packed is None else self.state(packed), instant)
-        return tuple(merged[p] for p in self.positions)
+        return merged if self.pick is None else self.pick(merged)
 
 
 class DirectRead:
@@ -542,7 +553,7 @@ class DirectRead:
         stamps, decoded = [], []
         merged: dict = {}  # (key, instant) -> values: a request's flights share origins and instants
         for row, key, instant in zip(rows, serialized, instants):
-            if instant is None or any(row.get(f) is None or row.get(f) == "" for f in fields):
+            if instant is None or any(row.get(f) in (None, "") for f in fields):
                 stamps.append(0)
                 decoded.append(empty)
                 continue

@@ -20,6 +20,12 @@ events are read one by one. Any tile can be an edge for some instant, so the eve
 retained span are kept (the tiles make a read cost O(tiles in the window + events in two
 tiles) instead of O(events in the window)).
 
+**Small states.** A state of at most :data:`SMALL_STATE` events (most keys of a view keyed
+by aircraft: a few legs a day) keeps no tiles: a read scans its events, a write sorts them,
+and a state that grows past the size gets its tiles built from scratch. Tiles only pay
+when there are many events per key (an origin's departures); for a handful, building,
+storing and reading them costs more than the scan they save.
+
 **Pruning.** A key keeps the events known after ``newest known_at - (largest window +
 RETAIN_SLACK)``: a read at any ``t >= newest known_at - RETAIN_SLACK`` is exact (requests
 come at or after the newest event they may see; the slack admits requests for an earlier
@@ -60,6 +66,9 @@ from core.errors import PlatformError
 
 #: Extra span a key keeps beyond its largest window (see the module doc, Pruning).
 RETAIN_SLACK = timedelta(hours=6)
+#: A state of at most this many events keeps no tiles: a read scans its events, a write
+#: sorts them (cheaper than tiles for the many small states: an aircraft's few legs).
+SMALL_STATE = 32
 #: The state's format version (first byte of every blob).
 FORMAT = 1
 #: Column names of an events table (the contract's).
@@ -136,7 +145,7 @@ class _Group:
 class Layout:
     """A windowed view's state layout, built from its specs (``windows.window_specs``)."""
 
-    def __init__(self, specs: Sequence):
+    def __init__(self, specs: Sequence, small_state: Optional[int] = None):
         if not specs:
             raise ValueError("a windowed layout needs at least one aggregation")
         self.specs = tuple(specs)
@@ -169,6 +178,11 @@ class Layout:
         text = repr((self.columns, self.tilesets)).encode()
         self.digest = hashlib.sha256(text).digest()[:8]
         self.nulls = (None,) * len(self.names)
+        #: A state of at most this many events keeps no tiles (:data:`SMALL_STATE` by default).
+        self.small_state = SMALL_STATE if small_state is None else small_state
+        # A small state's tiles (none; shared: tiles are never changed in place) and their bytes.
+        self._no_tiles = tuple(_no_tiles(len(thresholds)) for _c, _t, thresholds in self.tilesets)
+        self._no_tiles_bytes = struct.pack("<I", 0) * len(self.tilesets)
 
     @classmethod
     def of_view(cls, feature_view) -> "Layout":
@@ -181,8 +195,12 @@ class Layout:
     def add(self, state: Optional["State"], events: Sequence[tuple]) -> "State":
         """``state`` (None: none yet) with ``events`` added: ``(known_at us, event_timestamp us,
         values)`` with one float (NaN: null) per column of :attr:`columns`. Pruned, tiles
-        recomputed."""
-        if state is not None and state.known and events:
+        recomputed: none for a small state (at most :attr:`small_state` events: reads scan
+        them), from scratch for a state that was small (or decoded without its tiles,
+        :meth:`decode_events`), else only those the write changed (the same numbers either
+        way: a tile's partials depend on its events only)."""
+        tiled = state is not None and state.tiles is not None and len(state.known) > self.small_state
+        if tiled and events:
             new = _sorted(list(events))
             if _PAIR(new[0]) > (state.known[-1], state.ets[-1]):  # all after the state's events: append
                 return self._append(state, new)
@@ -197,9 +215,8 @@ class Layout:
         known = array("q", [e[0] for e in merged])
         ets = array("q", [e[1] for e in merged])
         values = tuple(array("d", [e[2][c] for e in merged]) for c in range(len(self.columns)))
-        if state is None or not state.known or not events or not known:
-            return State(known, ets, values, tuple(self._tiles(known, ets, values[c], tile, thresholds)
-                                                   for c, tile, thresholds in self.tilesets))
+        if not tiled or not events or len(known) <= self.small_state:
+            return self._state(known, ets, values)
         fresh_known = min(e[0] for e in events)
         return State(known, ets, values, tuple(
             self._retile(old, known, ets, values[c], tile, thresholds, fresh_known)
@@ -214,10 +231,19 @@ class Layout:
         start = bisect_right(known, known[-1] - self.retain)
         if start:
             known, ets, values = known[start:], ets[start:], tuple(v[start:] for v in values)
+            if len(known) <= self.small_state:
+                return self._state(known, ets, values)
         fresh_known = new[0][0]
         return State(known, ets, values, tuple(
             self._retile(old, known, ets, values[c], tile, thresholds, fresh_known)
             for (c, tile, thresholds), old in zip(self.tilesets, state.tiles)))
+
+    def _state(self, known: array, ets: array, values: tuple) -> "State":
+        """A state of these events with its tiles computed from scratch (none if it is small)."""
+        if len(known) <= self.small_state:
+            return State(known, ets, values, self._no_tiles)
+        return State(known, ets, values, tuple(self._tiles(known, ets, values[c], tile, thresholds)
+                                               for c, tile, thresholds in self.tilesets))
 
     def _retile(self, old: "Tiles", known, ets, values, tile: int, thresholds, fresh_known: int) -> "Tiles":
         """The tiles after a write, recomputing only what it changed: the first retained tile
@@ -284,17 +310,52 @@ class Layout:
         n = len(state.known)
         parts = [_HEAD.pack(FORMAT, self.digest, n, len(state.tiles)),
                  state.known.tobytes(), state.ets.tobytes(), *(v.tobytes() for v in state.values)]
+        if state.tiles is self._no_tiles:
+            parts.append(self._no_tiles_bytes)
+            return b"".join(parts)
         for tiles in state.tiles:
             parts.append(struct.pack("<I", len(tiles.index)))
             parts += [a.tobytes() for a in (tiles.index, tiles.cnt, tiles.sums, tiles.mins, tiles.maxs,
                                              tiles.lk, tiles.le, tiles.lv, *tiles.gts)]
         return b"".join(parts)
 
-    def decode(self, blob: bytes) -> "State":
+    def _head(self, blob: bytes) -> int:
+        """The number of events of a stored state (its header checked against the layout)."""
         fmt, digest, n, n_sets = _HEAD.unpack_from(blob)
         if fmt != FORMAT or digest != self.digest or n_sets != len(self.tilesets):
             raise StateError(f"windowed view {self.view!r}: its online state was written for another "
                              "declaration of the view; materialize it again")
+        return n
+
+    def stored_events(self, blob: bytes) -> int:
+        """How many events a stored state holds (its header only: a write picks its path by it)."""
+        return self._head(blob)
+
+    def decode_events(self, blob: bytes) -> "State":
+        """A stored state's events without its tiles (``tiles`` None; the blob's length is
+        still checked): what :meth:`add` needs when it recomputes the tiles anyway."""
+        n = self._head(blob)
+        pos = _HEAD.size
+        width = 8 * n
+        known, ets = array("q"), array("q")
+        known.frombytes(blob[pos:pos + width])
+        ets.frombytes(blob[pos + width:pos + 2 * width])
+        pos += 2 * width
+        values = []
+        for _ in self.columns:
+            column = array("d")
+            column.frombytes(blob[pos:pos + width])
+            values.append(column)
+            pos += width
+        for _c, _t, thresholds in self.tilesets:
+            (m,) = struct.unpack_from("<I", blob, pos)
+            pos += 4 + 8 * m * (8 + len(thresholds))
+        if pos != len(blob) or len(known) != n:
+            raise StateError(f"windowed view {self.view!r}: a stored state has {len(blob) - pos} stray bytes")
+        return State(known, ets, tuple(values), None)
+
+    def decode(self, blob: bytes) -> "State":
+        n = self._head(blob)
         pos = _HEAD.size
         view = memoryview(blob)
 
@@ -326,8 +387,9 @@ class Layout:
         if instant is None:
             return self.nulls
         out: list = [None] * len(self.names)
+        empty = state is None or not state.known
         for group in self.groups:
-            if state is None or not state.known:
+            if empty:
                 cnt, total, low, high, gts, last = 0, 0.0, _INF, -_INF, None, None
             else:
                 cnt, total, low, high, gts, last = self._merge(state, group, instant)
@@ -346,29 +408,31 @@ class Layout:
                 elif f == "max":
                     value = high
                 elif f == "last":
-                    value = last[2]
+                    value = last
                 else:  # share_gt
                     value = gts[th] / cnt
                 out[agg.index] = value
         return tuple(out)
 
     def _merge(self, state: "State", group: _Group, instant: int):
-        """(count, sum, min, max, [count over each threshold], newest triple) over the events of
-        ``(instant - window, instant]``: the tiles fully inside, the edge tiles' events."""
+        """(count, sum, min, max, [count over each threshold], newest value) over the events of
+        ``(instant - window, instant]``: the tiles fully inside and the edge tiles' events (a
+        small state's events all; it keeps no tiles). Sums are exact for the contract's
+        values in any order (integers and halves), so slices are summed whole."""
         lo, hi, tile = instant - group.window, instant, group.tile
         first = -((-lo) // tile)  # the first tile starting at or after lo
         stop = hi // tile  # tiles before this one end at or before hi
         known = state.known
         values = state.values[group.column]
-        tiles = state.tiles[group.tileset]
         thresholds = self.tilesets[group.tileset][2]
         cnt, total, low, high = 0, 0.0, _INF, -_INF
         gts = [0] * len(thresholds)
-        last = (-1, -1, -_INF, None)
-        if first < stop:
+        newest = None  # (known_at, event_timestamp, value) of the newest value
+        if first < stop and len(known) > self.small_state:
             edges = ((lo, first * tile), (stop * tile, hi))
+            tiles = state.tiles[group.tileset]
             j0 = bisect_left(tiles.index, first)
-            j1 = bisect_left(tiles.index, stop)
+            j1 = bisect_left(tiles.index, stop, j0)
             if j0 < j1:
                 cnt = sum(tiles.cnt[j0:j1])
                 if cnt:
@@ -378,32 +442,33 @@ class Layout:
                     for k, g in enumerate(tiles.gts):
                         gts[k] = sum(g[j0:j1])
                     if group.last:  # the newest tile with a value holds the newest value
-                        lk, le, lv = tiles.lk, tiles.le, tiles.lv
+                        tile_cnt = tiles.cnt
                         for j in range(j1 - 1, j0 - 1, -1):
-                            if tiles.cnt[j]:
-                                last = (lk[j], le[j], lv[j], lv[j])
+                            if tile_cnt[j]:
+                                newest = (tiles.lk[j], tiles.le[j], tiles.lv[j])
                                 break
         else:
             edges = ((lo, hi),)
-        ets = state.ets
         for a, b in edges:  # events known in (a, b]
-            i0, i1 = bisect_right(known, a), bisect_right(known, b)
-            for i in range(i0, i1):
-                v = values[i]
-                if v != v:
-                    continue
-                cnt += 1
-                total += v
-                if v < low:
-                    low = v
-                if v > high:
-                    high = v
-                for k, threshold in enumerate(thresholds):
-                    if v > threshold:
-                        gts[k] += 1
-                if (known[i], ets[i], v) > last[:3]:
-                    last = (known[i], ets[i], v, v)
-        return cnt, total, low, high, gts, (None, None, last[3])
+            i0 = bisect_right(known, a)
+            i1 = bisect_right(known, b, i0)
+            if i0 == i1:
+                continue
+            present = [v for v in values[i0:i1] if v == v]  # NaN: null
+            if not present:
+                continue
+            cnt += len(present)
+            total += sum(present)
+            low = min(low, min(present))
+            high = max(high, max(present))
+            for k, threshold in enumerate(thresholds):
+                gts[k] += sum(1 for v in present if v > threshold)
+            if group.last:
+                ets = state.ets
+                best = max((known[i], ets[i], values[i]) for i in range(i0, i1) if values[i] == values[i])
+                if newest is None or best > newest:
+                    newest = best
+        return cnt, total, low, high, gts, None if newest is None else newest[2]
 
 
 def _tie_key(event: tuple) -> tuple:
@@ -448,6 +513,12 @@ class Tiles:
                      tuple(g[start:stop] for g in self.gts))
 
 
+def _no_tiles(thresholds: int) -> Tiles:
+    """The tiles of a small state: none."""
+    return Tiles(array("q"), array("q"), array("d"), array("d"), array("d"), array("q"), array("q"), array("d"),
+                 tuple(array("q") for _ in range(thresholds)))
+
+
 @dataclass(frozen=True)
 class State:
     """A key's events (sorted by known_at) and tiles (see the module doc)."""
@@ -455,7 +526,7 @@ class State:
     known: array
     ets: array
     values: tuple  # one array of floats per column (NaN: null)
-    tiles: tuple  # one Tiles per tile set
+    tiles: Optional[tuple]  # one Tiles per tile set (None: decoded without them, Layout.decode_events)
 
 
 # -- pushed events --------------------------------------------------------------------------
@@ -592,7 +663,14 @@ def layout_of(feature_view) -> Layout:
 def merger(layout: Layout, grouped: dict):
     """``merge(key, stored bytes or None) -> (newest known_at, bytes)`` adding ``grouped[key]``."""
     def merge(key, stored: Optional[bytes]) -> tuple[int, bytes]:
-        state = layout.add(None if stored is None else layout.decode(stored), grouped[key])
+        events = grouped[key]
+        if stored is None:
+            state = None
+        elif layout.stored_events(stored) <= layout.small_state:  # no tiles stored, none to patch
+            state = layout.decode_events(stored)
+        else:
+            state = layout.decode(stored)
+        state = layout.add(state, events)
         return state.known[-1], layout.encode(state)
 
     return merge

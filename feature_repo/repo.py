@@ -34,7 +34,7 @@ from feature_repo.definitions.features import (  # noqa: F401
 )
 from feature_repo.definitions.on_demand import departure_time  # noqa: F401
 from feature_repo.definitions.windows import (  # noqa: F401
-    aircraft_last_departure_w,
+    aircraft_last_arrival_w,
     carrier_outcomes_w,
     departure_events_push,
     departure_events_source,

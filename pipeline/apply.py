@@ -36,7 +36,10 @@ def apply(settings: Settings, use_case=None, say=None) -> dict:
 def source_contracts(settings: Settings, use_case) -> dict:
     """The source tables' contracts: types from the feature views in feature_repo/ (what
     ``apply`` will register), value rules from the use case."""
+    from validation.events_contracts import events_contracts
     from validation.feast_contracts import source_contracts as derive
 
     contents = definitions(settings)
-    return derive(contents.feature_views, contents.entities, use_case.source_rules)
+    out = derive(contents.feature_views, contents.entities, use_case.source_rules)
+    out.update(events_contracts(contents.stream_feature_views, contents.entities))  # the windowed views' events
+    return out

@@ -77,6 +77,7 @@ def materialize(settings: Settings, end: datetime, start: datetime | None = None
         use_case = load_use_case()
     store = feature_store(settings)
     views = store.list_feature_views()
+    windowed = _windowed_views(store)
     end = end if end.tzinfo else end.replace(tzinfo=timezone.utc)
     recorder = MaterializeRecorder(records_dir(settings), end, written_at)
     if check:
@@ -85,13 +86,13 @@ def materialize(settings: Settings, end: datetime, start: datetime | None = None
     state = LoadedState(settings)
     if start is not None:
         state.forget(v.name for v in views)  # a window of the caller's: what it leaves out is unknown
-        with _bar(settings, end, len(views)) as bar:
+        with _bar(settings, end, len(views) + len(windowed)) as bar:
             with feast_prints(), recorder.loading(views, start):
                 # Named: Feast's stock engines refuse the windowed (stream) views, loaded below.
                 store.materialize(start_date=start, end_date=end, feature_views=[v.name for v in views])
             for v in views:
                 bar.update(1, v.name)
-        _load_windowed(settings, store, end)
+            _load_windowed(settings, store, end, windowed, bar)
         if start <= EPOCH:
             state.record({v.name: loaded_digest(v, end) for v in views}, end)
         return
@@ -114,7 +115,7 @@ def materialize(settings: Settings, end: datetime, start: datetime | None = None
         clear_online(store, ahead + changed)
     reload = [v.name for v in views if v in ahead or v in changed or _last_end(v) is None]
     rest = [v.name for v in views if v.name not in reload]
-    with _bar(settings, end, len(views)) as bar:
+    with _bar(settings, end, len(views) + len(windowed)) as bar:
         if reload:
             with feast_prints(), recorder.loading([v for v in views if v.name in reload], EPOCH):
                 store.materialize(start_date=EPOCH, end_date=end, feature_views=reload)
@@ -126,20 +127,27 @@ def materialize(settings: Settings, end: datetime, start: datetime | None = None
                 store.materialize_incremental(end_date=end, feature_views=rest)
             for name in rest:
                 bar.update(1, _loaded(name, digests[name][end]))
-    _load_windowed(settings, store, end)
+        _load_windowed(settings, store, end, windowed, bar)
     state.record({v.name: digests[v.name][end] for v in views}, end)
 
 
-def _load_windowed(settings: Settings, store, end: datetime) -> None:
-    """Windowed views' states rebuilt from their events known up to ``end`` (idempotent: the
-    events pushed since are kept, none counted twice); Feast's own materialize skips them."""
-    from feast_plugins.push_writer import materialize_events
+def _windowed_views(store) -> list:
     from feast_plugins.windows import is_windowed
 
-    windowed = [v for v in store.list_stream_feature_views() if is_windowed(v)]
+    return [v for v in store.list_stream_feature_views() if is_windowed(v)]
+
+
+def _load_windowed(settings: Settings, store, end: datetime, windowed: list, bar: Bar) -> None:
+    """Windowed views' states rebuilt from their events known up to ``end`` (idempotent: the
+    events pushed since are kept, none counted twice); Feast's own materialize skips them.
+    One progress line per view, with the events it holds."""
+    from feast_plugins.push_writer import materialize_events
+
     if windowed:
         with feast_prints():
-            materialize_events(settings, store, windowed, end)
+            loaded = materialize_events(settings, store, windowed, end)
+        for view in windowed:
+            bar.update(1, f"{view.name}: {loaded[view.name]:,} events")
 
 
 def _bar(settings: Settings, end: datetime, views: int) -> Bar:

@@ -12,7 +12,7 @@ from feature_repo.definitions.features import (
 )
 from feature_repo.definitions.on_demand import departure_time
 from feature_repo.definitions.windows import (
-    aircraft_last_departure_w,
+    aircraft_last_arrival_w,
     carrier_outcomes_w,
     origin_departures_w,
 )
@@ -34,9 +34,9 @@ late_arrival_v2 = FeatureService(
 late_arrival_v3 = FeatureService(
     name="late_arrival_v3",
     features=[weather_hourly, aircraft, carrier_daily, origin_daily, route_daily, departure_time,
-              origin_recent, origin_departures_w, carrier_outcomes_w, aircraft_last_departure_w],
+              origin_recent, origin_departures_w, carrier_outcomes_w, aircraft_last_arrival_w],
     description="Late-arrival model v3: v2 plus windowed features exact at the request instant: the "
                 "origin's departures, mean delay and share delayed over 30 min, 1 h and 3 h; the "
-                "carrier's arrival delays over 3 h and 24 h; the aircraft's newest departure delay "
-                "within 12 h.",
+                "carrier's arrival delays over 3 h and 24 h; the aircraft's previous leg (its newest "
+                "arrival delay within 12 h).",
 )

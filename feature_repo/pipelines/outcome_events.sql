@@ -7,7 +7,8 @@
 -- (scheduled departure + dep_delay + air_time) for a flight that flew, its scheduled
 -- departure for one that did not. arr_delay is null for a cancelled or diverted flight;
 -- cancelled is 1.0 for a flight that never departed, else 0.0; late is the label's rule
--- (15+ minutes late or never arrived) as 1.0/0.0.
+-- (15+ minutes late or never arrived) as 1.0/0.0, both DOUBLE (a bare 1.0 is a DECIMAL in DuckDB,
+-- which the events contract refuses).
 WITH outcomes AS (
     SELECT origin, carrier, dest, tailnum,
            scheduled_departure
@@ -17,8 +18,8 @@ WITH outcomes AS (
                + to_minutes(CAST(round(coalesce(dep_delay, 0) + coalesce(air_time, 0) + 30) AS BIGINT))
                AS known_at,
            CAST(arr_delay AS DOUBLE) AS arr_delay,
-           CASE WHEN dep_delay IS NULL THEN 1.0 ELSE 0.0 END AS cancelled,
-           CASE WHEN arr_delay IS NULL OR arr_delay >= 15 THEN 1.0 ELSE 0.0 END AS late
+           CAST(CASE WHEN dep_delay IS NULL THEN 1 ELSE 0 END AS DOUBLE) AS cancelled,
+           CAST(CASE WHEN arr_delay IS NULL OR arr_delay >= 15 THEN 1 ELSE 0 END AS DOUBLE) AS late
     FROM raw_flights
     WHERE scheduled_departure <= getvariable('as_of')
 )

@@ -53,12 +53,15 @@ def test_apply_and_materialize_are_quiet_show_each_view_and_end_with_a_summary(d
     assert applied.stdout == "" and loaded.stdout == "", "stdout is the command's result: nothing of Feast's"
     assert applied.stderr.splitlines()[-1].startswith("apply: feature_repo/ registered for the embedded profile")
     lines = loaded.stderr.splitlines()
-    views = [re.match(r"materialize: (\d+)/(\d+) views \((\w+)(: [\d,]+ keys online)?", line) for line in lines]
+    views = [re.match(r"materialize: (\d+)/(\d+) views \((\w+)(: [\d,]+ (keys online|events))?", line)
+             for line in lines]
     views = [m for m in views if m]
-    assert len(views) == 6 and [int(m[1]) for m in views] == list(range(1, 7)), loaded.stderr
+    assert len(views) == 9 and [int(m[1]) for m in views] == list(range(1, 10)), loaded.stderr
     assert {m[3] for m in views} == {"aircraft", "carrier_daily", "origin_daily", "origin_recent", "route_daily",
-                                     "weather_hourly"}
-    assert "materialize: 6/6 views in " in loaded.stderr
+                                     "weather_hourly", "origin_departures_w", "carrier_outcomes_w",
+                                     "aircraft_last_arrival_w"}
+    assert all(m[5] == "events" for m in views[-3:]), "the windowed views last, with the events they hold"
+    assert "materialize: 9/9 views in " in loaded.stderr
     assert lines[-1].startswith("materialize: the embedded profile's online store holds the feature views up to "
                                 "2013-03-01"), lines[-1]
 
@@ -68,7 +71,7 @@ def test_verbose_shows_the_third_party_output_again(data_dir):
 
     assert "DeprecationWarning" in loaded.stderr, loaded.stderr[-3000:]
     assert "Materializing" in loaded.stderr and loaded.stdout == "", "Feast's prints go to stderr, not stdout"
-    assert "materialize: 6/6 views in " in loaded.stderr, "progress as well"
+    assert "materialize: 9/9 views in " in loaded.stderr, "progress as well"
 
 
 def test_a_training_set_build_shows_a_clock_and_scoring_ends_with_a_summary(data_dir, tmp_path):

@@ -104,6 +104,15 @@ def redis_repo(tmp_path, redis_server):
     return store, Settings(data_dir=tmp_path)
 
 
+@pytest.fixture
+def small_states(monkeypatch):
+    """States of more than 4 events keep tiles (the default keeps none below
+    ``windowed_online.SMALL_STATE``, more than most generated cases hold): the stores'
+    tests then cover both kinds and the writes between them."""
+    monkeypatch.setattr(windowed_online, "SMALL_STATE", 4)
+    monkeypatch.setattr(windowed_online, "_LAYOUTS", {})
+
+
 def view_of(store):
     return store.get_stream_feature_view("w")
 
@@ -166,13 +175,15 @@ def check_against_reference(got: dict, specs, pushed, keys, instants, prefix="w_
 
 
 @settings(max_examples=100, deadline=None)
-@given(_case)
-def test_layout_merge_equals_the_reference(case):
+@given(_case, st.sampled_from((0, 4, windowed_online.SMALL_STATE)))
+def test_layout_merge_equals_the_reference(case, small_state):
     """The tile layout alone (no store): states built batch by batch, out of order, read at
-    arbitrary instants, equal the reference for every function, window and tile."""
+    arbitrary instants, equal the reference for every function, window and tile; with
+    tiles always (``small_state`` 0), with states crossing the small-state size both ways
+    (4: tiles dropped, built, patched) and with the default."""
     events, pushed, n, minutes = case
     specs = SPECS
-    layout = Layout(specs)
+    layout = Layout(specs, small_state=small_state)
     states: dict = {}
     for batch in _batches(pushed, n):
         grouped: dict = {}
@@ -210,7 +221,7 @@ SPECS = _specs()
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(_case)
-def test_packed_sqlite_pushes_and_reads_equal_the_reference(sqlite_repo, case):
+def test_packed_sqlite_pushes_and_reads_equal_the_reference(sqlite_repo, small_states, case):
     """Pushed through the push writer in batches (out of order, duplicates) into the packed
     SQLite store; read at arbitrary instants through the server's direct read and through
     Feast's get_online_features: every value equals the reference, null keys give nulls."""
@@ -229,7 +240,7 @@ def test_packed_sqlite_pushes_and_reads_equal_the_reference(sqlite_repo, case):
 
 @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(case=_case)
-def test_redis_pushes_and_reads_equal_the_reference(redis_repo, case):
+def test_redis_pushes_and_reads_equal_the_reference(redis_repo, small_states, case):
     """The same on a real redis-server, through Feast's get_online_features."""
     store, settings_ = redis_repo
     clear(store)
@@ -315,7 +326,10 @@ def _states(store) -> list[tuple]:
         return conn.execute('SELECT entity_key, event_ts, packed FROM "t_w_windowed" ORDER BY entity_key').fetchall()
 
 
-def test_materialize_fills_the_state_pushing_every_event_leaves_and_is_idempotent(sqlite_repo):
+@pytest.mark.parametrize("small", [False, True], ids=["default", "small_states_4"])
+def test_materialize_fills_the_state_pushing_every_event_leaves_and_is_idempotent(sqlite_repo, request, small):
+    if small:
+        request.getfixturevalue("small_states")
     store, settings_ = sqlite_repo
     events = [_event(k, m, x=float(m % 5), lag=m % 7) for m in range(0, 2000, 7) for k in ("a", "b")]
     end = T0 + 1500 * MINUTE

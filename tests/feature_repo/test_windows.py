@@ -108,8 +108,8 @@ def test_the_shipped_declarations():
     assert {s.window for s in specs} == {timedelta(minutes=30), timedelta(hours=1), timedelta(hours=3),
                                          timedelta(hours=12), timedelta(hours=24)}
     assert events_tables(WINDOWED_VIEWS) == {
-        "departure_events": (("origin", "tailnum"), ("dep_delay",)),
-        "outcome_events": (("carrier",), ("arr_delay", "late")),
+        "departure_events": (("origin",), ("dep_delay",)),
+        "outcome_events": (("carrier", "tailnum"), ("arr_delay", "late")),
     }
     names = lambda service: {(p.name, f.name) for p in service.feature_view_projections for f in p.features}  # noqa: E731
     v2, v3 = names(late_arrival_v2), names(late_arrival_v3)
@@ -153,3 +153,13 @@ def test_the_features_stage_refuses_an_event_known_in_the_future_and_publishes_n
         build_sources(settings, use_case, latest_snapshot(settings))
     assert {p.name: p.read_bytes() for p in sorted(settings.sources.glob("*.parquet"))} == before
     assert not list(settings.sources.glob(".staging-*"))
+
+
+def test_each_windowed_view_declares_a_freshness_objective():
+    """Like every batch view (``docs/freshness.md``): a ``freshness_p99`` tag the one parser
+    reads as a positive number of seconds."""
+    from feature_repo.definitions.windows import WINDOWED_VIEWS
+    from serving.online import freshness_objective
+
+    assert {view.name: freshness_objective(view) for view in WINDOWED_VIEWS} == {
+        "origin_departures_w": 300.0, "carrier_outcomes_w": 300.0, "aircraft_last_arrival_w": 300.0}
