@@ -135,4 +135,7 @@ def main(root: Path = ROOT) -> int:
 
 
 if __name__ == "__main__":
+    import argparse
+
+    argparse.ArgumentParser(prog="python bench/report.py", description=__doc__.split("\n\n")[0]).parse_args()
     sys.exit(main())
