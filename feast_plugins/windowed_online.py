@@ -63,6 +63,7 @@ from operator import itemgetter
 from typing import Iterator, Optional, Sequence
 
 from core.errors import PlatformError
+from validation.events_contracts import EVENT_TIMESTAMP, KNOWN_AT
 
 #: Extra span a key keeps beyond its largest window (see the module doc, Pruning).
 RETAIN_SLACK = timedelta(hours=6)
@@ -71,9 +72,6 @@ RETAIN_SLACK = timedelta(hours=6)
 SMALL_STATE = 32
 #: The state's format version (first byte of every blob).
 FORMAT = 1
-#: Column names of an events table (the contract's).
-KNOWN_AT = "known_at"
-EVENT_TIMESTAMP = "event_timestamp"
 
 _US = timedelta(microseconds=1)
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)

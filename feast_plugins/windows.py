@@ -45,6 +45,7 @@ from typing import Optional
 
 import feast_plugins.schema_order  # noqa: F401  (windowed views' fields in declaration order)
 from core.errors import DefinitionError
+from validation import events_contracts
 
 #: The aggregation functions a windowed view may declare (``share_gt`` takes ``:<threshold>``).
 FUNCTIONS = ("count", "sum", "mean", "min", "max", "last", "share_gt")
@@ -52,11 +53,10 @@ FUNCTIONS = ("count", "sum", "mean", "min", "max", "last", "share_gt")
 #: The functions whose output is Int64; every other one is Float64.
 INT_FUNCTIONS = frozenset({"count"})
 
-#: Column of an events table: when the event became known (the window runs on it).
-KNOWN_AT = "known_at"
-
-#: Column of an events table: when the event happened (breaks ties for ``last``).
-EVENT_TIMESTAMP = "event_timestamp"
+#: Columns of an events table (named by its contract, ``validation.events_contracts``):
+#: when the event became known (the window runs on it) and when it happened (breaks ties
+#: for ``last``).
+KNOWN_AT, EVENT_TIMESTAMP = events_contracts.KNOWN_AT, events_contracts.EVENT_TIMESTAMP
 
 #: The shortest window and tile accepted: windows run "from minutes to days".
 MIN_WINDOW = timedelta(minutes=1)
@@ -136,7 +136,7 @@ def is_windowed(feature_view) -> bool:
     """Whether ``feature_view`` declares windowed aggregations (a StreamFeatureView with any)."""
     from feast.stream_feature_view import StreamFeatureView
 
-    return isinstance(feature_view, StreamFeatureView) and bool(feature_view.aggregations)
+    return isinstance(feature_view, StreamFeatureView) and events_contracts.is_windowed(feature_view)
 
 
 def _join_keys(feature_view) -> tuple[str, ...]:

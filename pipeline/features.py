@@ -54,21 +54,6 @@ def source_sql(settings: Settings, sql_file: str, params) -> str:
         raise PipelineError(f"{path}: placeholder {e} has no value in the use case's params") from e
 
 
-def _check_events(settings: Settings, con: duckdb.DuckDBPyConnection, built) -> None:
-    """Refuse, before anything is published, an events table of a windowed view that lacks
-    a column, has a wrong type, an event without its times or one known after the as-of
-    (:func:`feast_plugins.windowed_offline.check_events_table`)."""
-    from feast_plugins.store import definitions
-    from feast_plugins.windowed_offline import WindowedSourceError, check_events_table, events_tables
-
-    for table, (keys, values) in events_tables(definitions(settings).stream_feature_views).items():
-        if table in built:
-            try:
-                check_events_table(con, table, keys, values, "getvariable('as_of')")
-            except WindowedSourceError as e:
-                raise PipelineError(f"feature pipeline (table {table}): {e}") from e
-
-
 def build_sources(
     settings: Settings, use_case: UseCase, snapshot: Snapshot, progress: Progress | None = None,
     contracts: Mapping[str, TableContract] | None = None,
@@ -105,7 +90,6 @@ def build_sources(
             counts[source.name] = con.execute(f"SELECT count(*) FROM {source.name}").fetchone()[0]
             if progress:
                 progress.say(f"{source.name}: {counts[source.name]:,} rows")
-        _check_events(settings, con, counts)
         report = Report("features", f"snapshot {snapshot.id}")
         check_files(report, {name: staging / f"{name}.parquet" for name in counts}, contracts,
                     Context(now=datetime.now(timezone.utc), as_of=snapshot.as_of))

@@ -28,7 +28,7 @@ from core.contracts import ColumnRule, TableContract
 from core.errors import DefinitionError
 from validation.feast_contracts import FEAST_TO_DTYPE, source_table_name
 
-#: Columns of every events table (``feast_plugins.windows.KNOWN_AT`` / ``EVENT_TIMESTAMP``).
+#: Columns of every events table: when the event became known, when it happened.
 KNOWN_AT = "known_at"
 EVENT_TIMESTAMP = "event_timestamp"
 _VALUE_TYPE_TO_DTYPE = {"STRING": "string", "INT64": "int64", "INT32": "int32"}

@@ -1,5 +1,6 @@
-"""The flights' windowed features: the events SQL's "when known" rules on hand-made flights,
-the events-table checks of the feature stage, and the declarations of late_arrival_v3."""
+"""The flights' windowed features: the events SQL's "when known" rules on hand-made flights
+and the declarations of late_arrival_v3 (the events tables' checks: tests/validation/
+test_events_contracts.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ import pandas as pd
 import pytest
 
 from core.duck import connect
-from feast_plugins.windowed_offline import WindowedSourceError, check_events_table, events_tables
 from feast_plugins.windows import window_specs
 
 REPO = __import__("pathlib").Path(__file__).resolve().parents[2] / "feature_repo"
@@ -66,39 +66,6 @@ def test_outcome_events_follow_the_labelled_events_rule(flights):
     # The LAX flight lands at 10:00 - 5 + 300 min = 14:55: unknown at the 12:00 as-of.
 
 
-def _table(con, **columns):
-    frame = pd.DataFrame({"origin": ["JFK"], "event_timestamp": [pd.Timestamp("2013-01-01 10:00", tz="UTC")],
-                          "known_at": [pd.Timestamp("2013-01-01 10:00", tz="UTC")], "dep_delay": [1.0]})
-    for name, value in columns.items():
-        if value is None:
-            frame = frame.drop(columns=[name])
-        else:
-            frame[name] = value
-    con.register("frame", frame)
-    con.execute("CREATE OR REPLACE TABLE departure_events AS SELECT * FROM frame")
-
-
-@pytest.mark.parametrize("columns,message", [
-    ({"known_at": None}, "no 'known_at' column"),
-    ({"origin": None}, "no key column 'origin'"),
-    ({"dep_delay": ["late"]}, "value column 'dep_delay' must be numeric"),
-    ({"event_timestamp": ["10:00"]}, "'event_timestamp' must be a timestamp"),
-    ({"known_at": [pd.NaT]}, "1 event\\(s\\) without 'known_at'"),
-    ({"known_at": [pd.Timestamp("2013-01-01 12:00:01", tz="UTC")]}, "after the as-of instant"),
-])
-def test_a_bad_events_table_is_refused_naming_it_and_the_column(columns, message):
-    con = connect()
-    _table(con, **columns)
-    with pytest.raises(WindowedSourceError, match=f"events source 'departure_events'.*{message}"):
-        check_events_table(con, "departure_events", ["origin"], ["dep_delay"], f"TIMESTAMPTZ '{AS_OF}'")
-
-
-def test_a_good_events_table_passes_even_with_a_null_key():
-    con = connect()
-    _table(con, origin=[None])
-    check_events_table(con, "departure_events", ["origin"], ["dep_delay"], f"TIMESTAMPTZ '{AS_OF}'")
-
-
 def test_the_shipped_declarations():
     from feature_repo.definitions.feature_services import late_arrival_v2, late_arrival_v3
     from feature_repo.definitions.windows import WINDOWED_VIEWS
@@ -107,10 +74,6 @@ def test_the_shipped_declarations():
     assert len(specs) == 13
     assert {s.window for s in specs} == {timedelta(minutes=30), timedelta(hours=1), timedelta(hours=3),
                                          timedelta(hours=12), timedelta(hours=24)}
-    assert events_tables(WINDOWED_VIEWS) == {
-        "departure_events": (("origin",), ("dep_delay",)),
-        "outcome_events": (("carrier", "tailnum"), ("arr_delay", "late")),
-    }
     names = lambda service: {(p.name, f.name) for p in service.feature_view_projections for f in p.features}  # noqa: E731
     v2, v3 = names(late_arrival_v2), names(late_arrival_v3)
     assert v2 < v3 and {s.name for s in specs} == {f for _, f in v3 - v2}
@@ -126,11 +89,11 @@ def test_the_events_sql_runs_in_duckdb_only_with_its_variables():
 def test_the_features_stage_refuses_an_event_known_in_the_future_and_publishes_nothing(
         slice_run, use_case, tmp_path, monkeypatch):
     """The stage's wiring: a departure events SQL whose events are known 10 days late (past
-    the as-of) fails the whole build naming the table and column; no source table changes."""
+    the as-of) fails the features gate (the events contract) naming the table and column;
+    no source table changes."""
     import shutil
 
     from core.settings import REPO_ROOT, Settings
-    from pipeline.errors import PipelineError
     from pipeline.features import build_sources
     from pipeline.ingest import latest_snapshot
     from tests.conftest import copy_data_dir
@@ -149,7 +112,9 @@ def test_the_features_stage_refuses_an_event_known_in_the_future_and_publishes_n
     settings = Settings.from_env()
     before = {p.name: p.read_bytes() for p in sorted(settings.sources.glob("*.parquet"))}
     assert "departure_events.parquet" in before
-    with pytest.raises(PipelineError, match="table departure_events.*'known_at' after the as-of instant"):
+    from validation.report import GateFailed
+
+    with pytest.raises(GateFailed, match=r"not_after_as_of\] departure_events\.known_at"):
         build_sources(settings, use_case, latest_snapshot(settings))
     assert {p.name: p.read_bytes() for p in sorted(settings.sources.glob("*.parquet"))} == before
     assert not list(settings.sources.glob(".staging-*"))

@@ -55,13 +55,18 @@ def test_a_good_events_table_passes(contracts, tmp_path):
     assert failures(contracts, departures(), tmp_path) == []
 
 
+def test_an_event_without_its_key_belongs_to_no_key_and_passes(contracts, tmp_path):
+    assert failures(contracts, departures().assign(origin=["JFK", None, "LGA", None]), tmp_path) == []
+
+
 @pytest.mark.parametrize("column, change, check", [
+    ("origin", lambda f: f.drop(columns=["origin"]), None),
     ("dep_delay", lambda f: f.drop(columns=["dep_delay"]), None),
     ("dep_delay", lambda f: f.assign(dep_delay=f["dep_delay"].astype(str)), None),
     ("known_at", lambda f: f.assign(known_at=f["known_at"].where(f.index != 1, pd.NaT)), None),
     ("event_timestamp", lambda f: f.assign(event_timestamp=f["event_timestamp"].dt.tz_localize(None)), None),
     ("known_at", lambda f: f.assign(known_at=f["known_at"] + timedelta(hours=2)), "not_after_as_of"),
-], ids=["missing", "wrong_type", "null_known_at", "naive_time", "known_in_the_future"])
+], ids=["missing_key", "missing", "wrong_type", "null_known_at", "naive_time", "known_in_the_future"])
 def test_a_bad_events_table_is_refused_naming_table_and_column(contracts, tmp_path, column, change, check):
     found = failures(contracts, change(departures()), tmp_path)
     assert found, "refused"
