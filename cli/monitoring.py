@@ -1,8 +1,10 @@
 """`monitoring`: skew, drift, freshness and quality of what was served, as a report.
 
 `monitoring report` writes DATA_DIR/reports/monitoring/summary.json and report.html and
-prints the alerts. Exit codes: 0 no alert rule breached, 1 at least one breached (the
-rules: the use case's feature_repo/monitoring.toml), 2 the report could not be made.
+prints the alerts; it first compacts the served log (the server writes a small file per
+flush; `--no-compact` reads them as they are). `monitoring compact` only compacts.
+Exit codes: 0 no alert rule breached, 1 at least one breached (the rules: the use case's
+feature_repo/monitoring.toml), 2 the report could not be made.
 Heavy imports happen inside the command: --help is instant.
 """
 
@@ -25,6 +27,8 @@ def cmd_report(args) -> int:
     from monitoring.monitor import run_monitoring, write_summary
 
     rules = load_rules(args.rules or settings.feature_repo / RULES_FILE)
+    if args.compact:
+        _compact(settings, use_case)
     summary = run_monitoring(settings, use_case, feature_store(settings), rules, start=args.start, end=args.end,
                              recent_since=args.recent_since, at=args.at)
     paths = write_summary(settings, summary)
@@ -34,6 +38,21 @@ def cmd_report(args) -> int:
         print(render_text(summary))
         print(f"report: {paths['html']}\nsummary: {paths['json']}")
     return EXIT_ALERT if summary["alerts"] else EXIT_OK
+
+
+def _compact(settings, use_case) -> dict:
+    from monitoring.servedlog import compact_served_log
+
+    return compact_served_log(settings.logs / "served", use_case.event_timestamp,
+                              say=lambda line: print(line, file=sys.stderr))
+
+
+def cmd_compact(args) -> int:
+    settings, use_case = context()
+    out = _compact(settings, use_case)
+    if not out["files_in"]:
+        print(f"served log {settings.logs / 'served'}: nothing to compact", file=sys.stderr)
+    return EXIT_OK
 
 
 def render_text(summary: dict) -> str:
@@ -77,7 +96,11 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--rules", type=Path,
                         help="alert rules (TOML; default: the use case's feature_repo/monitoring.toml)")
     report.add_argument("--json", action="store_true", help="print the alerts and paths as JSON")
+    report.add_argument("--no-compact", dest="compact", action="store_false",
+                        help="read the served log's files as they are (default: compact them first)")
     report.set_defaults(func=cmd_report)
+    compact = sub.add_parser("compact", help="merge the served log's small files into one per day (same rows)")
+    compact.set_defaults(func=cmd_compact)
     return parser
 
 

@@ -260,18 +260,23 @@ class Replay:
     def monitor(self, until: datetime) -> None:
         from monitoring.config import RULES_FILE, load_rules
         from monitoring.monitor import run_monitoring
+        from monitoring.servedlog import compact_served_log
 
         served = self.work.logs / "served"
         with self.clock.time("monitor"):
             rules = load_rules(self.work.feature_repo / RULES_FILE)
             since = until - timedelta(days=self.config.monitor_every_days)
             summary = run_monitoring(self.work, self.use_case, self.store, rules, start=since, end=until)
-            # Monitored log files move to the archive: the next run reads only new traffic.
+            # Monitored log files move to the archive, compacted (one file per run instead
+            # of one per server flush): the next run reads only new traffic.
             archive = self.work.logs / "served-archive"
+            moved = []
             for path in served.glob("date=*/*.parquet"):
                 target = archive / path.parent.name / path.name
                 target.parent.mkdir(parents=True, exist_ok=True)
                 path.rename(target)
+                moved.append(target)
+            compact_served_log(archive, self.use_case.event_timestamp, files=moved)
         fired = [{"night": until.isoformat(), "rule": a["rule"], "subject": a["subject"], "value": a["value"],
                   "limit": a["limit"]} for a in summary["alerts"]]
         self.alerts.extend(fired)
