@@ -61,9 +61,13 @@ entity frame as Parquet so that the driver's heap does not hold it).
 Spark's Python workers must run an interpreter with pyarrow and this project
 (``PYSPARK_PYTHON``; the spark profile sets it to the platform's own, core/settings.py).
 
+Windowed views (:func:`feast_plugins.windows.is_windowed`, over a ``SparkSource`` of
+events) are computed here too, equal to the DuckDB store: :mod:`feast_plugins.spark_windows`,
+one part of the same Spark job. A retrieval that goes to stock refuses them, naming them:
+stock Feast would join them as plain views.
+
 Not yet here: a large view without entities is sorted in one Spark partition (time
-buckets would spread it); the windowed aggregations of the issue "Fresh
-windowed features" are not computed by this store.
+buckets would spread it).
 """
 
 from __future__ import annotations
@@ -106,6 +110,8 @@ from feast_plugins.asof_offline_store import (
 )
 from feast_plugins.spark_asof import DEFAULT_BROADCAST_ROWS
 from feast_plugins.spark_entities import StagedEntitySparkOfflineStore
+from feast_plugins.windowed_offline import WindowedViewPlan, windowed_view_plan
+from feast_plugins.windows import is_windowed
 
 #: The entity row number column (input order) and the entity timestamp in UTC microseconds.
 ROW = "__feast_row"
@@ -147,10 +153,14 @@ class SparkViewPlan:
 
 
 def spark_view_plan(feature_view: FeatureView, feature_refs: List[str], full_feature_names: bool
-                    ) -> Optional[SparkViewPlan]:
+                    ) -> Optional[SparkViewPlan | WindowedViewPlan]:
     """The join plan for one view, named as the stock stores name it; None if this store
-    does not plan it (a batch feature view, a source other than a SparkSource)."""
+    does not plan it (a batch feature view, a source other than a SparkSource). A
+    windowed view gets a :class:`~feast_plugins.windowed_offline.WindowedViewPlan`."""
     source = feature_view.batch_source
+    if is_windowed(feature_view):  # over a SparkSource of events: spark_windows; else refused by the caller
+        source_sql = source.get_table_query_string() if type(source) is SparkSource else None
+        return windowed_view_plan(feature_view, feature_refs, full_feature_names, source_sql) if source_sql else None
     if isinstance(feature_view, BatchFeatureView) or type(source) is not SparkSource:
         return None
     return SparkViewPlan(name=feature_view.name, source=source,
@@ -512,23 +522,32 @@ class SparkPitRetrievalJob(RetrievalJob):
             # over the entity set (part 0), each large one's from its sorted window (one part
             # each, their sorts side by side); the parts' rows unioned and written once.
             limit = getattr(self._config.offline_store, "broadcast_rows", DEFAULT_BROADCAST_ROWS)
-            small, large, stamps, candidates = [], [], {}, []
+            small, large, windowed, stamps, candidates = [], [], [], {}, []
             for i, view in enumerate(self._views):
-                rows = view_rows(self._spark, view, low, high)
-                stamps[i] = dict(rows.stamps)
+                stamps[i] = {}
                 if self.include_event_timestamps:
                     stamps[i][EVENT_TIMESTAMP_PREFIX + view.name] = True
+                if isinstance(view, WindowedViewPlan):
+                    windowed.append(i)
+                    candidates.append(None)
+                    continue
+                rows = view_rows(self._spark, view, low, high)
+                stamps[i].update(rows.stamps)
                 candidates.append(rows)
             features = staging / "features"
-            if limit is not None:  # every view's candidates in one job, a directory per view
+            if limit is not None and len(windowed) < len(self._views):  # every view's candidates in one job
                 union = None
                 for i, rows in enumerate(candidates):
+                    if rows is None:
+                        continue
                     keys = [F.col(f"__k{j}").alias(f"__v{i}k{j}") for j in range(len(self._views[i].join_keys))]
                     frame = rows.frame.select(F.lit(i).alias("__view"), *keys, "__ts", "__c",
                                               F.col("__p").alias(f"__v{i}p"))
                     union = frame if union is None else union.unionByName(frame, allowMissingColumns=True)
                 union.write.partitionBy("__view").parquet(str(features))
             for i, (view, rows) in enumerate(zip(self._views, candidates)):
+                if rows is None:
+                    continue
                 path = features / f"__view={i}"
                 if limit is not None and path.exists() and _parquet_rows(path) <= limit:
                     small.append((i, view, rows, str(path)))
@@ -541,6 +560,17 @@ class SparkPitRetrievalJob(RetrievalJob):
             for i, view, rows in large:
                 frame, _ = view_answer(self._spark, view, entity_path, low, high, self.include_event_timestamps,
                                        rows=rows)
+                outputs = [c for c in frame.columns if c != ROW]
+                parts.append((frame.select(F.col(ROW), F.struct(*[F.col(_q(c)) for c in outputs]).alias(f"__o{i}")),
+                              [i]))
+            if windowed:
+                from feast_plugins.spark_windows import windowed_answer
+
+                entities = self._spark.read.parquet(entity_path)
+            for i in windowed:
+                view = self._views[i]
+                frame = windowed_answer(self._spark, view, entities, ROW, TS, EVENT_TIMESTAMP_PREFIX + view.name
+                                        if self.include_event_timestamps else None)
                 outputs = [c for c in frame.columns if c != ROW]
                 parts.append((frame.select(F.col(ROW), F.struct(*[F.col(_q(c)) for c in outputs]).alias(f"__o{i}")),
                               [i]))
@@ -685,6 +715,12 @@ class SparkPitOfflineStore(SparkOfflineStore):
             or any(o.mode == "substrait" for o in odfvs)
             or (filter_by_created_timestamp and any(p.created_timestamp_column for p in plans)))
         if unsupported:  # stock, with a pandas entity frame staged as Parquet (spark_entities)
+            windowed = [fv.name for fv in feature_views if is_windowed(fv)]
+            if windowed:
+                raise ValueError(f"windowed view(s) {windowed} cannot be joined here: this retrieval needs "
+                                 "stock Feast's Spark store (a source other than a SparkSource, a substrait "
+                                 "view, filter_by_created_timestamp or no entity set), which does not compute "
+                                 "windows")
             return StagedEntitySparkOfflineStore.get_historical_features(
                 config, feature_views, feature_refs, entity_df, registry, project,
                 full_feature_names=full_feature_names, filter_by_created_timestamp=filter_by_created_timestamp,

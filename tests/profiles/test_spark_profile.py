@@ -129,6 +129,23 @@ def test_spark_training_set_on_the_cluster_equals_duckdb_cell_for_cell(spark_pro
     assert sum(w["coresused"] for w in state["workers"]) == 2, state["workers"]
 
 
+def test_windowed_training_set_on_the_cluster_equals_duckdb_cell_for_cell(spark_profile, embedded_store,
+                                                                          slice_run, use_case):
+    """late_arrival_v3 (v2 and 13 windowed aggregations over the departure and outcome
+    events): the cluster's Spark computes the windows (feast_plugins/spark_windows.py) as
+    DuckDB does, for the slice's last week of flights."""
+    v3 = use_case.with_feature_service("late_arrival_v3")
+    events = load_events(slice_run["settings"], v3)
+    events = events[events["event_timestamp"] >= pd.Timestamp("2013-02-22", tz="UTC")]
+    duck = training_set(embedded_store, v3, events)
+    spark = training_set(spark_profile["store"], v3, events)[duck.columns]
+    windowed = [c for c in duck.columns if c.startswith(("origin_departures_w__", "carrier_outcomes_w__",
+                                                         "aircraft_last_arrival_w__"))]
+    assert len(windowed) == 13 and duck[windowed].notna().any().all(), "vacuous: a windowed column never set"
+    assert len(duck) == len(events) > 3000
+    pd.testing.assert_frame_equal(duck, spark, check_dtype=True, check_exact=True)
+
+
 def test_pandas_entity_frame_reaches_spark_as_a_file_scan(spark_profile, use_case, tmp_path, monkeypatch):
     """The full-data OOM's mechanism: a pandas entity frame became a LocalRelation inside
     the query plan (copied per reference by the driver's optimizer). The staged store
