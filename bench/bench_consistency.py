@@ -29,7 +29,9 @@ results file as the case ``full year clean replay`` (the other cases stay as mea
 every served value of its feature log against the offline point-in-time value, the offline
 side being the replay's truth (every event of the history through the same pipelines; the
 replay's own sources hold only its sliding window), applied in a scratch DATA_DIR; the
-share matching exactly and every mismatch's cause, with the command that produced it.
+share matching exactly and every mismatch's cause, with the command that produced it; and
+the job's time on that log as monitoring reads it (compacted first, as ``monitoring report``
+does, the compaction timed apart; best of 3), against the same 10 s goal.
 
 Run: ``.venv/bin/python bench/bench_consistency.py [--replay-days N] [--full-year-replay DIR]``
 (``make bench`` runs every benchmark).
@@ -53,6 +55,8 @@ SERVICE = "late_arrival_v2"
 PUSHED = ("weather_hourly", "origin_recent")
 LATE_EVERY_HOURS = 97
 LATE_BY_HOURS = 2
+#: Timed runs of the job over the full-year replay's log (the best is reported).
+RUNS = 3
 
 
 def build_log(settings, use_case, store, root: Path) -> dict:
@@ -196,7 +200,7 @@ def full_year_replay(replay_dir: Path, scratch: Path) -> dict:
     from feast_plugins.store import feature_store
     from monitoring.definitions import definition_drift
     from monitoring.monitor import consistency_and_causes
-    from monitoring.servedlog import read_served_log
+    from monitoring.servedlog import compact_served_log, read_served_log
     from monitoring.skew import offline_features
     from pipeline.apply import apply
     from training.registry import ModelRegistry
@@ -213,25 +217,38 @@ def full_year_replay(replay_dir: Path, scratch: Path) -> dict:
     use_case = load_use_case().with_feature_service(SERVICE)
     store = feature_store(settings)
     features = ModelRegistry(settings.models).load_champion().features
+    # The log as monitoring reads it: `monitoring report` compacts first (the replay already
+    # compacted what each of its runs archived; its last run's files are still small).
+    files_before = sum(1 for _ in (data / "logs").glob("*/date=*/*.parquet"))
     started = time.perf_counter()
-    parts = [read_served_log(settings.logs / name, features, use_case.event_timestamp)
-             for name in ("served-archive", "served")]
-    log = pd.concat([p for p in parts if len(p)], ignore_index=True)
-    read_s = time.perf_counter() - started
-    offline = offline_features(store, use_case, log)
-    join_s = time.perf_counter() - started - read_s
-    versions = sorted(log["model_version"].dropna().astype(str).unique().tolist())
-    metrics, causes = consistency_and_causes(settings, store, use_case, log, offline, features, 0.0,
-                                             definition_drift(settings, versions))
-    total = time.perf_counter() - started
+    for name in ("served-archive", "served"):
+        compact_served_log(settings.logs / name, load_use_case().event_timestamp)
+    compact_s = time.perf_counter() - started
+    runs = []
+    for _ in range(RUNS):
+        started = time.perf_counter()
+        parts = [read_served_log(settings.logs / name, features, use_case.event_timestamp)
+                 for name in ("served-archive", "served")]
+        log = pd.concat([p for p in parts if len(p)], ignore_index=True)
+        read_s = time.perf_counter() - started
+        offline = offline_features(store, use_case, log)
+        join_s = time.perf_counter() - started - read_s
+        versions = sorted(log["model_version"].dropna().astype(str).unique().tolist())
+        metrics, causes = consistency_and_causes(settings, store, use_case, log, offline, features, 0.0,
+                                                 definition_drift(settings, versions))
+        total = time.perf_counter() - started
+        runs.append({"total": round(total, 2), "read": round(read_s, 2), "offline_join": round(join_s, 2),
+                     "records_and_causes": round(total - read_s - join_s, 2)})
+        say(f"full year replay's log: {runs[-1]}")
     days = pd.to_datetime(log[use_case.event_timestamp], utc=True).dt.tz_convert(use_case.timezone).dt.date
     return {"rows": int(len(log)), "days": int(days.nunique()), "first_day": str(days.min()),
             "last_day": str(days.max()), "models": len(versions), "overall": metrics["overall"],
             "mismatches": causes["mismatches"], "unexplained": causes["unexplained"],
             "causes": {f["cause"]: f["values"] for f in causes["findings"]}, "findings": causes["findings"],
             "skipped_files": sum(len(p.attrs.get("skipped", [])) for p in parts),
+            "log_files_as_left": files_before, "compact_s": round(compact_s, 2),
             "log_files": sum(1 for _ in (data / "logs").glob("*/date=*/*.parquet")),
-            "seconds": {"total": round(total, 2), "read": round(read_s, 2), "offline_join": round(join_s, 2)}}
+            "seconds": min(runs, key=lambda r: r["total"]), "runs": runs}
 
 
 def add_full_year(replay_dir: Path, scratch: Path, command: str) -> None:
@@ -251,7 +268,10 @@ def add_full_year(replay_dir: Path, scratch: Path, command: str) -> None:
     goals = [{"goal": "full year clean replay with pushes: served values matching exactly (share)",
               "value": o["exact_rate"], "target": 0.999, "met": bool(o["exact_rate"] >= 0.999)},
              {"goal": "full year clean replay: mismatches without a named cause", "value": result["unexplained"],
-              "target": 0, "met": result["unexplained"] == 0}]
+              "target": 0, "met": result["unexplained"] == 0},
+             {"goal": "full year clean replay: the consistency job over its own served log (s, 2 cores)",
+              "value": result["seconds"]["total"], "target": GOAL_SECONDS,
+              "met": result["seconds"]["total"] <= GOAL_SECONDS}]
     payload = json.loads(path.read_text())
     payload["rows"] = [r for r in payload["rows"] if r.get("case") != row["case"]] + [row]
     payload["goals"] = [g for g in payload["goals"] if not g["goal"].startswith("full year clean replay")] + goals
