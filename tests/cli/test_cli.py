@@ -61,7 +61,8 @@ def test_validation_raw_names_the_check_exits_2_and_writes_json(tmp_path, builti
 
 #: One cheap invocation of every command (each builds the settings before any work).
 COMMANDS = [["cli.pipeline", "ingest"], ["cli.training", "list"], ["cli.validation", "show", "ingest"],
-            ["cli.monitoring", "report"], ["cli.replay", "run", "--days", "1"], ["cli.serving", "example"]]
+            ["cli.monitoring", "report"], ["cli.monitoring", "compact"], ["cli.replay", "run", "--days", "1"],
+            ["cli.serving", "example"]]
 
 
 def _bad_settings(tmp_path) -> dict[str, tuple[dict, str]]:
@@ -92,6 +93,23 @@ def test_a_bad_instant_option_is_a_usage_error_naming_the_option(command):
     assert result.returncode == 2, result.stderr
     assert command[-2] in result.stderr and "ISO 8601" in result.stderr and "Traceback" not in result.stderr, \
         result.stderr
+
+
+def test_monitoring_compact_merges_the_served_logs_small_files(tmp_path):
+    from tests.monitoring.test_consistency import _log_file
+
+    served = tmp_path / "data" / "logs" / "served" / "date=2026-01-01"
+    for i in range(3):
+        _log_file(served / f"part-{i}.parquet", request_id=[f"a{i}", f"b{i}"])
+    env = {"DATA_DIR": str(tmp_path / "data"), "PATH": ""}
+    result = subprocess.run([sys.executable, "-m", "cli.monitoring", "compact"], capture_output=True, text=True,
+                            env=env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "3 file(s) compacted into 1 (6 rows)" in result.stderr, result.stderr
+    assert [p.name.split("-")[0] for p in served.glob("*.parquet")] == ["compact"]
+    again = subprocess.run([sys.executable, "-m", "cli.monitoring", "compact"], capture_output=True, text=True,
+                           env=env, timeout=120)
+    assert again.returncode == 0 and "nothing to compact" in again.stderr, again.stderr
 
 
 def test_make_feast_uses_the_profile_the_settings_name(tmp_path):
