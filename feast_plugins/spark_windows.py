@@ -49,7 +49,7 @@ def windowed_answer(spark, plan: WindowedViewPlan, entities, row: str, ts: str,
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    from feast_plugins.spark_offline_store import _q, micros_expr
+    from feast_plugins.spark_offline_store import _q, entity_key_columns, micros_expr
 
     try:
         events = spark.sql(f"SELECT * FROM {plan.source_sql}")
@@ -72,14 +72,9 @@ def windowed_answer(spark, plan: WindowedViewPlan, entities, row: str, ts: str,
         micros_expr(EVENT_TIMESTAMP, types[EVENT_TIMESTAMP]).alias("__et"),
         *[F.col(_q(c)).cast("double").alias(value_of[c]) for c in columns],
         F.lit(None).cast("bigint").alias("__row"))
-    entity_types = {f.name: f.dataType for f in entities.schema.fields}
-    entity_keys = []
-    for (src, ent), k in zip(plan.join_keys, keys):
-        column = F.col(_q(ent))
-        if entity_types[ent] != types[src]:  # an unconvertible key matches nothing
-            column = F.expr(f"try_cast({_q(ent)} AS {types[src].simpleString()})")
-        entity_keys.append(column.alias(k))
-    entity_rows = entities.select(*entity_keys, F.col(ts).alias("__t"), F.lit(None).cast("bigint").alias("__et"),
+    # Keys as the events' types (an unconvertible key matches nothing), no values.
+    entity_rows = entities.select(*entity_key_columns(entities, plan, types), F.col(ts).alias("__t"),
+                                  F.lit(None).cast("bigint").alias("__et"),
                                   *[F.lit(None).cast("double").alias(value_of[c]) for c in columns],
                                   F.col(row).alias("__row"))
     stacked = event_rows.unionByName(entity_rows)
