@@ -32,7 +32,7 @@ import sqlite3
 import struct
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, NamedTuple, Optional
 
@@ -45,7 +45,7 @@ from feast_plugins.on_demand import TS_SUFFIX, NotDirect, Output, RequestViews, 
 
 #: Decoded packed rows kept per batch view (:func:`_decoder`).
 DECODE_CACHE_ENTRIES = 20_000
-#: Decoded windowed states kept per windowed view (:class:`WindowRead`; a state holds a window's events).
+#: Keys whose decoded windowed state is kept, per windowed view (:class:`WindowRead`; a state holds a window's events).
 WINDOW_CACHE_ENTRIES = 4_096
 #: Entity keys :class:`DirectRead` keeps serialized (a few MB at most).
 KEY_CACHE_SIZE = 50_000
@@ -237,6 +237,26 @@ class BatchView:
         """(join key, request field) pairs: views with equal signatures share a request's keys."""
         return tuple((key.join_key, key.field) for key in self.keys)
 
+    @functools.cached_property
+    def fields(self) -> tuple[str, ...]:
+        """The request fields holding the key."""
+        return tuple(key.field for key in self.keys)
+
+    @functools.cached_property
+    def names(self) -> tuple[str, ...]:
+        """The outputs' names in the response."""
+        return tuple(output.name for output in self.outputs)
+
+    @functools.cached_property
+    def stamp_names(self) -> tuple[str, ...]:
+        """The names of the outputs' timestamps in the response."""
+        return tuple(output.name + TS_SUFFIX for output in self.outputs)
+
+    @functools.cached_property
+    def empty(self) -> tuple:
+        """The values of an entity without a row: every output null."""
+        return (None,) * len(self.outputs)
+
 
 def _decoder(outputs: tuple[Output, ...]) -> Callable[[bytes], Optional[tuple]]:
     """:func:`packed_layout.decode` for these outputs, memoized on the bytes: decoding is a
@@ -253,20 +273,20 @@ def _decoder(outputs: tuple[Output, ...]) -> Callable[[bytes], Optional[tuple]]:
 
 @dataclass(frozen=True)
 class WindowRead:
-    """How :class:`DirectRead` answers a windowed view (``windowed_online.py``): each row's
-    state, decoded once per distinct bytes, merged at the request's instant."""
+    """How :class:`DirectRead` answers a windowed view (``windowed_online.py``): each key's
+    state, decoded once per distinct stored bytes, merged at the request's instant."""
 
     layout: windowed_online.Layout
     #: Each output's position in the layout's outputs.
     positions: tuple[int, ...]
-    state: Callable[[bytes], windowed_online.State]
     #: ``pick(layout's values) -> the outputs' values`` (None: all of them, in order).
     pick: Optional[Callable[[tuple], tuple]] = None
+    #: Per serialized key, the bytes last read for it and their decoded state (:meth:`state`).
+    states: dict = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def of(cls, view, outputs: tuple[Output, ...]) -> "WindowRead":
         layout = windowed_online.layout_of(view)
-        state = functools.lru_cache(maxsize=WINDOW_CACHE_ENTRIES)(layout.decode)
         positions = tuple(layout.names.index(o.feature) for o in outputs)
         if positions == tuple(range(len(layout.names))):
             pick = None
@@ -275,12 +295,31 @@ class WindowRead:
                 return (values[p],)
         else:
             pick = operator.itemgetter(*positions)
-        return cls(layout, positions, state, pick)
+        return cls(layout, positions, pick)
 
-    def values(self, packed: Optional[bytes], instant: Optional[int]) -> tuple:
-        """The outputs' values at ``instant`` (microseconds; None: null) for a key's stored
+    def state(self, key: bytes, packed: bytes) -> windowed_online.State:
+        """The state stored as ``packed`` for ``key``, decoded when these bytes were not the
+        ones last decoded for it: a push or a materialization that rewrote the key's state
+        changes its bytes. Kept by key and checked by comparing the bytes, which costs far
+        less than hashing them (a busy key's state is kilobytes). At most
+        :data:`WINDOW_CACHE_ENTRIES` keys (the oldest is dropped)."""
+        states = self.states
+        held = states.get(key)
+        if held is not None and held[0] == packed:
+            return held[1]
+        state = self.layout.decode(packed)
+        if held is None and len(states) >= WINDOW_CACHE_ENTRIES:
+            try:
+                del states[next(iter(states))]
+            except (KeyError, RuntimeError, StopIteration):  # another thread changed it meanwhile
+                pass
+        states[key] = (packed, state)
+        return state
+
+    def values(self, key: bytes, packed: Optional[bytes], instant: Optional[int]) -> tuple:
+        """The outputs' values at ``instant`` (microseconds; None: null) for ``key``'s stored
         state (None: a key without events)."""
-        merged = self.layout.values_at(None if packed is None else self.state(packed), instant)
+        merged = self.layout.values_at(None if packed is None else self.state(key, packed), instant)
         return merged if self.pick is None else self.pick(merged)
 
 
@@ -548,24 +587,23 @@ class DirectRead:
     def _windowed(view: BatchView, rows: list[dict], serialized: list[bytes], found: dict,
                   instants: list[Optional[int]], out: dict) -> None:
         window = view.window
-        fields = [key.field for key in view.keys]
-        empty = (None,) * len(view.outputs)
+        fields = view.fields
         stamps, decoded = [], []
         merged: dict = {}  # (key, instant) -> values: a request's flights share origins and instants
         for row, key, instant in zip(rows, serialized, instants):
             if instant is None or any(row.get(f) in (None, "") for f in fields):
                 stamps.append(0)
-                decoded.append(empty)
+                decoded.append(view.empty)
                 continue
             values = merged.get((key, instant))
             if values is None:
                 stored = found.get(key)
-                values = merged[key, instant] = window.values(None if stored is None else stored[1], instant)
+                values = merged[key, instant] = window.values(key, None if stored is None else stored[1], instant)
             decoded.append(values)
             stamps.append(instant // 1_000_000)
-        for output, column in zip(view.outputs, zip(*decoded)):
-            out[output.name] = list(column)
-            out[output.name + TS_SUFFIX] = stamps
+        for name, stamp_name, column in zip(view.names, view.stamp_names, zip(*decoded)):
+            out[name] = list(column)
+            out[stamp_name] = stamps
 
     def _damaged(self, problem: str) -> None:
         """A read found the file damaged: refuse it until it changes (:meth:`recheck`)."""

@@ -33,7 +33,14 @@ instant, e.g. a departure asked about after the fact). Older instants may miss p
 
 **Reads.** :meth:`Layout.values_at` gives the contract's values (count an ``int``, the rest
 ``float`` or None); a null key or instant gives None for every feature (the callers pass
-None state for a key without events: count 0, sum 0.0, others None).
+None state for a key without events: count 0, sum 0.0, others None). The aggregations of
+a (column, window, tile) without ``min``, ``max`` or ``last`` (``count``, ``sum``, ``mean``,
+``share_gt``) are read from running totals of the column over the state's events instead,
+made once per decoded state (the server keeps a key's decoded state until its stored bytes
+change): two binary searches and a few subtractions per window, the same numbers as the
+tiles give. Running sums are kept only when every partial sum is exact (values on a grid
+of 1/1024, their magnitudes adding up to less than 2**52 / 1024: the flights' delays are
+whole minutes); otherwise those sums come from the tiles.
 
 **The instant of Feast's reads.** Feast's ``get_online_features`` hands an online store
 only entity keys. Its windowed reads use :func:`read_instant`'s instant when one is set
@@ -57,10 +64,11 @@ import struct
 import time
 from array import array
 from bisect import bisect_left, bisect_right
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from itertools import accumulate
 from operator import itemgetter
-from typing import Iterator, Optional, Sequence
+from typing import Iterator, NamedTuple, Optional, Sequence
 
 from core.errors import PlatformError
 from validation.events_contracts import EVENT_TIMESTAMP, KNOWN_AT
@@ -79,6 +87,11 @@ _INF = math.inf
 _NAN = math.nan
 _HEAD = struct.Struct("<B8sII")  # format, layout digest, events, tile sets
 _PAIR = itemgetter(0, 1)
+#: Running sums are kept for a column whose values are all multiples of 1/_GRID and whose
+#: absolute values add up to less than _EXACT / _GRID: then every partial sum is exact, and
+#: a difference of two running sums is the very number adding up the values gives (in any order).
+_GRID = 1024.0
+_EXACT = float(2 ** 52)
 
 
 class EventError(PlatformError):
@@ -138,12 +151,28 @@ class _Group:
     thresholds: tuple[int, ...]  # indexes in that tile set's thresholds, per share_gt agg (-1 otherwise)
     aggs: tuple[_Agg, ...]
     last: bool  # whether an aggregation is ``last`` (the newest value is looked for only then)
+    total: bool = True  # whether an aggregation needs the sum (``sum``, ``mean``)
+    extremes: bool = True  # whether an aggregation is ``min`` or ``max``
+    #: The tile set's thresholds this group's ``share_gt`` aggregations read (indexes).
+    shares: tuple[int, ...] = ()
+    #: Whether running totals answer the group (no ``min``, ``max`` or ``last``: :meth:`Layout.values_at`).
+    running: bool = False
+
+
+@dataclass(frozen=True)
+class _Needs:
+    """What a tile set's groups read of a run of events, the union over them: a run's
+    partials (the layout's ``_run``) are computed once per read and shared by the groups."""
+
+    total: bool
+    extremes: bool
+    last: bool
 
 
 class Layout:
     """A windowed view's state layout, built from its specs (``windows.window_specs``)."""
 
-    def __init__(self, specs: Sequence, small_state: Optional[int] = None):
+    def __init__(self, specs: Sequence, small_state: Optional[int] = None, running: bool = True):
         if not specs:
             raise ValueError("a windowed layout needs at least one aggregation")
         self.specs = tuple(specs)
@@ -169,13 +198,32 @@ class Layout:
             k = next(j for j, (c, t, _) in enumerate(self.tilesets) if c == column and t == tile)
             thresholds = tuple(self.tilesets[k][2].index(a.threshold) if a.function == "share_gt" else -1
                                for a in aggs)
-            self.groups.append(_Group(column, window, tile, k, thresholds, tuple(aggs),
-                                      any(a.function == "last" for a in aggs)))
+            last = any(a.function == "last" for a in aggs)
+            extremes = any(a.function in ("min", "max") for a in aggs)
+            self.groups.append(_Group(
+                column, window, tile, k, thresholds, tuple(aggs), last,
+                any(a.function in ("sum", "mean") for a in aggs), extremes,
+                tuple(sorted({th for th in thresholds if th >= 0})), running and not (last or extremes)))
+        #: Per column, what the running totals of the groups they answer hold, ``(column, whether
+        #: a sum, the thresholds)``: also their key in a state (:meth:`_running`).
+        self._running_needs: dict[int, tuple] = {}
+        for g in self.groups:
+            if g.running:
+                _c, total, over = self._running_needs.get(g.column, (g.column, False, ()))
+                shared = tuple(self.tilesets[g.tileset][2][k] for k in g.shares)
+                self._running_needs[g.column] = (g.column, total or g.total, tuple(dict.fromkeys(over + shared)))
+        #: Per tile set, what its groups read of a run of events (:meth:`_run`).
+        self._needs = tuple(_Needs(any(g.total for g in self.groups if g.tileset == k),
+                                   any(g.extremes for g in self.groups if g.tileset == k),
+                                   any(g.last for g in self.groups if g.tileset == k))
+                            for k in range(len(self.tilesets)))
         #: Events known at or before newest known_at - retain are pruned (microseconds).
         self.retain = max(s.window_us for s in specs) + RETAIN_SLACK // _US
         text = repr((self.columns, self.tilesets)).encode()
         self.digest = hashlib.sha256(text).digest()[:8]
         self.nulls = (None,) * len(self.names)
+        #: The values over an empty window (a key without events): count 0, sum 0.0, the rest null.
+        self.empty = tuple(0 if s.function == "count" else 0.0 if s.function == "sum" else None for s in specs)
         #: A state of at most this many events keeps no tiles (:data:`SMALL_STATE` by default).
         self.small_state = SMALL_STATE if small_state is None else small_state
         # A small state's tiles (none; shared: tiles are never changed in place) and their bytes.
@@ -384,13 +432,35 @@ class Layout:
         (None: a key without events), in :attr:`names` order."""
         if instant is None:
             return self.nulls
+        if state is None or not state.known:
+            return self.empty
         out: list = [None] * len(self.names)
-        empty = state is None or not state.known
+        runs: dict = {}  # (tile set, a, b) -> the partials of the events known in (a, b], shared by groups
+        known = state.known
+        stop = None  # the events known at or before instant: known[:stop]
         for group in self.groups:
-            if empty:
-                cnt, total, low, high, gts, last = 0, 0.0, _INF, -_INF, None, None
+            running = None
+            if group.running:
+                needs = self._running_needs[group.column]
+                running = state.running.get(needs) or self._running(state, needs)
+                if group.total and running.sums is None:
+                    running = None
+            if running is not None:
+                # The events known in (instant - window, instant] are known[start:stop]: their
+                # values from the running totals, the same numbers as merging tiles and edges.
+                if stop is None:
+                    stop = bisect_right(known, instant)
+                start = bisect_right(known, instant - group.window, 0, stop)
+                counts = running.counts
+                cnt = counts[stop] - counts[start]
+                total = running.sums[stop] - running.sums[start] if group.total else 0.0
+                low, high, last = _INF, -_INF, None
+                gts = [0] * len(self.tilesets[group.tileset][2])
+                for k in group.shares:
+                    over = running.over[self.tilesets[group.tileset][2][k]]
+                    gts[k] = over[stop] - over[start]
             else:
-                cnt, total, low, high, gts, last = self._merge(state, group, instant)
+                cnt, total, low, high, gts, last = self._merge(state, group, instant, runs)
             for agg, th in zip(group.aggs, group.thresholds):
                 f = agg.function
                 if f == "count":
@@ -412,33 +482,58 @@ class Layout:
                 out[agg.index] = value
         return tuple(out)
 
-    def _merge(self, state: "State", group: _Group, instant: int):
+    def _running(self, state: "State", needs: tuple) -> "_Running":
+        """The running totals of a column over ``state``'s events, ``needs``: ``(column, whether
+        a sum, the thresholds)`` (kept in the state under it: a state is decoded once per
+        stored bytes and read many times). The sums only when every partial sum is exact
+        (:data:`_GRID`), so that a difference of two is what adding up the values gives; else
+        the groups needing a sum are merged from tiles and edges."""
+        column, total, thresholds = needs
+        values = state.values[column]
+        present = [v == v for v in values]  # NaN: null
+        sums = None
+        if total:
+            clean = [v if p else 0.0 for v, p in zip(values, present)]
+            grid = [v * _GRID for v in clean]
+            if all(map(float.is_integer, grid)) and sum(map(abs, grid)) < _EXACT:
+                sums = list(accumulate(clean, initial=0.0))
+        running = _Running(list(accumulate(present, initial=0)), sums,
+                           {th: list(accumulate([v > th for v in values], initial=0)) for th in thresholds})
+        state.running[needs] = running
+        return running
+
+    def _merge(self, state: "State", group: _Group, instant: int, runs: dict):
         """(count, sum, min, max, [count over each threshold], newest value) over the events of
         ``(instant - window, instant]``: the tiles fully inside and the edge tiles' events (a
         small state's events all; it keeps no tiles). Sums are exact for the contract's
-        values in any order (integers and halves), so slices are summed whole."""
+        values in any order (integers and halves), so slices are summed whole. Only what the
+        group's aggregations read is computed (a sum, the extremes, the thresholds it
+        shares over, the newest value); the others keep their empty values. ``runs``: the
+        edges' partials already computed by this read (groups of a tile set share the edge
+        ending at ``instant``), the same numbers either way."""
         lo, hi, tile = instant - group.window, instant, group.tile
         first = -((-lo) // tile)  # the first tile starting at or after lo
         stop = hi // tile  # tiles before this one end at or before hi
         known = state.known
-        values = state.values[group.column]
-        thresholds = self.tilesets[group.tileset][2]
         cnt, total, low, high = 0, 0.0, _INF, -_INF
-        gts = [0] * len(thresholds)
+        gts = [0] * len(self.tilesets[group.tileset][2])
         newest = None  # (known_at, event_timestamp, value) of the newest value
         if first < stop and len(known) > self.small_state:
             edges = ((lo, first * tile), (stop * tile, hi))
             tiles = state.tiles[group.tileset]
-            j0 = bisect_left(tiles.index, first)
-            j1 = bisect_left(tiles.index, stop, j0)
+            index = tiles.index
+            j0 = bisect_left(index, first)
+            j1 = bisect_left(index, stop, j0)
             if j0 < j1:
                 cnt = sum(tiles.cnt[j0:j1])
                 if cnt:
-                    total = sum(tiles.sums[j0:j1])
-                    low = min(tiles.mins[j0:j1])
-                    high = max(tiles.maxs[j0:j1])
-                    for k, g in enumerate(tiles.gts):
-                        gts[k] = sum(g[j0:j1])
+                    if group.total:
+                        total = sum(tiles.sums[j0:j1])
+                    if group.extremes:
+                        low = min(tiles.mins[j0:j1])
+                        high = max(tiles.maxs[j0:j1])
+                    for k in group.shares:
+                        gts[k] = sum(tiles.gts[k][j0:j1])
                     if group.last:  # the newest tile with a value holds the newest value
                         tile_cnt = tiles.cnt
                         for j in range(j1 - 1, j0 - 1, -1):
@@ -448,25 +543,48 @@ class Layout:
         else:
             edges = ((lo, hi),)
         for a, b in edges:  # events known in (a, b]
-            i0 = bisect_right(known, a)
-            i1 = bisect_right(known, b, i0)
-            if i0 == i1:
+            key = (group.tileset, a, b)
+            if key in runs:
+                run = runs[key]
+            else:
+                run = runs[key] = self._run(state, group.tileset, bisect_right(known, a), b)
+            if run is None:
                 continue
-            present = [v for v in values[i0:i1] if v == v]  # NaN: null
-            if not present:
-                continue
-            cnt += len(present)
-            total += sum(present)
-            low = min(low, min(present))
-            high = max(high, max(present))
-            for k, threshold in enumerate(thresholds):
-                gts[k] += sum(1 for v in present if v > threshold)
-            if group.last:
-                ets = state.ets
-                best = max((known[i], ets[i], values[i]) for i in range(i0, i1) if values[i] == values[i])
-                if newest is None or best > newest:
-                    newest = best
+            n, run_total, run_low, run_high, run_gts, run_newest = run
+            cnt += n
+            total += run_total
+            if run_low < low:
+                low = run_low
+            if run_high > high:
+                high = run_high
+            for k in group.shares:
+                gts[k] += run_gts[k]
+            if group.last and (newest is None or run_newest > newest):
+                newest = run_newest
         return cnt, total, low, high, gts, None if newest is None else newest[2]
+
+    def _run(self, state: "State", tileset: int, i0: int, b: int):
+        """The partials of the non-null values of a tile set's column over the events from
+        index ``i0`` known at or before ``b``: (count, sum, min, max, counts over each
+        threshold, newest ``(known_at, event_timestamp, value)``), what the tile set's groups
+        read of them (:class:`_Needs`; the rest: 0.0, inf, -inf, None); None: no value."""
+        known = state.known
+        i1 = bisect_right(known, b, i0)
+        if i0 == i1:
+            return None
+        column, _tile, thresholds = self.tilesets[tileset]
+        values = state.values[column]
+        present = [v for v in values[i0:i1] if v == v]  # NaN: null
+        if not present:
+            return None
+        needs = self._needs[tileset]
+        newest = None
+        if needs.last:
+            ets = state.ets
+            newest = max((known[i], ets[i], values[i]) for i in range(i0, i1) if values[i] == values[i])
+        return (len(present), sum(present) if needs.total else 0.0,
+                min(present) if needs.extremes else _INF, max(present) if needs.extremes else -_INF,
+                [len([v for v in present if v > threshold]) for threshold in thresholds], newest)
 
 
 def _tie_key(event: tuple) -> tuple:
@@ -525,6 +643,19 @@ class State:
     ets: array
     values: tuple  # one array of floats per column (NaN: null)
     tiles: Optional[tuple]  # one Tiles per tile set (None: decoded without them, Layout.decode_events)
+    #: Running totals (:class:`_Running`) by what they hold (the layout's ``_running``), made by the
+    #: first read needing them.
+    running: dict = field(default_factory=dict, compare=False, repr=False)
+
+
+class _Running(NamedTuple):
+    """A column's running totals over a state's events: ``counts[i]``, the non-null values
+    among the first ``i`` events; ``sums[i]``, their sum (None: the column's values are not
+    all exactly summable, see :data:`_GRID`); ``over[threshold][i]``, how many are over it."""
+
+    counts: list
+    sums: Optional[list]
+    over: dict
 
 
 # -- pushed events --------------------------------------------------------------------------

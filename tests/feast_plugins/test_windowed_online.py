@@ -218,6 +218,71 @@ def _specs():
 
 SPECS = _specs()
 
+#: Functions read from running totals when no min, max or last shares their (column, window, tile).
+RUNNING_FUNCTIONS = ("count", "sum", "mean", "share_gt:1.5")
+# Halves add up exactly (running sums are kept); any float may not (sums come from the tiles).
+_any_value = st.one_of(st.none(), st.integers(-6, 6).map(lambda i: i / 2),
+                       st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False))
+_any_event = st.builds(lambda key, known, lag, x, y: Event({"k": key}, T0 + (known - lag) * MINUTE,
+                                                          T0 + known * MINUTE, {"x": x, "y": y}),
+                       st.sampled_from(["a", "b"]), st.integers(0, 600), st.integers(0, 45), _any_value, _value)
+
+
+def _running_specs():
+    from feast_plugins.windows import WindowSpec
+
+    out = []
+    for column in ("x", "y"):
+        for window, tile in WINDOWS:
+            for function in RUNNING_FUNCTIONS:
+                name, _, threshold = function.partition(":")
+                out.append(WindowSpec("w", ("k",), column, name, window * MINUTE, tile * MINUTE,
+                                      _name(column, function, window), float(threshold) if threshold else None))
+    # Counts and shares alone: running totals whatever the values.
+    out += [WindowSpec("w", ("k",), "x", "count", 120 * MINUTE, 30 * MINUTE, "x_count_120m"),
+            WindowSpec("w", ("k",), "x", "share_gt", 120 * MINUTE, 30 * MINUTE, "x_share_gt_120m", 1.5)]
+    return out
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(_any_event, max_size=40), st.integers(1, 4), st.lists(st.integers(0, 700), min_size=1, max_size=4),
+       st.sampled_from((0, 4, windowed_online.SMALL_STATE)))
+def test_running_totals_give_the_numbers_the_tiles_give(events, n, minutes, small_state):
+    """count, sum, mean and share_gt with no min, max or last beside them are read from
+    running totals: bit for bit what merging tiles and edges gives, whether the values add
+    up exactly (halves: running sums) or not (any float: the sums come from the tiles), and
+    the reference's values (sums and means where the values are halves)."""
+    specs = _running_specs()
+    running = Layout(specs, small_state=small_state)
+    tiles = Layout(specs, small_state=small_state, running=False)
+    assert all(g.running for g in running.groups) and not any(g.running for g in tiles.groups)
+    states: dict = {}
+    for batch in _batches(events, n):
+        grouped: dict = {}
+        for e in batch:
+            grouped.setdefault(e.keys["k"], []).append((micros(e.known_at), micros(e.event_timestamp),
+                                                        tuple(math.nan if e.values[c] is None else e.values[c]
+                                                              for c in running.columns)))
+        for key, new in grouped.items():
+            old = states.get(key)
+            states[key] = running.encode(running.add(None if old is None else running.decode(old), new))
+    halves = {c: all(e.values[c] is None or (2 * e.values[c]).is_integer() and abs(e.values[c]) <= 3 for e in events)
+              for c in ("x", "y")}
+    # Also where events lie exactly on a window's start and end.
+    edges = [(e.known_at - T0) // MINUTE + w for e in events[:3] for w in (0, 30, 60, 120, 180)]
+    for m in minutes + edges:
+        t = T0 + m * MINUTE
+        for key in ("a", "b", "c"):
+            blob = states.get(key)
+            state = None if blob is None else running.decode(blob)
+            got = running.values_at(state, micros(t))
+            assert repr(got) == repr(tiles.values_at(None if blob is None else tiles.decode(blob), micros(t)))
+            assert repr(running.values_at(state, micros(t))) == repr(got), "read again: the totals kept"
+            for spec, value in zip(specs, got):
+                if spec.function in ("sum", "mean") and not halves[spec.column]:
+                    continue
+                assert values_equal(spec, value, reference_value(spec, events, (key,), t)), (spec.name, key, m)
+
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(_case)
@@ -372,3 +437,28 @@ def test_old_events_are_pruned_beyond_the_largest_window(sqlite_repo):
     at = old[-1].known_at
     day_count = next(s for s in SPECS if s.name == "x_count_1440m")
     assert _count(store, "a", at) == reference_value(day_count, old, ("a",), at), "reads at the head stay exact"
+
+
+def test_the_direct_read_decodes_a_state_again_once_a_push_rewrites_it(sqlite_repo):
+    """The server's direct read keeps each key's decoded state while its stored bytes stay
+    the same: the next read after a push sees the pushed events; a key the push left alone
+    keeps its decoded state."""
+    from feast_plugins.packed_reader import DirectRead
+
+    store, settings_ = sqlite_repo
+    clear(store)
+    push(store, settings_, [_event("a", 10), _event("b", 10)])
+    direct = DirectRead.for_store(store, store.get_feature_service("svc"), request_time_field="at")
+    at = T0 + 30 * MINUTE
+
+    def read(key):
+        out = direct.read([{"k": key, "at": at}])
+        return out["w__x_count_1440m"][0], out["w__x_sum_1440m"][0]
+
+    assert (read("a"), read("b")) == ((1, 1.0), (1, 1.0))
+    [window] = [view.window for view in direct.batch if view.window is not None]
+    before = dict(window.states)
+    push(store, settings_, [_event("a", 20, x=3.0)])
+    assert (read("a"), read("b")) == ((2, 4.0), (1, 1.0))
+    [key_b] = [key for key, (packed, state) in window.states.items() if before[key][0] == packed]
+    assert window.states[key_b][1] is before[key_b][1], "b's bytes did not change: its state was not decoded again"
