@@ -222,7 +222,7 @@ def full_year_replay(replay_dir: Path, scratch: Path) -> dict:
     files_before = sum(1 for _ in (data / "logs").glob("*/date=*/*.parquet"))
     started = time.perf_counter()
     for name in ("served-archive", "served"):
-        compact_served_log(settings.logs / name, load_use_case().event_timestamp)
+        compact_served_log(settings.logs / name, use_case.event_timestamp)
     compact_s = time.perf_counter() - started
     runs = []
     for _ in range(RUNS):

@@ -137,7 +137,7 @@ def compact_served_log(root: Path, event_timestamp: str, files: Iterable[Path] |
         chosen = sorted(root.glob("date=*/*.parquet")) if files is None else sorted(Path(f) for f in files)
         read = _read_all(chosen)
         held = _held_by_compacted(chosen, read)
-        by_group: dict[tuple, list[tuple[Path, pa.Table]]] = {}
+        by_group: dict[tuple, list[tuple[Path, list[str], pa.Table]]] = {}
         for path, table in zip(chosen, read):
             if path in held:
                 path.unlink(missing_ok=True)  # the end of a compaction that stopped before it
@@ -146,16 +146,16 @@ def compact_served_log(root: Path, event_timestamp: str, files: Iterable[Path] |
                     table, [c for c in table.column_names if "__" in c], event_timestamp)[1]:
                 out["left"].append(str(path))
                 continue
+            # Each member: its file, the names it stands for (a compacted file: also its inputs), its rows.
+            names = [path.name, *_compacted_from(table.schema.metadata)]
             schema = table.schema.remove_metadata()
-            by_group.setdefault((path.parent, schema.to_string()), []).append((path, table.replace_schema_metadata()))
+            by_group.setdefault((path.parent, schema.to_string()), []).append(
+                (path, names, table.replace_schema_metadata()))
         for (directory, _), members in sorted(by_group.items(), key=lambda item: str(item[0][0])):
             if len(members) < 2 and members[0][0].name.startswith("compact-"):
                 continue  # already one compacted file
-            names = []
-            for path, table in members:
-                names.append(path.name)
-                names += _compacted_from(pq.read_schema(path).metadata if path.name.startswith("compact-") else None)
-            merged = pa.concat_tables([t for _, t in members])
+            names = [name for _, held, _ in members for name in held]
+            merged = pa.concat_tables([t for _, _, t in members])
             merged = merged.replace_schema_metadata({COMPACTED_FROM: json.dumps(names).encode()})
             name = f"compact-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}.parquet"
             tmp = directory / f".{name}.tmp"
@@ -165,7 +165,7 @@ def compact_served_log(root: Path, event_timestamp: str, files: Iterable[Path] |
             except BaseException:
                 tmp.unlink(missing_ok=True)
                 raise
-            for path, _ in members:
+            for path, _, _ in members:
                 path.unlink(missing_ok=True)
             out["files_in"] += len(members)
             out["files_out"] += 1
