@@ -557,20 +557,16 @@ class SparkPitRetrievalJob(RetrievalJob):
             if small:
                 parts.append((broadcast_answers(self._spark, small, entity_path, self.include_event_timestamps),
                               [i for i, *_ in small]))
-            for i, view, rows in large:
-                frame, _ = view_answer(self._spark, view, entity_path, low, high, self.include_event_timestamps,
-                                       rows=rows)
-                outputs = [c for c in frame.columns if c != ROW]
-                parts.append((frame.select(F.col(ROW), F.struct(*[F.col(_q(c)) for c in outputs]).alias(f"__o{i}")),
-                              [i]))
+            answers = [(i, view_answer(self._spark, view, entity_path, low, high, self.include_event_timestamps,
+                                       rows=rows)[0]) for i, view, rows in large]
             if windowed:
                 from feast_plugins.spark_windows import windowed_answer
 
                 entities = self._spark.read.parquet(entity_path)
-            for i in windowed:
-                view = self._views[i]
-                frame = windowed_answer(self._spark, view, entities, ROW, TS, EVENT_TIMESTAMP_PREFIX + view.name
-                                        if self.include_event_timestamps else None)
+                answers += [(i, windowed_answer(self._spark, self._views[i], entities, ROW, TS,
+                                                EVENT_TIMESTAMP_PREFIX + self._views[i].name
+                                                if self.include_event_timestamps else None)) for i in windowed]
+            for i, frame in answers:  # one part per view: its row numbers and its outputs as one struct
                 outputs = [c for c in frame.columns if c != ROW]
                 parts.append((frame.select(F.col(ROW), F.struct(*[F.col(_q(c)) for c in outputs]).alias(f"__o{i}")),
                               [i]))
