@@ -344,39 +344,67 @@ def _wire_value(type_name: str):
 
 
 def _wire_entries(name: str, type_name: str, column) -> list[bytes]:
-    """One map entry (``Map.val = 1``: key = 1, value = 2) per row of an Arrow column; null
-    and NaN -> an empty Value."""
+    """One map entry (``Map.val = 1``: key = 1, value = 2) per row of an Arrow column, around
+    its :func:`wire_values` bytes; null and NaN -> an empty Value."""
     key = name.encode("utf8")
     key_part = b"\x0a" + _varint(len(key)) + key
-    null = b"\x0a" + _varint(len(key_part) + 2) + key_part + b"\x12\x00"
+    seen: dict = {b"": b"\x0a" + _varint(len(key_part) + 2) + key_part + b"\x12\x00"}
+
+    def entry(encoded: bytes) -> bytes:
+        body = key_part + b"\x12" + _varint(len(encoded)) + encoded
+        return b"\x0a" + _varint(len(body)) + body
+
+    values = wire_values(type_name, column)
+    if type_name in ("DOUBLE", "FLOAT"):  # fixed width: one head for every non-null value
+        width = 8 if type_name == "DOUBLE" else 4
+        head = entry(b"\x00" * (1 + width))[:-(1 + width)]
+        null = seen[b""]
+        return [head + v if v else null for v in values]
+    out = []
+    for v in values:
+        cached = seen.get(v)
+        if cached is None:
+            cached = seen[v] = entry(v)
+        out.append(cached)
+    return out
+
+
+def wire_values(type_name: str, column) -> list[bytes]:
+    """Each row of an Arrow column as one serialized ``Value`` of that Feast type (what
+    ``Value.SerializeToString`` gives for Feast's conversion of it: null and NaN -> an empty
+    ``Value``, ``b""``): the bytes a stock Redis store writes per feature."""
     if type_name in ("DOUBLE", "FLOAT"):
-        # Fixed width: one prefix, then each value's little-endian bytes (NumPy packs them all).
         import numpy as np
 
         width, tag, dtype = (8, b"\x29", "<f8") if type_name == "DOUBLE" else (4, b"\x35", "<f4")
         values = column.to_numpy(zero_copy_only=False).astype("<f8")  # null -> NaN
         missing = np.isnan(values).tolist()
         raw = values.astype(dtype).tobytes()
-        entry_len = len(key_part) + 2 + 1 + width
-        prefix = b"\x0a" + _varint(entry_len) + key_part + b"\x12" + _varint(1 + width) + tag
-        return [null if missing[i] else prefix + raw[i * width:(i + 1) * width] for i in range(len(missing))]
+        return [b"" if missing[i] else tag + raw[i * width:(i + 1) * width] for i in range(len(missing))]
     encode = _wire_value(type_name)
-    seen: dict = {}  # repeated values (counts, categories) are encoded once
-
-    def entry(v) -> bytes:
-        encoded = encode(v)
-        body = key_part + b"\x12" + _varint(len(encoded)) + encoded
-        return b"\x0a" + _varint(len(body)) + body
-
+    seen: dict = {}
     out = []
     for v in column.to_pylist():
         if v is None or v != v:
-            out.append(null)
+            out.append(b"")
         else:
             cached = seen.get(v)
             if cached is None:
-                cached = seen[v] = entry(v)
+                cached = seen[v] = encode(v)
             out.append(cached)
+    return out
+
+
+def timestamp_bytes(micros: int) -> bytes:
+    """A serialized ``google.protobuf.Timestamp`` of an instant in microseconds since the
+    epoch (``Timestamp.FromDatetime`` then ``SerializeToString``: seconds = 1 and nanos = 2,
+    each left out when 0)."""
+    seconds, us = divmod(micros, 1_000_000)
+    out = b""
+    if seconds:
+        out += b"\x08" + _varint(seconds & _MASK64)
+    if us:
+        out += b"\x10" + _varint(us * 1000)
     return out
 
 
