@@ -48,10 +48,15 @@ def _env(data_dir: str, profile: str) -> None:
 
 
 def apply_spark(data_dir: str) -> None:
+    apply_profile(data_dir, "spark")
+
+
+def apply_profile(data_dir: str, profile: str) -> None:
+    """``feast apply`` of the repository for ``profile`` over ``data_dir``'s sources (in a child)."""
     from core.settings import Settings
     from pipeline.apply import apply
 
-    _env(data_dir, "spark")
+    _env(data_dir, profile)
     apply(Settings.from_env())
 
 

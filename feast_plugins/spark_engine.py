@@ -8,10 +8,18 @@ Named in ``feature_repo/feature_store.spark.yaml`` (stock: ``type: spark.engine`
 Everything up to the write is Feast's ``SparkComputeEngine``: its plan (read the source
 over the interval, keep each entity's newest row) runs unchanged on the cluster. Only the
 output node differs (:class:`_RedisWriteNode`, as ``packed_sqlite_store`` swaps the local
-engine's). Stock's node, on every executor, unpickles the view, store and config for
-*each* Arrow batch, builds a protobuf message per cell (``_convert_arrow_to_proto``) and
-writes through ``RedisOnlineStore.online_write_batch``. Ours unpickles once per partition
-and encodes each batch column by column straight into protobuf's wire format
+engine's). Stock's node runs Python on every executor: each executor's Python worker
+imports Feast (seconds, in every new Spark application) and, for *each* Arrow batch,
+unpickles the view, store and config, builds a protobuf message per cell
+(``_convert_arrow_to_proto``) and writes through ``RedisOnlineStore.online_write_batch``.
+
+Ours has the JVM write the plan's rows (one per entity) as Parquet under the offline
+store's ``staging_location`` (a directory the driver and every executor reach, as for
+training sets), then reads the row count from the files' footers. Up to
+``driver_write_rows`` (default :data:`DRIVER_WRITE_ROWS`) the driver writes them to Redis
+itself: no Python runs on the executors at all. Past it, the executors do, from the
+staged files (``mapInArrow``), unpickling once per partition. Either way each batch is
+encoded column by column straight into protobuf's wire format
 (``packed_layout.wire_values``, ``timestamp_bytes``, ``encode_entity_keys``), then writes
 the very commands stock writes: per entity ``HSET <entity key><project>`` with
 ``_ts:<view>`` and ``mmh3(<view>:<feature>)`` fields (and ``EXPIRE`` with
@@ -32,21 +40,35 @@ Feast's own conversion and ``online_write_batch`` for that batch).
 
 from __future__ import annotations
 
+import shutil
+import uuid
 from typing import Literal
 
+import pyarrow.dataset as ds
 from feast.infra.compute_engines.spark.compute import SparkComputeEngine, SparkComputeEngineConfig
 from feast.infra.compute_engines.spark.feature_builder import SparkFeatureBuilder
 from feast.infra.compute_engines.spark.nodes import SparkWriteNode
 
 from feast_plugins import packed_layout
+from feast_plugins.spark_offline_store import staging_root
+
+#: Rows per Redis pipeline when the driver writes.
+BATCH_ROWS = 10_000
+
+
+#: Rows (one per entity, after Feast's plan kept each entity's newest) up to which the
+#: driver writes them to Redis itself; past it, the executors do (``driver_write_rows``).
+DRIVER_WRITE_ROWS = 2_000_000
 
 
 class SparkRedisComputeEngineConfig(SparkComputeEngineConfig):
-    """Stock ``spark.engine``'s settings (``spark_conf``, ``partitions``, ...)."""
+    """Stock ``spark.engine``'s settings (``spark_conf``, ``partitions``, ...), and
+    ``driver_write_rows`` (module doc)."""
 
     type: Literal["feast_plugins.spark_engine.SparkRedisComputeEngine"] = (  # type: ignore[assignment]
         "feast_plugins.spark_engine.SparkRedisComputeEngine"
     )
+    driver_write_rows: int = DRIVER_WRITE_ROWS
 
 
 def fast_path(view, repo_config) -> str | None:
@@ -79,8 +101,22 @@ class _RedisWriteNode(SparkWriteNode):
         if not view.online or fast_path(view, context.repo_config) is not None:
             return super().execute(context)
         spark_df = self.get_single_input_value(context).data
-        artifacts = SerializedArtifacts.serialize(feature_view=view, repo_config=context.repo_config)
-        spark_df.mapInArrow(lambda batches: _write_partition(batches, artifacts), "rows long").count()
+        limit = getattr(context.repo_config.batch_engine, "driver_write_rows", DRIVER_WRITE_ROWS)
+        staged = staging_root(context.repo_config) / f"feast-spark-materialize-{uuid.uuid4().hex}"
+        try:
+            spark_df.write.parquet(str(staged))  # the JVM alone: no Python worker on the executors
+            dataset = ds.dataset(str(staged), format="parquet")
+            if dataset.count_rows() <= limit:  # from the files' footers
+                writer = RedisWriter(view, context.online_store, context.repo_config)
+                for batch in dataset.to_batches(batch_size=BATCH_ROWS):
+                    if batch.num_rows:
+                        writer.write(batch)
+            else:
+                artifacts = SerializedArtifacts.serialize(feature_view=view, repo_config=context.repo_config)
+                staged_df = spark_df.sparkSession.read.parquet(str(staged))
+                staged_df.mapInArrow(lambda batches: _write_partition(batches, artifacts), "rows long").count()
+        finally:
+            shutil.rmtree(staged, ignore_errors=True)
         return DAGValue(data=spark_df, format=DAGFormat.SPARK,
                         metadata={"feature_view": view.name, "write_to_online": True, "write_to_offline": False})
 

@@ -385,7 +385,7 @@ def _utc_column(column: pa.ChunkedArray, name: str) -> pa.ChunkedArray:
     return pc.cast(pa.chunked_array([pa.Array.from_pandas(parsed)]), pa.timestamp("us", tz="UTC"), safe=False)
 
 
-def _staging_root(config: RepoConfig) -> Path:
+def staging_root(config: RepoConfig) -> Path:
     location = getattr(config.offline_store, "staging_location", None)
     if not location:
         return Path(tempfile.gettempdir())
@@ -506,7 +506,7 @@ class SparkPitRetrievalJob(RetrievalJob):
         """Entity columns, then each view's features (and event times), in entity order."""
         from pyspark.sql import functions as F
 
-        staging = _staging_root(self._config) / f"feast-spark-pit-{uuid.uuid4().hex}"
+        staging = staging_root(self._config) / f"feast-spark-pit-{uuid.uuid4().hex}"
         staging.mkdir(parents=True)
         try:
             entity, entity_path = self._stage_entities(staging)
@@ -614,7 +614,7 @@ class SparkPitRetrievalJob(RetrievalJob):
     def to_spark_df(self):
         """The joined rows (no on-demand views, as in Feast's Spark job) as a Spark DataFrame
         scanning a Parquet file in the staging directory; the file lives as long as this job."""
-        staging = _staging_root(self._config) / f"feast-spark-pit-{uuid.uuid4().hex}"
+        staging = staging_root(self._config) / f"feast-spark-pit-{uuid.uuid4().hex}"
         staging.mkdir(parents=True)
         weakref.finalize(self, shutil.rmtree, staging, True)
         pq.write_table(self._joined(), staging / "part-00000.parquet")

@@ -4,8 +4,8 @@ what Feast's stock engines write: every key, every hash field, every byte.
 One repository (two join keys, one int64 key, a view without entities, a view with a
 feature type the writer leaves to stock, created-time ties, nulls and NaN in every type)
 is materialized into three Redis databases: by stock ``spark.engine``, by the project's
-engine, and by Feast's stock local engine over the same files (what the redis profile
-writes), in two windows (the second one incremental, so rows older than what is stored
+engine (its driver writing, then its executors), and by Feast's stock local engine over
+the same files (what the redis profile writes), in two windows (the second one incremental, so rows older than what is stored
 are skipped as stock skips them, and a key's later row overwrites it), with and without
 ``key_ttl_seconds``. Then the databases are compared key by key: ours equals stock Spark's
 on every view stock Spark can write, and the local engine's on every view. Stock Spark
@@ -75,7 +75,7 @@ def _write(root: Path, frames: dict[str, dict[str, list]]) -> None:
                        root / f"{name}.parquet")
 
 
-def _store(root: Path, engine: str, redis_address: str, db: int, ttl: int | None):
+def _store(root: Path, engine: str, redis_address: str, db: int, ttl: int | None, driver_rows: int = 10**6):
     """The repository over the files, materializing with ``engine`` into Redis ``db``: Spark
     sources and the spark profile's offline store, or (``local``) file sources and the
     embedded profile's offline store."""
@@ -116,8 +116,9 @@ def _store(root: Path, engine: str, redis_address: str, db: int, ttl: int | None
         offline_store={"type": "feast_plugins.asof_offline_store.AsofDuckDBOfflineStore"} if engine == LOCAL else
         {"type": "feast_plugins.spark_offline_store.SparkPitOfflineStore", "spark_conf": SPARK_CONF,
          "staging_location": str(root / "staging")},
-        batch_engine={"type": LOCAL} if engine == LOCAL else {"type": engine, "spark_conf": SPARK_CONF,
-                                                               "partitions": 3},
+        batch_engine={"type": LOCAL} if engine == LOCAL else {
+            "type": engine, "spark_conf": SPARK_CONF, "partitions": 3,
+            **({"driver_write_rows": driver_rows} if engine == OURS else {})},
         entity_key_serialization_version=3)
     store = FeatureStore(repo_path=str(repo), config=config)
     store.apply([k, n, *views])
@@ -142,8 +143,10 @@ def _differences(got: dict, want: dict, label: str) -> None:
                           f"{want[different[0]]} vs ours {got[different[0]]}"
 
 
-@pytest.mark.parametrize("ttl", [None, 3600])
-def test_the_engine_writes_the_bytes_stock_writes(spark_env, redis_server, tmp_path, ttl):
+@pytest.mark.parametrize("ttl, driver_rows", [(None, 10**6), (3600, 0)], ids=["driver-writes", "executors-write"])
+def test_the_engine_writes_the_bytes_stock_writes(spark_env, redis_server, tmp_path, ttl, driver_rows):
+    """``driver_rows``: the engine's ``driver_write_rows``: every view written by the driver
+    (10**6), or every view by the executors from the staged files (0)."""
     import redis
 
     from feast_plugins import spark_engine
@@ -151,7 +154,8 @@ def test_the_engine_writes_the_bytes_stock_writes(spark_env, redis_server, tmp_p
     frames = _rows(seed=7)
     _write(tmp_path, frames)
     dbs = {STOCK: 1, OURS: 2, LOCAL: 3}
-    stores = {engine: _store(tmp_path, engine, redis_server.address, db, ttl) for engine, db in dbs.items()}
+    stores = {engine: _store(tmp_path, engine, redis_server.address, db, ttl, driver_rows)
+              for engine, db in dbs.items()}
     ours = stores[OURS]
     assert spark_engine.fast_path(ours.get_feature_view("two_keys"), ours.config) is None
     assert spark_engine.fast_path(ours.get_feature_view("one_key"), ours.config) == "feature types UNIX_TIMESTAMP"
