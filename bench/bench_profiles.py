@@ -1,20 +1,29 @@
-"""Embedded (DuckDB + SQLite) vs scale-out (Spark + Redis) profiles, on this machine.
+"""`make pipeline` on each profile, on this machine: embedded (DuckDB + SQLite), redis
+(DuckDB + Redis) and spark (the local cluster: Spark master + 2 workers, PostgreSQL
+registry, Redis).
 
-In one run over the same data: (1) a training set — get_historical_features through the
-FeatureService — for the 336,776 real flights and for a larger synthetic entity set drawn
-from them, and (2) a full materialization into each profile's online store. The anchor is
-the embedded default; ratios are spark / embedded. Each variant runs in its own process
-(peak memory includes Spark's JVM). Sizes: BENCH_PROFILE_SIZES (default real,10000000;
-"real" is every labelled flight up to the snapshot's as-of, 335,787 of the 336,776);
-a variant slower than BENCH_TIMEOUT_S (default 1500) is recorded as a timeout.
+Each profile runs the command a user runs, ``pipeline run`` (what ``make pipeline`` calls),
+on the full shipped data, from an empty data directory of its own, in a process of its
+own (peak RSS of that process and its children: for spark the driver's JVM, not the
+workers' executors, which the cluster started). The spark profile finds the cluster the
+way a user's does: ``core.cluster.up`` under that data directory records its addresses
+and ``PROFILE=spark`` reads them (no ``SPARK_MASTER``, ``REGISTRY_URL`` or
+``REDIS_ADDRESS`` is passed). The anchor is the embedded profile: ratios are profile /
+embedded, in total and per stage (``stage_seconds`` of ``reports/pipeline_run.json``),
+and each profile's model version is compared with the embedded one (the same training set
+gives the same model bytes). A profile slower than ``BENCH_TIMEOUT_S`` (default 1800) is
+recorded as a timeout.
 
-Each engine gets the entity set the way it reads it best: the DuckDB store a pandas frame
-(it cannot take SQL), the Spark store a Spark SQL query over the same Parquet file.
+``prepare`` and ``entity_file`` build the data and the entity sets of the Spark store
+benchmarks (``bench_spark_store.py``, ``bench_spark_scaling.py``).
+
+    .venv/bin/python bench/bench_profiles.py
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -83,35 +92,28 @@ def entity_file(data_dir: str, rows: int | str) -> str:
     return str(out)
 
 
-def training_set(data_dir: str, profile: str, redis_url: str, path: str) -> int:
-    import pandas as pd
+PROFILES = ("embedded", "redis", "spark")
 
-    from core.quiet import quiet_third_party_warnings
-    from core.settings import Settings
-    from feast_plugins.store import feature_store
-
-    quiet_third_party_warnings()
-    _env(data_dir, profile, redis_url)
-    store = feature_store(Settings.from_env())
-    entity_df = pd.read_parquet(path) if profile == "embedded" else f"SELECT * FROM parquet.`{path}`"
-    service = store.get_feature_service("late_arrival_v1")
-    frame = store.get_historical_features(entity_df=entity_df, features=service, full_feature_names=True).to_df()
-    return len(frame)
+#: Settings a user's shell might hold that would point a profile somewhere else.
+_CLEARED = ("PROFILE", "DATA_DIR", "SPARK_MASTER", "REGISTRY_URL", "REDIS_ADDRESS")
 
 
-def materialize(data_dir: str, profile: str, redis_url: str, as_of: str) -> int:
-    from datetime import datetime
+def pipeline_run(data_dir: str, profile: str, redis_address: str | None) -> dict:
+    """``pipeline run`` (the command ``make pipeline`` runs) on ``profile`` over ``data_dir``;
+    its summary (``reports/pipeline_run.json``)."""
+    import json
 
-    from core.quiet import quiet_third_party_warnings
-    from core.settings import Settings
-    from feast_plugins.store import feature_store
-    from pipeline.materialize import EPOCH, materialize
-
-    quiet_third_party_warnings()
-    _env(data_dir, profile, redis_url)
-    settings = Settings.from_env()
-    materialize(settings, end=datetime.fromisoformat(as_of), start=EPOCH)
-    return len(feature_store(settings).list_feature_views())
+    env = {k: v for k, v in os.environ.items() if k not in _CLEARED}
+    env.update({"DATA_DIR": data_dir, "PROFILE": profile})
+    if redis_address:
+        env["REDIS_ADDRESS"] = redis_address
+    command = [str(Path(sys.executable).parent / "pipeline"), "run"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"PROFILE={profile} pipeline run exited {done.returncode}: {done.stderr[-2000:]}")
+    summary = json.loads((Path(data_dir) / "reports" / "pipeline_run.json").read_text())
+    return {"stage_seconds": summary["stage_seconds"], "model": summary["model"]["version"],
+            "auc": round(summary["model"]["metrics"]["model"]["auc"], 4)}
 
 
 def _redis(workdir: str) -> tuple[subprocess.Popen, str]:
@@ -124,48 +126,59 @@ def _redis(workdir: str) -> tuple[subprocess.Popen, str]:
     return proc, f"127.0.0.1:{port}"
 
 
-def _timed(fn, *args) -> dict:
-    return run_isolated(fn, *args, timeout=float(os.environ.get("BENCH_TIMEOUT_S", "1500")))
+def run_profile(root: Path, profile: str) -> dict:
+    """One profile's ``pipeline run`` in a fresh data directory, with the servers it needs
+    started before and stopped after."""
+    from core.cluster import ClusterOptions, down, up
+
+    data_dir = root / profile
+    data_dir.mkdir()
+    timeout = float(os.environ.get("BENCH_TIMEOUT_S", "1800"))
+    if profile == "spark":
+        up(data_dir, ClusterOptions(workers=2, worker_cores=1, worker_memory="1g"), say=say)
+        try:
+            return run_isolated(pipeline_run, str(data_dir), profile, None, timeout=timeout)
+        finally:
+            down(data_dir, say=say)
+    redis, address = _redis(str(data_dir)) if profile == "redis" else (None, None)
+    try:
+        return run_isolated(pipeline_run, str(data_dir), profile, address, timeout=timeout)
+    finally:
+        if redis is not None:
+            redis.terminate()
+            redis.wait()
 
 
 def main() -> int:
-    sizes = [x if x == REAL else int(x) for x in os.environ.get("BENCH_PROFILE_SIZES", f"{REAL},10000000").split(",")]
-    root = tempfile.mkdtemp(prefix="bench-profiles-")
-    redis, redis_url = _redis(root)
+    root = Path(tempfile.mkdtemp(prefix="bench-profiles-"))
+    root.chmod(0o755)  # the cluster's PostgreSQL runs as its own user when we are root
+    results = {}
+    for profile in cells(PROFILES, "profiles: pipeline run"):
+        results[profile] = run_profile(root, profile)
+        say(f"{profile}: {results[profile]}")
+    base = results["embedded"]
     rows, goals = [], []
-    try:
-        as_of = run_isolated(prepare, root, redis_url)["value"]
-        for size in cells(sizes, "profiles: training-set sizes"):
-            path = entity_file(root, size)
-            results = {}
-            for profile in ("embedded", "spark"):
-                r = _timed(training_set, root, profile, redis_url, path)
-                results[profile] = r
-                say(f"training set {size} rows, {profile}: {r}")
-            base = results["embedded"]
-            for profile, r in results.items():
-                n = r.get("value") or base.get("value") or size
-                rows.append({
-                    "case": f"training set, {n:,} entity rows" + (" (real flights)" if size == REAL else ""),
-                    "variant": profile,
-                    "wall_s": None if r.get("timeout") else round(r["wall_s"], 2),
-                    "peak_mib": None if r.get("timeout") else round(r["peak_mib"]),
-                    "ratio_vs_embedded": None if r.get("timeout") or base.get("timeout")
-                    else round(r["wall_s"] / base["wall_s"], 2),
-                    "note": f"timeout after {r['wall_s']:.0f}s" if r.get("timeout") else "",
-                })
-        results = {p: _timed(materialize, root, p, redis_url, as_of) for p in ("embedded", "spark")}
-        for profile, r in results.items():
-            rows.append({
-                "case": "materialize all views (full window)", "variant": profile,
-                "wall_s": round(r["wall_s"], 2), "peak_mib": round(r.get("peak_mib", 0)),
-                "ratio_vs_embedded": round(r["wall_s"] / results["embedded"]["wall_s"], 2), "note": "",
-            })
-    finally:
-        redis.terminate()
-    write_result("profiles", "Embedded (DuckDB + SQLite) vs spark (Spark local[2] + Redis) profile on 2 cores",
-                 rows, goals)
-    return 0
+    for profile, r in results.items():
+        row = {"case": "make pipeline, full data", "variant": profile}
+        if r.get("timeout"):
+            row.update({"wall_s": None, "note": f"timeout after {r['wall_s']:.0f}s"})
+        else:
+            value = r["value"]
+            row.update({"wall_s": round(r["wall_s"], 2), "peak_mib": round(r["peak_mib"]),
+                        "ratio_vs_embedded": round(r["wall_s"] / base["wall_s"], 2),
+                        **{f"{stage}_s": s for stage, s in value["stage_seconds"].items()},
+                        "model": value["model"], "auc": value["auc"],
+                        "same_model_as_embedded": value["model"] == base["value"]["model"]})
+        rows.append(row)
+        goals.append({"goal": f"PROFILE={profile} make pipeline completes on the full data",
+                      "value": not r.get("timeout"), "target": "True", "met": not r.get("timeout")})
+    write_result("profiles", "make pipeline (pipeline run) on the full shipped data per profile, each from an "
+                 "empty DATA_DIR in a fresh process: embedded (DuckDB + SQLite), redis (DuckDB + Redis), spark "
+                 "(local cluster: master + 2 workers x 1 core, PostgreSQL registry, Redis; found through "
+                 "DATA_DIR/cluster); stage seconds from reports/pipeline_run.json; peak_mib is the pipeline "
+                 "process and its children (spark: the driver's JVM, not the workers)", rows, goals)
+    shutil.rmtree(root, ignore_errors=True)
+    return 0 if all(g["met"] for g in goals) else 1
 
 
 if __name__ == "__main__":
