@@ -138,8 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "events before every request instant, replay/events_feed.py; REPLAY_FEED; default: none)")
     r.add_argument("--inject", type=fault, action="append", default=[], metavar="FAULT",
                    help="inject a fault, to check monitoring names its cause (repeatable; replay/faults.py): "
-                        "push-delay=2h, late-rows[=HOURS], skip-materialize, each optionally @YYYY-MM-DD "
-                        "(one served day)")
+                        "push-delay=2h, late-rows[=HOURS], skip-materialize, transform-change[=TABLE.COLUMN], "
+                        "each optionally @YYYY-MM-DD (one served day)")
     r.add_argument("--profile", action="store_true", help="pyinstrument profile to reports/replay/ "
                    "(pip install -e '.[bench]')")
     r.set_defaults(func=cmd_run)

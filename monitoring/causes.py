@@ -89,9 +89,11 @@ class View:
 
 
 def service_views(store, feature_service: str) -> dict[str, View]:
-    """The views of the FeatureService, from the registry."""
+    """The views of the FeatureService, from the registry. Windowed views are stream feature
+    views, which Feast lists apart from the batch ones: they are read from the store like
+    any view, not computed from the request (only a view in neither list is on-demand)."""
     service = store.get_feature_service(feature_service)
-    batch = {v.name: v for v in store.list_feature_views()}
+    batch = {v.name: v for v in [*store.list_feature_views(), *store.list_stream_feature_views()]}
     out = {}
     for p in service.feature_view_projections:
         view = batch.get(p.name)

@@ -111,6 +111,21 @@ def test_without_records_or_ages_the_server_dropping_a_value_is_ttl_expired_else
     assert named[:5] == ["ttl_expired", "ttl_expired", "unexplained", "ttl_expired", None]
 
 
+def test_only_request_time_views_are_on_demand_windowed_views_are_read_from_the_store(served_template):
+    """Windowed views are stream feature views, which Feast lists apart from the batch ones;
+    taken for on-demand, every windowed mismatch was put down to the request itself (a full
+    year's event-feed replay showed one windowed feature's mismatches as ``request_time``)."""
+    from core.settings import Settings
+    from feast_plugins.store import feature_store
+    from monitoring.causes import service_views
+
+    store = feature_store(Settings.from_env({"DATA_DIR": str(served_template)}))
+    views = service_views(store, "late_arrival_v3")
+    windowed = {v.name for v in store.list_stream_feature_views()} & set(views)
+    assert windowed, "late_arrival_v3 reads windowed views"
+    assert {name for name, v in views.items() if v.on_demand} == {"departure_time"}
+
+
 def test_findings_group_a_cause_across_features_and_views_into_one():
     log, offline, records, rows = case()
     codes = classify(values(log, FEATURES), values(offline, FEATURES))
