@@ -406,9 +406,16 @@ class Replay:
                     if change is not None:
                         self.work, changed = change_transform(self.work, uc, change, self.root / "faults")
                         self.say(f"  {day}: {change.spec()}: the night changes {', '.join(changed)}")
-                    accepted = self.deliver(end, week, bad=day in cfg.bad_days,
-                                            skip_materialize=skips_materialize(cfg.faults, day, first_day),
+                    skipped = skips_materialize(cfg.faults, day, first_day)
+                    accepted = self.deliver(end, week, bad=day in cfg.bad_days, skip_materialize=skipped,
                                             apply=change is not None)
+                    if accepted and not skipped and getattr(cfg.feed, "per_instant", False):
+                        # The night loaded every windowed event known up to `end`; the event
+                        # feed resumes there. From the day's last request instead, it pushed
+                        # the events known between that request and midnight a second time, and
+                        # a pushed event counts again (a full year's replay served carrier
+                        # 24-hour means off on 10% of flights).
+                        self.fed_until = end
                     nights = i + 1
                     self.pending_trigger = []
                     if accepted and nights % cfg.monitor_every_days == 0:
