@@ -213,23 +213,31 @@ def test_ingest_takes_a_declared_as_of_and_refuses_data_after_it(tmp_path, raw_s
         "the delivery is complete up to its declared instant, after its last event"
 
 
+def feed_replay(tmp_path_factory, raw_slice_dir, use_case, feed: str, service: str, warmup_days: int):
+    """A 3-day static replay of ``service`` with ``feed`` from 2013-01-01 after ``warmup_days``,
+    monitored once over the 3 days: its settings, summary and that monitoring check (every
+    served flight answered without error, logged and monitored)."""
+    from replay.config import FEEDS
+
+    config = ReplayConfig(policy="static", start=date(2013, 1, 1), warmup_days=warmup_days, days=3,
+                          window_days=warmup_days, monitor_every_days=3, num_boost_round=50, feed=FEEDS[feed],
+                          feature_service=service)
+    settings = Settings(data_dir=tmp_path_factory.mktemp(f"replay_{feed}"), raw_dir=raw_slice_dir)
+    summary = run_replay(settings, use_case.with_feature_service(service), config, say=lambda *a: None)
+    assert summary["errors"] == []
+    [check] = summary["monitoring"]
+    assert check["rows"] == summary["events"], "every served flight was logged and monitored"
+    return settings, summary, check
+
+
 def test_push_feed_serves_what_the_offline_join_sees(tmp_path_factory, raw_slice_dir, use_case):
     """The real intraday feed (push sources, hour by hour) on the fresher FeatureService:
     monitoring finds no feature of any served flight differing from its point-in-time
     offline value (without a feed, the day's weather is stale online and differs), and the
     static predictions made the night before differ from the dynamic ones for most flights."""
-    from replay.config import FEEDS
-
-    uc = use_case.with_feature_service("late_arrival_v2")
-    config = ReplayConfig(policy="static", start=date(2013, 1, 1), warmup_days=21, days=3, window_days=21,
-                          monitor_every_days=3, num_boost_round=50, feed=FEEDS["push"],
-                          feature_service="late_arrival_v2")
-    settings = Settings(data_dir=tmp_path_factory.mktemp("replay_push"), raw_dir=raw_slice_dir)
-    summary = run_replay(settings, uc, config, say=lambda *a: None)
+    settings, summary, check = feed_replay(tmp_path_factory, raw_slice_dir, use_case, "push", "late_arrival_v2", 21)
     assert summary["config"]["name"] == "static+push+late_arrival_v2"
-    assert summary["errors"] == [] and summary["events"] > 2000
-    [check] = summary["monitoring"]
-    assert check["rows"] == summary["events"], "every served flight was logged and monitored"
+    assert summary["events"] > 2000
     assert check["skew_features"] == 0, f"served features differ from the offline join: {check}"
     o = summary["overall"]
     assert o["same_events"] == summary["events"]
@@ -237,7 +245,7 @@ def test_push_feed_serves_what_the_offline_join_sees(tmp_path_factory, raw_slice
     # Every push left a write record in the replay's own DATA_DIR, stamped with the replay's clock.
     from pipeline.write_records import read_write_records
 
-    records = read_write_records(Settings(data_dir=settings.data_dir / "replay" / config.name / "data"))
+    records = read_write_records(Settings(data_dir=settings.data_dir / "replay" / summary["config"]["name"] / "data"))
     pushes = records[records["kind"] == "push"]
     assert set(pushes["view"]) == {"weather_hourly", "origin_recent"} and pushes["ok"].all()
     assert (pushes["written_at"] == pushes["window_end"]).all() and (pushes["written_at"].dt.year == 2013).all()
@@ -255,15 +263,6 @@ def test_event_feed_across_nights_serves_what_the_offline_join_sees(tmp_path_fac
     instead and pushed the events known before midnight a second time: the carrier's 24-hour
     mean arrival delay was served off for the next day (on 2013-01-31, 17% of flights), and
     monitoring, which took windowed views for on-demand ones, put it down to the request."""
-    from replay.config import FEEDS
-
-    uc = use_case.with_feature_service("late_arrival_v3")
-    config = ReplayConfig(policy="static", start=date(2013, 1, 1), warmup_days=28, days=3, window_days=28,
-                          monitor_every_days=3, num_boost_round=50, feed=FEEDS["events"],
-                          feature_service="late_arrival_v3")
-    settings = Settings(data_dir=tmp_path_factory.mktemp("replay_events"), raw_dir=raw_slice_dir)
-    summary = run_replay(settings, uc, config, say=lambda *a: None)
-    assert summary["errors"] == [] and summary["last_day"] == "2013-01-31"
-    [check] = summary["monitoring"]
-    assert check["rows"] == summary["events"], "every served flight was logged and monitored"
+    _, summary, check = feed_replay(tmp_path_factory, raw_slice_dir, use_case, "events", "late_arrival_v3", 28)
+    assert summary["last_day"] == "2013-01-31"
     assert check["skew_features"] == 0 and check["causes"] == {}, f"served features differ from the offline join: {check}"
